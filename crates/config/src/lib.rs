@@ -1,0 +1,11 @@
+//! Layered settings for every vigil service: defaults, then a TOML file, then `VIGIL_*`
+//! environment variables (`__` separates nesting levels), then command-line flags; the result is
+//! validated before any service starts.
+
+mod secret;
+mod settings;
+mod soar;
+
+pub use secret::{Secret, redact_url_password};
+pub use settings::*;
+pub use soar::*;

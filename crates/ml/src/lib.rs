@@ -1,0 +1,1 @@
+//! Data pipeline, feature engineering, models, ensemble and evaluation (no I/O).

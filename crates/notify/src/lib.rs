@@ -1,0 +1,1 @@
+//! Alert channel senders: Slack, PagerDuty, Opsgenie, Teams, email, webhook.

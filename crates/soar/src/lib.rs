@@ -1,0 +1,1 @@
+//! Threat assessment, alert routing, remediation and incidents.

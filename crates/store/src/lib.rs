@@ -1,0 +1,1 @@
+//! PostgreSQL pool, migrations and repositories.

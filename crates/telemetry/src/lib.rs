@@ -1,0 +1,1 @@
+//! Tracing, OpenTelemetry export, Prometheus metrics and health endpoints.

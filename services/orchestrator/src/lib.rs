@@ -1,0 +1,1 @@
+//! The vigil orchestrator service.

@@ -1,0 +1,1 @@
+//! The vigil trainer service.
