@@ -2,10 +2,12 @@
 //! environment variables (`__` separates nesting levels), then command-line flags; the result is
 //! validated before any service starts.
 
+mod loader;
 mod secret;
 mod settings;
 mod soar;
 
+pub use loader::{Config, Error, Result, Sources};
 pub use secret::{Secret, redact_url_password};
 pub use settings::*;
 pub use soar::*;

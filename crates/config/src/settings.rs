@@ -96,3 +96,155 @@ impl Serialize for DatabaseSettings {
         s.end()
     }
 }
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logs, traces and the HTTP endpoint for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,vigil_bus=debug`; `RUST_LOG` wins when set.
+    pub log_filter: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
+    pub http_addr: String,
+    /// OTLP/gRPC endpoint for traces; `OTEL_EXPORTER_OTLP_ENDPOINT` is used when unset.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Human,
+            log_filter: "info".into(),
+            http_addr: "127.0.0.1:9464".into(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+/// JetStream stream and consumer limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Window in which two signals with one fingerprint count as one (seconds).
+    pub dedup_window_secs: u64,
+    /// Most messages VIGIL_WORK holds before it refuses new ones (backpressure).
+    pub work_max_messages: i64,
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_deliver: i64,
+    /// How long a consumer has to ack before redelivery (seconds).
+    pub ack_wait_secs: u64,
+    /// How long domain events are kept in VIGIL_EVENTS (days).
+    pub events_max_age_days: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            dedup_window_secs: 300,
+            work_max_messages: 10_000,
+            max_deliver: 5,
+            ack_wait_secs: 30,
+            events_max_age_days: 7,
+        }
+    }
+}
+
+/// The broker: ingest -> validated, deduplicated, prioritised work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    /// Signal fields the content fingerprint covers when the sensor sets no id; empty means
+    /// every field except the receive-time ones.
+    pub fingerprint_fields: Vec<String>,
+    /// How long to wait before retrying input when VIGIL_WORK is full (milliseconds).
+    pub backpressure_delay_ms: u64,
+    /// Messages pulled per fetch.
+    pub batch_size: usize,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            fingerprint_fields: Vec::new(),
+            backpressure_delay_ms: 1_000,
+            batch_size: 256,
+        }
+    }
+}
+
+/// The orchestrator: one workflow per threat signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrchestratorSettings {
+    /// Workflows in flight at once.
+    pub max_workflows: usize,
+    /// gRPC address of the predictor (`http://127.0.0.1:50051`); no ML step when unset.
+    pub predictor_url: Option<String>,
+    /// Deadline of the predict step; past it the step is skipped (milliseconds).
+    pub predict_timeout_ms: u64,
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        Self {
+            max_workflows: 64,
+            predictor_url: None,
+            predict_timeout_ms: 50,
+        }
+    }
+}
+
+/// The gRPC predictor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictorSettings {
+    /// Where the gRPC server listens; port 0 picks a free one.
+    pub grpc_addr: String,
+    /// The model name of the Open Inference Protocol endpoints.
+    pub model_name: String,
+}
+
+impl Default for PredictorSettings {
+    fn default() -> Self {
+        Self {
+            grpc_addr: "127.0.0.1:50051".into(),
+            model_name: "vigil-threat".into(),
+        }
+    }
+}
+
+/// The trainer: when to retrain and when to promote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainerSettings {
+    /// Cron expression (sec min hour day month weekday) for scheduled runs.
+    pub schedule: String,
+    /// New labelled examples that trigger a run before the schedule does.
+    pub min_new_examples: u64,
+    /// How much better (F1 on the held-out split) a new ensemble must be to reach production.
+    pub promotion_margin: f64,
+    /// Seed of the data split and the learners, so runs are reproducible.
+    pub seed: u64,
+}
+
+impl Default for TrainerSettings {
+    fn default() -> Self {
+        Self {
+            schedule: "0 0 3 * * *".into(),
+            min_new_examples: 1_000,
+            promotion_margin: 0.005,
+            seed: 42,
+        }
+    }
+}

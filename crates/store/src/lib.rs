@@ -1,1 +1,40 @@
 //! PostgreSQL pool, migrations and repositories.
+//!
+//! [`Store`] owns the connection pool and applies the embedded `migrations/` at start-up; each
+//! table family has a repository handle borrowed from it ([`Store::workflows`],
+//! [`Store::models`]). Every query is parameterised. Unique keys in the schema make processing
+//! idempotent by event id; a write that hits one comes back as [`Error::AlreadyExists`] (or as
+//! [`InsertOutcome::AlreadyPresent`] from the `insert_if_absent` calls), never as a generic failure.
+//!
+//! With the `test-util` feature, [`test_util::TestDatabase`] hands each test its own freshly
+//! created and migrated database.
+
+mod error;
+mod ids;
+mod models;
+mod store;
+mod workflows;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use error::{Error, Result};
+pub use models::{ModelEvent, ModelEventKind, ModelRecord, ModelVersions, NewModelVersion};
+pub use store::{MIGRATOR, MigrationReport, Store};
+pub use workflows::Workflows;
+
+/// Whether an idempotent insert wrote a new row or found one already there under the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// The row was written now.
+    Inserted,
+    /// A row with the same unique key existed; nothing was written.
+    AlreadyPresent,
+}
+
+impl InsertOutcome {
+    /// True when this call wrote the row.
+    pub fn is_new(self) -> bool {
+        self == InsertOutcome::Inserted
+    }
+}

@@ -1,0 +1,226 @@
+//! Loading: defaults -> TOML file -> `VIGIL_*` environment -> `--set key=value` flags, then
+//! validation.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use vigil_domain::RiskThresholds;
+
+use crate::settings::*;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{origin} sets {key:?}, which cannot be set: {reason}")]
+    BadKey {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Result of loading configuration.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything any vigil service can be configured with.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub nats: NatsSettings,
+    pub database: DatabaseSettings,
+    pub telemetry: TelemetrySettings,
+    pub streams: StreamSettings,
+    pub thresholds: RiskThresholds,
+    pub broker: BrokerSettings,
+    pub orchestrator: OrchestratorSettings,
+    pub predictor: PredictorSettings,
+    pub trainer: TrainerSettings,
+}
+
+/// Where configuration comes from, lowest priority first after the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file.
+    pub file: Option<PathBuf>,
+    /// Environment variables; only `VIGIL_<SECTION>__<KEY>` names are read.
+    pub env: Vec<(String, String)>,
+    /// `key.path=value` overrides from the command line.
+    pub overrides: Vec<String>,
+}
+
+impl Sources {
+    /// The file named by `VIGIL_CONFIG` (if any), the process environment, and no overrides.
+    pub fn from_process_env() -> Self {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let file = env
+            .iter()
+            .find(|(k, _)| k == "VIGIL_CONFIG")
+            .map(|(_, v)| PathBuf::from(v));
+        Self {
+            file,
+            env,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Layers the sources over the defaults and validates the result.
+    pub fn load(sources: &Sources) -> Result<Self> {
+        let mut root = toml::Table::new();
+        if let Some(path) = &sources.file {
+            root = read_file(path)?;
+        }
+        for (name, value) in &sources.env {
+            let Some(path) = env_key(name) else { continue };
+            set_path(&mut root, &path, parse_scalar(value))
+                .map_err(|reason| bad_key(format!("environment variable {name}"), &path, reason))?;
+        }
+        for item in &sources.overrides {
+            let (key, value) = item.split_once('=').ok_or_else(|| Error::BadKey {
+                origin: "--set".into(),
+                key: item.clone(),
+                reason: "expected KEY=VALUE, e.g. thresholds.high=6.5".into(),
+            })?;
+            let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
+            set_path(&mut root, &path, parse_scalar(value))
+                .map_err(|reason| bad_key("--set".into(), &path, reason))?;
+        }
+        let config: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense together.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |msg: String| Err(Error::Invalid(msg));
+        if self.nats.url.trim().is_empty() {
+            return invalid("nats.url must not be empty".into());
+        }
+        if self.nats.password.is_some() && self.nats.user.is_none() {
+            return invalid("nats.password is set but nats.user is not".into());
+        }
+        if self.nats.tls.cert_file.is_some() != self.nats.tls.key_file.is_some() {
+            return invalid("nats.tls.cert_file and nats.tls.key_file must be set together".into());
+        }
+        if !self
+            .nats
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return invalid(format!(
+                "nats.prefix {:?} may only hold letters, digits, '_' and '-'",
+                self.nats.prefix
+            ));
+        }
+        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+            return invalid("database.url must start with postgres:// or postgresql://".into());
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections must be at least 1".into());
+        }
+        self.thresholds
+            .validate()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        if self.streams.dedup_window_secs == 0 {
+            return invalid("streams.dedup_window_secs must be at least 1".into());
+        }
+        if self.streams.work_max_messages < 1 {
+            return invalid("streams.work_max_messages must be at least 1".into());
+        }
+        if self.streams.max_deliver < 1 {
+            return invalid("streams.max_deliver must be at least 1".into());
+        }
+        if self.orchestrator.max_workflows == 0 {
+            return invalid("orchestrator.max_workflows must be at least 1".into());
+        }
+        if self.broker.batch_size == 0 {
+            return invalid("broker.batch_size must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.trainer.promotion_margin) {
+            return invalid("trainer.promotion_margin must be within 0..=1".into());
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with every secret redacted.
+    pub fn dump(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|source| Error::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+fn bad_key(origin: String, path: &[String], reason: String) -> Error {
+    Error::BadKey {
+        origin,
+        key: path.join("."),
+        reason,
+    }
+}
+
+/// `VIGIL_NATS__TLS__CA_FILE` -> `["nats", "tls", "ca_file"]`. Names without `__` (such as
+/// `VIGIL_CONFIG`) are not config keys.
+fn env_key(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix("VIGIL_")?;
+    if !rest.contains("__") {
+        return None;
+    }
+    Some(rest.split("__").map(|p| p.to_ascii_lowercase()).collect())
+}
+
+/// A value as TOML would read it (`5`, `true`, `["a","b"]`, `"quoted"`); anything that is not
+/// valid TOML is taken as a plain string.
+fn parse_scalar(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    if path.iter().any(|p| p.is_empty()) {
+        return Err("empty key segment".into());
+    }
+    let mut table = root;
+    for part in parents {
+        let entry = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is a value, not a section"))?;
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
