@@ -1,0 +1,184 @@
+//! What every vigil service shares at run time: one [`ServiceContext`] (config, metrics,
+//! readiness, instance id), shutdown on SIGINT/SIGTERM, and the `main` of a service binary.
+//!
+//! A service exposes `run(config, shutdown)`, which builds its own context and HTTP endpoint,
+//! and `run_in(ctx, shutdown)`, which `vigil up` calls for every service with one shared context.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use vigil_config::{Config, Sources};
+use vigil_telemetry::{HttpServer, Metrics, Readiness};
+
+/// Shared, cheaply cloned handles a service runs with.
+#[derive(Clone, Debug)]
+pub struct ServiceContext {
+    pub config: Arc<Config>,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    /// Unique per process: `<hostname-or-pid>-<random>`.
+    pub instance: String,
+}
+
+impl ServiceContext {
+    /// A context with fresh metrics and readiness.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config: Arc::new(config),
+            metrics: Metrics::new(),
+            readiness: Readiness::new(),
+            instance: instance_id(),
+        }
+    }
+}
+
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid{}", std::process::id()));
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &random[..8])
+}
+
+/// The stream limits and redelivery policy from config, in the bus's terms.
+pub fn topology(config: &Config) -> vigil_bus::TopologyConfig {
+    let policy = vigil_bus::ConsumerPolicy::exponential(
+        Duration::from_secs(config.streams.ack_wait_secs),
+        config.streams.max_deliver,
+    );
+    vigil_bus::TopologyConfig {
+        dedup_window: Duration::from_secs(config.streams.dedup_window_secs),
+        work_max_messages: config.streams.work_max_messages,
+        events_max_age: Duration::from_secs(config.streams.events_max_age_days * 24 * 3600),
+        broker: policy.clone(),
+        orchestrator: policy,
+        ..Default::default()
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Turns a shutdown future into a token that many tasks can wait on.
+pub fn token_from(shutdown: impl Future<Output = ()> + Send + 'static) -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    token
+}
+
+/// Starts the `/metrics`, `/healthz`, `/readyz` server of a standalone service.
+pub async fn serve_http(ctx: &ServiceContext, token: &CancellationToken) -> anyhow::Result<HttpServer> {
+    let stop = token.clone();
+    Ok(HttpServer::start(
+        &ctx.config.telemetry.http_addr,
+        ctx.metrics.clone(),
+        ctx.readiness.clone(),
+        async move { stop.cancelled().await },
+    )
+    .await?)
+}
+
+/// Flags every service binary takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML config file (also `VIGIL_CONFIG`).
+    #[arg(long, short = 'c', env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. `--set thresholds.high=6.5` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// Loads defaults -> file -> environment -> `--set`.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut sources = Sources::from_process_env();
+        if self.config.is_some() {
+            sources.file = self.config.clone();
+        }
+        sources.overrides = self.overrides.clone();
+        Ok(Config::load(&sources)?)
+    }
+}
+
+#[derive(Debug, clap::Parser)]
+struct ServiceCli {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+/// The whole `main` of a service binary: flags, config, telemetry, then `run` until SIGINT or
+/// SIGTERM. Errors print as one line and exit non-zero.
+pub fn service_main<F, Fut, E>(name: &str, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(Config, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    use clap::Parser;
+    let cli = ServiceCli::parse();
+    let config = match cli.config.load() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _guard = match vigil_telemetry::init(&config.telemetry, name) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        match run(config, Box::pin(shutdown_signal())).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, service = name, "service failed");
+                eprintln!("error: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
