@@ -48,6 +48,8 @@ pub struct Config {
     pub orchestrator: OrchestratorSettings,
     pub predictor: PredictorSettings,
     pub trainer: TrainerSettings,
+    /// Assessment, alert routing and channels, remediation, incidents.
+    pub soar: crate::SoarSettings,
 }
 
 /// Where configuration comes from, lowest priority first after the defaults.
@@ -129,7 +131,9 @@ impl Config {
                 self.nats.prefix
             ));
         }
-        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
             return invalid("database.url must start with postgres:// or postgresql://".into());
         }
         if self.database.max_connections == 0 {
@@ -153,6 +157,9 @@ impl Config {
         if self.broker.batch_size == 0 {
             return invalid("broker.batch_size must be at least 1".into());
         }
+        self.soar
+            .validate()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         if !(0.0..=1.0).contains(&self.trainer.promotion_margin) {
             return invalid("trainer.promotion_margin must be within 0..=1".into());
         }
@@ -199,7 +206,9 @@ fn env_key(name: &str) -> Option<Vec<String>> {
 fn parse_scalar(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
@@ -223,4 +232,3 @@ fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
     table.insert(last.clone(), value);
     Ok(())
 }
-

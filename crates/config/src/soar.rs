@@ -108,7 +108,9 @@ impl SoarSettings {
         {
             return Err(invalid(
                 "soar.delivery.fallback",
-                format!("channel {fallback} is the fallback but [soar.channels.{fallback}] is not configured"),
+                format!(
+                    "channel {fallback} is the fallback but [soar.channels.{fallback}] is not configured"
+                ),
             ));
         }
         Ok(())
@@ -240,11 +242,26 @@ impl AssessmentSettings {
             }
         }
         for (field, value) in [
-            ("soar.assessment.default_type_weight", self.default_type_weight),
-            ("soar.assessment.high_risk_port_points", self.high_risk_port_points),
-            ("soar.assessment.privileged_port_points", self.privileged_port_points),
-            ("soar.assessment.sensor_confidence_points", self.sensor_confidence_points),
-            ("soar.assessment.sensor_severity_points", self.sensor_severity_points),
+            (
+                "soar.assessment.default_type_weight",
+                self.default_type_weight,
+            ),
+            (
+                "soar.assessment.high_risk_port_points",
+                self.high_risk_port_points,
+            ),
+            (
+                "soar.assessment.privileged_port_points",
+                self.privileged_port_points,
+            ),
+            (
+                "soar.assessment.sensor_confidence_points",
+                self.sensor_confidence_points,
+            ),
+            (
+                "soar.assessment.sensor_severity_points",
+                self.sensor_severity_points,
+            ),
             ("soar.assessment.indicator_points", self.indicator_points),
         ] {
             require_finite_range(field, value, 0.0, 10.0)?;
@@ -302,7 +319,12 @@ impl VolumeThresholds {
             0.0,
             10.0,
         )?;
-        require_finite_range("soar.assessment.volume.max_points", self.max_points, 0.0, 10.0)
+        require_finite_range(
+            "soar.assessment.volume.max_points",
+            self.max_points,
+            0.0,
+            10.0,
+        )
     }
 }
 
@@ -413,7 +435,11 @@ pub struct RoutingRules {
 impl Default for RoutingRules {
     fn default() -> Self {
         Self {
-            critical: vec![ChannelKind::PagerDuty, ChannelKind::Slack, ChannelKind::Email],
+            critical: vec![
+                ChannelKind::PagerDuty,
+                ChannelKind::Slack,
+                ChannelKind::Email,
+            ],
             high: vec![ChannelKind::PagerDuty, ChannelKind::Slack],
             medium: vec![ChannelKind::Slack],
             low: Vec::new(),
@@ -483,7 +509,10 @@ impl RateLimit {
 
     fn validate(&self, field: &'static str) -> Result<()> {
         if self.per_minute > 0 && self.burst == 0 {
-            return Err(invalid(field, "burst must be at least 1 when per_minute > 0"));
+            return Err(invalid(
+                field,
+                "burst must be at least 1 when per_minute > 0",
+            ));
         }
         Ok(())
     }
@@ -531,8 +560,10 @@ impl ChannelRateLimits {
     /// Every limit with `per_minute > 0` has a burst of at least 1.
     pub fn validate(&self) -> Result<()> {
         self.slack.validate("soar.routing.rate_limits.slack")?;
-        self.pagerduty.validate("soar.routing.rate_limits.pagerduty")?;
-        self.opsgenie.validate("soar.routing.rate_limits.opsgenie")?;
+        self.pagerduty
+            .validate("soar.routing.rate_limits.pagerduty")?;
+        self.opsgenie
+            .validate("soar.routing.rate_limits.opsgenie")?;
         self.teams.validate("soar.routing.rate_limits.teams")?;
         self.email.validate("soar.routing.rate_limits.email")?;
         self.webhook.validate("soar.routing.rate_limits.webhook")
@@ -564,7 +595,10 @@ impl DeliverySettings {
     /// Positive timeout and a sane retry policy.
     pub fn validate(&self) -> Result<()> {
         if self.request_timeout_ms == 0 {
-            return Err(invalid("soar.delivery.request_timeout_ms", "must be positive"));
+            return Err(invalid(
+                "soar.delivery.request_timeout_ms",
+                "must be positive",
+            ));
         }
         self.retry.validate()
     }
@@ -860,7 +894,10 @@ impl EmailSettings {
             ));
         }
         if self.timeout_ms == 0 {
-            return Err(invalid("soar.channels.email.timeout_ms", "must be positive"));
+            return Err(invalid(
+                "soar.channels.email.timeout_ms",
+                "must be positive",
+            ));
         }
         Ok(())
     }
@@ -1201,6 +1238,7 @@ impl IncidentSettings {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1214,7 +1252,12 @@ mod tests {
         assert_eq!(s.remediation.threshold, 7.0);
         assert_eq!(s.remediation.executor, ExecutorKind::DryRun);
         assert!(!s.remediation.nftables.apply);
-        assert!(s.remediation.allow_list.iter().any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap())));
+        assert!(
+            s.remediation
+                .allow_list
+                .iter()
+                .any(|n| n.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()))
+        );
     }
 
     #[test]
@@ -1308,11 +1351,21 @@ mod tests {
 
         let mut s = SoarSettings::default();
         s.remediation.executor = ExecutorKind::Webhook;
-        assert!(s.validate().unwrap_err().to_string().contains("soar.remediation.webhook"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("soar.remediation.webhook")
+        );
 
         let mut s = SoarSettings::default();
         s.remediation.nftables.table = "vigil; rm -rf /".into();
-        assert!(s.validate().unwrap_err().to_string().contains("nftables.table"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("nftables.table")
+        );
 
         let mut s = SoarSettings::default();
         s.routing.rules.high = vec![ChannelKind::Slack, ChannelKind::Slack];
@@ -1323,12 +1376,18 @@ mod tests {
             webhook_url: Secret::new("ftp://secret-token"),
         });
         let err = s.validate().unwrap_err().to_string();
-        assert!(err.contains("slack.webhook_url") && !err.contains("secret-token"), "{err}");
+        assert!(
+            err.contains("slack.webhook_url") && !err.contains("secret-token"),
+            "{err}"
+        );
     }
 
     #[test]
     fn channel_and_executor_names_parse() {
-        assert_eq!("PagerDuty".parse::<ChannelKind>(), Ok(ChannelKind::PagerDuty));
+        assert_eq!(
+            "PagerDuty".parse::<ChannelKind>(),
+            Ok(ChannelKind::PagerDuty)
+        );
         assert!("sms".parse::<ChannelKind>().is_err());
         assert_eq!("dry_run".parse::<ExecutorKind>(), Ok(ExecutorKind::DryRun));
         assert_eq!(ExecutorKind::Nftables.to_string(), "nftables");

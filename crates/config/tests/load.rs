@@ -1,5 +1,7 @@
 //! Layering, validation and redaction of the configuration.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 
 use vigil_config::{Config, Error, LogFormat, Sources};
@@ -11,7 +13,10 @@ fn file(text: &str) -> tempfile::NamedTempFile {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -45,7 +50,10 @@ fn file_then_env_then_flags_each_win_over_the_last() {
             ("VIGIL_DATA_DIR", "/not/a/config/key"),
             ("PATH", "/usr/bin"),
         ]),
-        overrides: vec!["thresholds.high=6.8".into(), "broker.fingerprint_fields=[\"threat_type\"]".into()],
+        overrides: vec![
+            "thresholds.high=6.8".into(),
+            "broker.fingerprint_fields=[\"threat_type\"]".into(),
+        ],
     };
     let c = Config::load(&sources).expect("loads");
     assert_eq!(c.nats.url, "nats://file:4222", "file value kept");
@@ -87,7 +95,10 @@ fn invalid_values_are_refused_with_the_key() {
         ..Default::default()
     })
     .unwrap_err();
-    assert!(err.to_string().contains("medium < high < critical"), "{err}");
+    assert!(
+        err.to_string().contains("medium < high < critical"),
+        "{err}"
+    );
 
     let err = Config::load(&Sources {
         overrides: vec!["database.url=mysql://x".into()],
@@ -117,11 +128,17 @@ fn dump_redacts_every_secret() {
         ..Default::default()
     })
     .expect("loads");
-    assert_eq!(c.nats.password.as_ref().map(|s| s.expose()), Some("hunter2"));
+    assert_eq!(
+        c.nats.password.as_ref().map(|s| s.expose()),
+        Some("hunter2")
+    );
     let dump = c.dump();
     for secret in ["hunter2", "tok-secret", "pgsecret"] {
         assert!(!dump.contains(secret), "{secret} leaked:\n{dump}");
     }
-    assert!(dump.contains("postgres://vigil:<redacted>@db/vigil"), "{dump}");
+    assert!(
+        dump.contains("postgres://vigil:<redacted>@db/vigil"),
+        "{dump}"
+    );
     assert!(!format!("{c:?}").contains("hunter2"));
 }

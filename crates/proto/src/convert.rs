@@ -188,7 +188,8 @@ impl From<domain::Severity> for v1::Severity {
 }
 
 fn severity_i32(s: Option<domain::Severity>) -> i32 {
-    s.map(v1::Severity::from).unwrap_or(v1::Severity::Unspecified) as i32
+    s.map(v1::Severity::from)
+        .unwrap_or(v1::Severity::Unspecified) as i32
 }
 
 impl TryFrom<v1::EventType> for domain::EventType {
@@ -518,12 +519,12 @@ fn json_text(field: &'static str, text: String) -> Result<Option<serde_json::Val
     if text.is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| ConversionError::Invalid(ValidationError::Invalid {
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        ConversionError::Invalid(ValidationError::Invalid {
             field,
             reason: format!("not valid JSON: {e}"),
-        }))
+        })
+    })
 }
 
 impl TryFrom<v1::ConfigChange> for domain::ConfigChange {

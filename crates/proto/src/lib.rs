@@ -21,6 +21,7 @@ pub mod inference {
 }
 
 /// Encoded `FileDescriptorSet` of every proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptor.bin"));
 
 pub use convert::ConversionError;

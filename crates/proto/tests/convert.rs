@@ -1,6 +1,8 @@
 //! Every proto <-> domain conversion round-trips, and bad wire values are refused with a message
 //! that names the field.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -10,7 +12,9 @@ use vigil_domain as d;
 use vigil_proto::{ConversionError, v1};
 
 fn at(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_790_000_000 + secs, 123_000_000).single().expect("valid timestamp")
+    Utc.timestamp_opt(1_790_000_000 + secs, 123_000_000)
+        .single()
+        .expect("valid timestamp")
 }
 
 /// domain -> wire -> bytes -> wire -> domain gives back the same value.
@@ -60,18 +64,33 @@ fn threat_signal_refusals_name_the_field() {
     let mut w: v1::ThreatSignal = signal().into();
     w.threat_type = "  ".into();
     let err = d::ThreatSignal::try_from(w).unwrap_err();
-    assert!(err.to_string().contains("threat_type must not be empty"), "{err}");
+    assert!(
+        err.to_string().contains("threat_type must not be empty"),
+        "{err}"
+    );
 
     let mut w: v1::ThreatSignal = signal().into();
     w.source_ip = "not-an-ip".into();
     let err = d::ThreatSignal::try_from(w).unwrap_err();
-    assert!(matches!(err, ConversionError::BadAddress { field: "source_ip", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ConversionError::BadAddress {
+                field: "source_ip",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let mut w: v1::ThreatSignal = signal().into();
     w.destination_port = 70_000;
     assert!(matches!(
         d::ThreatSignal::try_from(w).unwrap_err(),
-        ConversionError::BadPort { field: "destination_port", .. }
+        ConversionError::BadPort {
+            field: "destination_port",
+            ..
+        }
     ));
 
     let mut w: v1::ThreatSignal = signal().into();
@@ -83,13 +102,21 @@ fn threat_signal_refusals_name_the_field() {
 
     let mut w: v1::ThreatSignal = signal().into();
     w.numeric.insert("rate".into(), f64::INFINITY);
-    assert!(d::ThreatSignal::try_from(w).unwrap_err().to_string().contains("rate"));
+    assert!(
+        d::ThreatSignal::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("rate")
+    );
 
     let mut w: v1::ThreatSignal = signal().into();
     w.severity = 42;
     assert!(matches!(
         d::ThreatSignal::try_from(w).unwrap_err(),
-        ConversionError::UnknownEnum { field: "severity", value: 42 }
+        ConversionError::UnknownEnum {
+            field: "severity",
+            value: 42
+        }
     ));
 }
 
@@ -135,7 +162,10 @@ fn security_event_round_trips_with_its_payload() {
     w.event_type = v1::EventType::Unspecified as i32;
     assert!(matches!(
         d::SecurityEvent::try_from(w).unwrap_err(),
-        ConversionError::UnknownEnum { field: "event_type", .. }
+        ConversionError::UnknownEnum {
+            field: "event_type",
+            ..
+        }
     ));
 }
 
@@ -163,7 +193,12 @@ fn config_change_round_trips() {
         timestamp: Some(at(3).into()),
         ..Default::default()
     };
-    assert!(d::ConfigChange::try_from(w).unwrap_err().to_string().contains("new_value_json"));
+    assert!(
+        d::ConfigChange::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("new_value_json")
+    );
 }
 
 fn assessment() -> d::Assessment {
@@ -194,19 +229,37 @@ fn assessment_round_trips_and_refuses_bad_scores() {
     let mut w: v1::Assessment = assessment().into();
     w.risk_score = 10.5;
     let err = d::Assessment::try_from(w).unwrap_err();
-    assert!(err.to_string().contains("risk_score must be within 0..=10"), "{err}");
+    assert!(
+        err.to_string().contains("risk_score must be within 0..=10"),
+        "{err}"
+    );
 
     let mut w: v1::Assessment = assessment().into();
     w.confidence = -0.1;
-    assert!(d::Assessment::try_from(w).unwrap_err().to_string().contains("confidence"));
+    assert!(
+        d::Assessment::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("confidence")
+    );
 
     let mut w: v1::Assessment = assessment().into();
     w.threat_id.clear();
-    assert!(d::Assessment::try_from(w).unwrap_err().to_string().contains("threat_id must not be empty"));
+    assert!(
+        d::Assessment::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("threat_id must not be empty")
+    );
 
     let mut w: v1::Assessment = assessment().into();
     w.ml_score = Some(f64::NAN);
-    assert!(d::Assessment::try_from(w).unwrap_err().to_string().contains("ml_score"));
+    assert!(
+        d::Assessment::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("ml_score")
+    );
 }
 
 fn model_version() -> d::ModelVersion {
@@ -241,17 +294,30 @@ fn model_version_round_trips_and_refuses_bad_metrics() {
     }
     let mut w: v1::ModelVersion = model_version().into();
     w.metrics.as_mut().unwrap().auc_roc = 1.5;
-    assert!(d::ModelVersion::try_from(w).unwrap_err().to_string().contains("metrics.auc_roc"));
+    assert!(
+        d::ModelVersion::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("metrics.auc_roc")
+    );
 
     let mut w: v1::ModelVersion = model_version().into();
     w.id.clear();
-    assert!(d::ModelVersion::try_from(w).unwrap_err().to_string().contains("id must not be empty"));
+    assert!(
+        d::ModelVersion::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("id must not be empty")
+    );
 
     let mut w: v1::ModelVersion = model_version().into();
     w.model_type = 0;
     assert!(matches!(
         d::ModelVersion::try_from(w).unwrap_err(),
-        ConversionError::UnknownEnum { field: "model_type", .. }
+        ConversionError::UnknownEnum {
+            field: "model_type",
+            ..
+        }
     ));
 }
 
@@ -273,13 +339,28 @@ fn prediction_result_round_trips_and_refuses_bad_values() {
     round_trip::<_, v1::PredictionResult>(prediction());
     let mut w: v1::PredictionResult = prediction().into();
     w.risk_score = -1.0;
-    assert!(d::PredictionResult::try_from(w).unwrap_err().to_string().contains("risk_score"));
+    assert!(
+        d::PredictionResult::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("risk_score")
+    );
     let mut w: v1::PredictionResult = prediction().into();
     w.confidence = 2.0;
-    assert!(d::PredictionResult::try_from(w).unwrap_err().to_string().contains("confidence"));
+    assert!(
+        d::PredictionResult::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("confidence")
+    );
     let mut w: v1::PredictionResult = prediction().into();
     w.model_version_id.clear();
-    assert!(d::PredictionResult::try_from(w).unwrap_err().to_string().contains("model_version_id"));
+    assert!(
+        d::PredictionResult::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("model_version_id")
+    );
 }
 
 fn workflow() -> d::WorkflowExecution {
@@ -327,10 +408,20 @@ fn workflow_round_trips_in_every_status() {
     });
     let mut w: v1::WorkflowExecution = workflow().into();
     w.event_id.clear();
-    assert!(d::WorkflowExecution::try_from(w).unwrap_err().to_string().contains("event_id"));
+    assert!(
+        d::WorkflowExecution::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("event_id")
+    );
     let mut w: v1::WorkflowExecution = workflow().into();
     w.status = v1::WorkflowStatus::Failed as i32;
-    assert!(d::WorkflowExecution::try_from(w).unwrap_err().to_string().contains("FAILED workflow must say why"));
+    assert!(
+        d::WorkflowExecution::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("FAILED workflow must say why")
+    );
 }
 
 #[test]
@@ -364,7 +455,12 @@ fn alert_remediation_incident_round_trip() {
     round_trip::<_, v1::RemediationAction>(action.clone());
     let mut w: v1::RemediationAction = action.into();
     w.target.clear();
-    assert!(d::RemediationAction::try_from(w).unwrap_err().to_string().contains("target"));
+    assert!(
+        d::RemediationAction::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("target")
+    );
 
     round_trip::<_, v1::Incident>(d::Incident {
         id: "inc-1".into(),
@@ -393,10 +489,20 @@ fn feedback_round_trips_and_refuses_bad_confidence() {
     round_trip::<_, v1::FeedbackRecord>(record.clone());
     let mut w: v1::FeedbackRecord = record.clone().into();
     w.confidence = 1.01;
-    assert!(d::FeedbackRecord::try_from(w).unwrap_err().to_string().contains("confidence"));
+    assert!(
+        d::FeedbackRecord::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("confidence")
+    );
     let mut w: v1::FeedbackRecord = record.into();
     w.id.clear();
-    assert!(d::FeedbackRecord::try_from(w).unwrap_err().to_string().contains("id must not be empty"));
+    assert!(
+        d::FeedbackRecord::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("id must not be empty")
+    );
 }
 
 #[test]
@@ -430,5 +536,10 @@ fn health_messages_round_trip() {
         timestamp: Some(at(15).into()),
         ..Default::default()
     };
-    assert!(d::Heartbeat::try_from(w).unwrap_err().to_string().contains("instance must not be empty"));
+    assert!(
+        d::Heartbeat::try_from(w)
+            .unwrap_err()
+            .to_string()
+            .contains("instance must not be empty")
+    );
 }

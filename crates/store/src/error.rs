@@ -1,5 +1,5 @@
 use sqlx::error::ErrorKind;
-use vigil_domain::ValidationError;
+use vigil_domain::{ModelType, ValidationError};
 
 /// Everything that can go wrong talking to PostgreSQL.
 ///
@@ -42,6 +42,23 @@ pub enum Error {
     /// A stored row does not decode into its domain type.
     #[error("corrupt row in {table}: {reason}")]
     CorruptRow { table: &'static str, reason: String },
+    /// A stored model artifact no longer hashes to the checksum recorded when it was registered;
+    /// the bytes must not be served.
+    #[error(
+        "artifact of model version {id} is corrupt: recorded sha256 {expected}, stored bytes hash \
+         to {actual}"
+    )]
+    CorruptArtifact {
+        id: String,
+        expected: String,
+        actual: String,
+    },
+    /// A rollback found no version to return to; nothing was changed.
+    #[error("cannot roll back {model_type}: {reason}")]
+    NothingToRollBack {
+        model_type: ModelType,
+        reason: &'static str,
+    },
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(sqlx::Error),

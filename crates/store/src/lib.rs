@@ -1,10 +1,11 @@
 //! PostgreSQL pool, migrations and repositories.
 //!
 //! [`Store`] owns the connection pool and applies the embedded `migrations/` at start-up; each
-//! table family has a repository handle borrowed from it ([`Store::workflows`],
-//! [`Store::models`]). Every query is parameterised. Unique keys in the schema make processing
-//! idempotent by event id; a write that hits one comes back as [`Error::AlreadyExists`] (or as
-//! [`InsertOutcome::AlreadyPresent`] from the `insert_if_absent` calls), never as a generic failure.
+//! table family has a repository handle borrowed from it ([`Store::workflows`], and
+//! [`Store::models`] for the [`ModelRegistry`]). Every query is parameterised. Unique keys in the
+//! schema make processing idempotent by event id; a write that hits one comes back as
+//! [`Error::AlreadyExists`] (or as [`InsertOutcome::AlreadyPresent`] from the `insert_if_absent`
+//! calls), never as a generic failure.
 //!
 //! With the `test-util` feature, [`test_util::TestDatabase`] hands each test its own freshly
 //! created and migrated database.
@@ -12,6 +13,7 @@
 mod error;
 mod ids;
 mod models;
+mod soar;
 mod store;
 mod workflows;
 
@@ -19,7 +21,10 @@ mod workflows;
 pub mod test_util;
 
 pub use error::{Error, Result};
-pub use models::{ModelEvent, ModelEventKind, ModelRecord, ModelVersions, NewModelVersion};
+pub use models::{
+    ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,
+};
+pub use soar::{Alerts, IncidentAttachment, Incidents, Remediations};
 pub use store::{MIGRATOR, MigrationReport, Store};
 pub use workflows::Workflows;
 

@@ -8,7 +8,7 @@ use tracing::info;
 use vigil_config::{DatabaseSettings, redact_url_password};
 use vigil_domain::ValidationError;
 
-use crate::models::ModelVersions;
+use crate::models::ModelRegistry;
 use crate::workflows::Workflows;
 use crate::{Error, Result};
 
@@ -122,14 +122,29 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// The alerts repository.
+    pub fn alerts(&self) -> crate::Alerts<'_> {
+        crate::Alerts::new(self.pool())
+    }
+
+    /// The remediations repository.
+    pub fn remediations(&self) -> crate::Remediations<'_> {
+        crate::Remediations::new(self.pool())
+    }
+
+    /// The incidents repository.
+    pub fn incidents(&self) -> crate::Incidents<'_> {
+        crate::Incidents::new(self.pool())
+    }
+
     /// The `workflows` table.
     pub fn workflows(&self) -> Workflows<'_> {
         Workflows::new(&self.pool)
     }
 
-    /// The `model_versions` table and its `model_events` history.
-    pub fn models(&self) -> ModelVersions<'_> {
-        ModelVersions::new(&self.pool)
+    /// The model registry: `model_versions` and its `model_events` history.
+    pub fn models(&self) -> ModelRegistry<'_> {
+        ModelRegistry::new(&self.pool)
     }
 }
 

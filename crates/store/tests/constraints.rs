@@ -79,7 +79,7 @@ async fn a_second_active_model_per_type_is_refused() -> anyhow::Result<()> {
             "test",
         )
         .await?;
-    assert_eq!(models.list(ModelType::NeuralNetwork).await?.len(), 2);
+    assert_eq!(models.list(Some(ModelType::NeuralNetwork)).await?.len(), 2);
     Ok(())
 }
 
@@ -95,7 +95,30 @@ async fn a_model_version_number_is_taken_once_per_type() -> anyhow::Result<()> {
         .await;
     expect_already_exists(again, "model_versions_type_version_key");
     // The refused insert left no history behind (one transaction).
-    assert_eq!(models.events(ModelType::Ensemble).await?.len(), 1);
+    assert_eq!(models.history(Some(ModelType::Ensemble)).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_model_artifact_must_arrive_with_its_own_checksum() -> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let insert = |checksum: &'static str| {
+        sqlx::query(
+            "INSERT INTO model_versions (id, model_type, version, trained_at, training_samples, \
+                                         artifact, artifact_sha256) \
+             VALUES ($1, 'xgboost', 1, now(), 1, 'abc', $2)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(checksum)
+        .execute(db.store().pool())
+    };
+    // SHA-256 of "abcd", not of the "abc" that is stored.
+    let wrong = insert("88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589").await;
+    expect_check_violation(
+        wrong.map_err(Error::from),
+        "model_versions_artifact_sha256_matches",
+    );
+    insert("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad").await?;
     Ok(())
 }
 

@@ -121,32 +121,37 @@ async fn a_model_version_round_trips_with_its_artifact_and_history() -> anyhow::
         models.production(ModelType::RandomForest).await?,
         Some(record)
     );
-    assert_eq!(
-        models.artifact(&new.version.id).await?,
-        Some(b"abc".to_vec())
-    );
-    assert_eq!(models.artifact(&new_id()).await?, None);
+    assert_eq!(models.load_artifact(&new.version.id).await?, b"abc");
+    assert!(matches!(
+        models.load_artifact(&new_id()).await,
+        Err(Error::NotFound { .. })
+    ));
 
     models
         .insert(&model_version(ModelType::RandomForest, 2), "trainer")
         .await?;
     assert_eq!(models.next_version(ModelType::RandomForest).await?, 3);
     let versions: Vec<i32> = models
-        .list(ModelType::RandomForest)
+        .list(Some(ModelType::RandomForest))
         .await?
         .iter()
         .map(|r| r.version.version)
         .collect();
     assert_eq!(versions, [2, 1]);
-    assert!(models.list(ModelType::Xgboost).await?.is_empty());
+    assert!(models.list(Some(ModelType::Xgboost)).await?.is_empty());
 
-    let events = models.events(ModelType::RandomForest).await?;
-    assert_eq!(events.len(), 2);
-    assert!(
-        events
-            .iter()
-            .all(|e| e.event == ModelEventKind::Registered && e.actor == "trainer")
+    // Inserting v1 as production is recorded as such, so the history explains the flag.
+    let events = models.history(Some(ModelType::RandomForest)).await?;
+    let summary: Vec<(i32, ModelEventKind)> = events.iter().map(|e| (e.version, e.event)).collect();
+    assert_eq!(
+        summary,
+        [
+            (1, ModelEventKind::Registered),
+            (1, ModelEventKind::PromotedProduction),
+            (2, ModelEventKind::Registered),
+        ]
     );
+    assert!(events.iter().all(|e| e.actor == "trainer"));
     assert_eq!(events[0].model_version_id, new.version.id);
     Ok(())
 }
@@ -171,6 +176,6 @@ async fn model_inserts_refuse_bad_input_before_the_database() -> anyhow::Result<
         models.insert(&huge, "trainer").await,
         Err(Error::Invalid(_))
     ));
-    assert!(models.list(ModelType::Xgboost).await?.is_empty());
+    assert!(models.list(Some(ModelType::Xgboost)).await?.is_empty());
     Ok(())
 }

@@ -57,12 +57,15 @@ pub fn init(settings: &TelemetrySettings, service_name: &str) -> Result<Telemetr
         Some(endpoint) => Some(otlp_provider(endpoint, service_name)?),
         None => None,
     };
-    let otel_layer = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned()))
-    });
+    let otel_layer = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
 
     let (human, json) = match settings.log_format {
-        LogFormat::Human => (Some(tracing_subscriber::fmt::layer().with_target(true)), None),
+        LogFormat::Human => (
+            Some(tracing_subscriber::fmt::layer().with_target(true)),
+            None,
+        ),
         LogFormat::Json => (
             None,
             Some(

@@ -1,12 +1,18 @@
 //! The telemetry HTTP server answers what an orchestrator (Kubernetes, Prometheus) asks.
 
+#![allow(clippy::unwrap_used)]
+
 use prometheus_client::metrics::counter::Counter;
 use vigil_telemetry::{HttpServer, Metrics, Readiness};
 
 #[tokio::test]
 async fn metrics_health_and_readiness_are_served() {
     let metrics = Metrics::new();
-    let received: Counter = metrics.register("test_signals_received", "Signals received", Counter::default());
+    let received: Counter = metrics.register(
+        "test_signals_received",
+        "Signals received",
+        Counter::default(),
+    );
     received.inc_by(3);
     let readiness = Readiness::new();
     readiness.set("nats", true);
@@ -21,8 +27,18 @@ async fn metrics_health_and_readiness_are_served() {
     let base = format!("http://{}", server.local_addr);
     let client = reqwest::Client::new();
 
-    let body = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(body.contains("vigil_test_signals_received_total 3"), "{body}");
+    let body = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("vigil_test_signals_received_total 3"),
+        "{body}"
+    );
 
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
@@ -50,6 +66,8 @@ fn bad_log_filter_is_a_clear_error() {
     if std::env::var("RUST_LOG").is_ok() {
         return;
     }
-    let err = vigil_telemetry::init(&settings, "test").err().expect("refused");
+    let err = vigil_telemetry::init(&settings, "test")
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("invalid log filter"), "{err}");
 }

@@ -25,7 +25,10 @@ pub const FINGERPRINT_FIELDS: &[&str] = &[
 
 /// Checks that every configured field is one a fingerprint can cover.
 pub fn validate_fields(fields: &[String]) -> Result<(), String> {
-    match fields.iter().find(|f| !FINGERPRINT_FIELDS.contains(&f.as_str())) {
+    match fields
+        .iter()
+        .find(|f| !FINGERPRINT_FIELDS.contains(&f.as_str()))
+    {
         Some(bad) => Err(format!(
             "broker.fingerprint_fields: unknown field {bad:?}; choose from {}",
             FINGERPRINT_FIELDS.join(", ")

@@ -37,7 +37,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Runs a standalone broker (with its own `/metrics` endpoint) until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let token = vigil_runtime::token_from(shutdown);
     let ctx = ServiceContext::new(config);
     let http = vigil_runtime::serve_http(&ctx, &token).await?;
@@ -54,7 +57,9 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     fingerprint::validate_fields(&config.broker.fingerprint_fields).map_err(Error::Config)?;
     let bus = Bus::connect(&config.nats, vigil_runtime::topology(config)).await?;
     bus.declare().await?;
-    let consumer = bus.consumer::<v1::ThreatSignal>(ConsumerKind::Broker).await?;
+    let consumer = bus
+        .consumer::<v1::ThreatSignal>(ConsumerKind::Broker)
+        .await?;
     let broker = Broker {
         bus: bus.clone(),
         metrics: BrokerMetrics::register(&ctx.metrics),
@@ -66,7 +71,11 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     tracing::info!(consumer = consumer.name(), "broker consuming");
 
     let batch = config.broker.batch_size;
-    let mut deliveries = Box::pin(consumer.deliveries(batch, Duration::from_millis(500)).ready_chunks(batch));
+    let mut deliveries = Box::pin(
+        consumer
+            .deliveries(batch, Duration::from_millis(500))
+            .ready_chunks(batch),
+    );
     loop {
         tokio::select! {
             biased;
@@ -139,8 +148,14 @@ impl Broker {
         let traceparent = delivery.traceparent();
         let message = v1::ThreatSignal::from(signal.clone());
         let ack = loop {
-            let options = PublishOptions::new(signal.id.clone()).maybe_traceparent(traceparent.clone());
-            match self.bus.publisher().publish(&subject, &message, options).await {
+            let options =
+                PublishOptions::new(signal.id.clone()).maybe_traceparent(traceparent);
+            match self
+                .bus
+                .publisher()
+                .publish(&subject, &message, options)
+                .await
+            {
                 Ok(ack) => break ack,
                 // Backpressure: hold the message and retry, telling JetStream it is still being
                 // worked on. A nak would spend one of its `max_deliver` attempts per retry and a
@@ -165,7 +180,10 @@ impl Broker {
                 Err(error) => {
                     tracing::warn!(%error, id = %signal.id, "failed to queue signal");
                     let reason = format!("cannot queue signal: {error}");
-                    if let Err(error) = delivery.retry_or_dead_letter(&reason, self.backpressure_delay).await {
+                    if let Err(error) = delivery
+                        .retry_or_dead_letter(&reason, self.backpressure_delay)
+                        .await
+                    {
                         tracing::warn!(%error, "failed to nak after a publish failure");
                     }
                     return;
@@ -180,14 +198,20 @@ impl Broker {
         // On a redelivery we cannot know whether the event went out last time; the events
         // stream's own duplicate window keeps a re-publish from doubling it.
         if !ack.duplicate || delivery.delivery_count() > 1 {
-            self.publish_detected(&signal, priority, ack.traceparent).await;
+            self.publish_detected(&signal, priority, ack.traceparent)
+                .await;
         }
         if let Err(error) = delivery.ack().await {
             tracing::warn!(%error, id = %signal.id, "failed to ack ingest message");
         }
     }
 
-    async fn publish_detected(&self, signal: &ThreatSignal, priority: WorkPriority, traceparent: vigil_bus::TraceParent) {
+    async fn publish_detected(
+        &self,
+        signal: &ThreatSignal,
+        priority: WorkPriority,
+        traceparent: vigil_bus::TraceParent,
+    ) {
         let event = SecurityEvent {
             id: format!("threat_detected:{}", signal.id),
             event_type: EventType::ThreatDetected,
@@ -203,7 +227,11 @@ impl Broker {
                 "confidence": signal.confidence,
             }),
         };
-        let subject = match self.bus.topology().event_subject(EventType::ThreatDetected.as_str()) {
+        let subject = match self
+            .bus
+            .topology()
+            .event_subject(EventType::ThreatDetected.as_str())
+        {
             Ok(subject) => subject,
             Err(error) => {
                 tracing::warn!(%error, "cannot name the threat_detected subject");
@@ -211,7 +239,12 @@ impl Broker {
             }
         };
         let options = PublishOptions::new(event.id.clone()).traceparent(traceparent);
-        if let Err(error) = self.bus.publisher().publish(&subject, &v1::SecurityEvent::from(event), options).await {
+        if let Err(error) = self
+            .bus
+            .publisher()
+            .publish(&subject, &v1::SecurityEvent::from(event), options)
+            .await
+        {
             tracing::warn!(%error, id = %signal.id, "failed to publish threat_detected");
         }
     }

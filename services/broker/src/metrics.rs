@@ -14,11 +14,31 @@ pub struct BrokerMetrics {
 impl BrokerMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         Self {
-            received: metrics.register("broker_signals_received", "Threat signals pulled from the ingest stream", Counter::default()),
-            duplicate: metrics.register("broker_signals_duplicate", "Signals dropped as duplicates within the dedup window", Counter::default()),
-            invalid: metrics.register("broker_signals_invalid", "Signals refused as invalid and dead-lettered", Counter::default()),
-            queued: metrics.register("broker_signals_queued", "Signals queued on the work stream", Counter::default()),
-            backpressure: metrics.register("broker_backpressure", "Times the work queue was full and input was delayed", Counter::default()),
+            received: metrics.register(
+                "broker_signals_received",
+                "Threat signals pulled from the ingest stream",
+                Counter::default(),
+            ),
+            duplicate: metrics.register(
+                "broker_signals_duplicate",
+                "Signals dropped as duplicates within the dedup window",
+                Counter::default(),
+            ),
+            invalid: metrics.register(
+                "broker_signals_invalid",
+                "Signals refused as invalid and dead-lettered",
+                Counter::default(),
+            ),
+            queued: metrics.register(
+                "broker_signals_queued",
+                "Signals queued on the work stream",
+                Counter::default(),
+            ),
+            backpressure: metrics.register(
+                "broker_backpressure",
+                "Times the work queue was full and input was delayed",
+                Counter::default(),
+            ),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The broker against the real NATS server: validation, dedup, prioritisation, backpressure.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -42,11 +44,16 @@ fn start(config: Config) -> Running {
     let task = tokio::spawn(vigil_broker::run(config, async {
         let _ = stopped.await;
     }));
-    Running { stop: Some(stop), task }
+    Running {
+        stop: Some(stop),
+        task,
+    }
 }
 
 async fn bus(config: &Config) -> Bus {
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config)).await.expect("connects");
+    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config))
+        .await
+        .expect("connects");
     bus.declare().await.expect("declares");
     bus
 }
@@ -71,17 +78,28 @@ async fn publish_json(bus: &Bus, body: String) {
 }
 
 async fn drain(bus: &Bus, priority: WorkPriority, want: usize) -> Vec<v1::ThreatSignal> {
-    let consumer = bus.consumer::<v1::ThreatSignal>(ConsumerKind::Orchestrator(priority)).await.unwrap();
+    let consumer = bus
+        .consumer::<v1::ThreatSignal>(ConsumerKind::Orchestrator(priority))
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while got.len() < want && tokio::time::Instant::now() < deadline {
-        for d in consumer.next_batch(100, Duration::from_millis(300)).await.unwrap() {
+        for d in consumer
+            .next_batch(100, Duration::from_millis(300))
+            .await
+            .unwrap()
+        {
             got.push(d.payload().clone());
             d.ack().await.unwrap();
         }
     }
     // Anything more that arrives shortly after is a bug (e.g. a duplicate).
-    for d in consumer.next_batch(100, Duration::from_millis(500)).await.unwrap() {
+    for d in consumer
+        .next_batch(100, Duration::from_millis(500))
+        .await
+        .unwrap()
+    {
         got.push(d.payload().clone());
         d.ack().await.unwrap();
     }
@@ -107,13 +125,24 @@ async fn signals_are_validated_deduplicated_and_prioritised() {
     publish_json(&bus, "{not json".into()).await; // undecodable
 
     let critical = drain(&bus, WorkPriority::Critical, 1).await;
-    assert_eq!(critical.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s-critical"]);
+    assert_eq!(
+        critical.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["s-critical"]
+    );
     let high = drain(&bus, WorkPriority::High, 1).await;
-    assert_eq!(high.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s-high"], "duplicate queued once");
+    assert_eq!(
+        high.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["s-high"],
+        "duplicate queued once"
+    );
     assert!(high[0].timestamp.is_some(), "receive time filled in");
 
     // The invalid and the undecodable signals are dead letters with a reason.
-    let dlq = bus.jetstream().get_stream(bus.topology().stream_name(StreamKind::DeadLetter)).await.unwrap();
+    let dlq = bus
+        .jetstream()
+        .get_stream(bus.topology().stream_name(StreamKind::DeadLetter))
+        .await
+        .unwrap();
     let mut reasons = Vec::new();
     for seq in 1..=2 {
         let msg = tokio::time::timeout(Duration::from_secs(10), async {
@@ -133,8 +162,16 @@ async fn signals_are_validated_deduplicated_and_prioritised() {
             .unwrap_or_default();
         reasons.push(reason);
     }
-    assert!(reasons.iter().any(|r| r.contains("confidence")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| !r.contains("confidence") && !r.is_empty()), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("confidence")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| !r.contains("confidence") && !r.is_empty()),
+        "{reasons:?}"
+    );
 
     // THREAT_DETECTED went out once per queued signal.
     assert_eq!(stream_messages(&bus, StreamKind::Events).await, 2);

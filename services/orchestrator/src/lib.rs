@@ -1,1 +1,139 @@
-//! The vigil orchestrator service.
+//! The orchestrator: pulls `VIGIL_WORK` (critical before high before medium before low) with a
+//! bounded number of workflows in flight, and runs the workflow of the seed design for each
+//! threat signal: assess, predict, route alerts, remediate, open or update an incident, record
+//! the workflow. Every effect is keyed by event id in PostgreSQL, so a redelivered or replayed
+//! signal never yields a second workflow, alert, remediation or incident; the input is acked
+//! only after the workflow is committed.
+
+mod metrics;
+mod workflow;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use vigil_bus::{Bus, ConsumerKind, TypedConsumer, WorkPriority};
+use vigil_config::Config;
+use vigil_proto::v1;
+use vigil_runtime::ServiceContext;
+use vigil_store::Store;
+
+pub use workflow::Orchestrator;
+
+/// Why the orchestrator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] vigil_bus::Error),
+    #[error(transparent)]
+    Store(#[from] vigil_store::Error),
+    #[error("invalid alerting or remediation settings: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Result of running the orchestrator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs a standalone orchestrator (with its own `/metrics` endpoint) until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let token = vigil_runtime::token_from(shutdown);
+    let ctx = ServiceContext::new(config);
+    let http = vigil_runtime::serve_http(&ctx, &token).await?;
+    let result = run_in(ctx, token.clone()).await;
+    token.cancel();
+    http.wait().await;
+    result
+}
+
+/// Runs the orchestrator in a shared context until `token` is cancelled. Shutdown stops pulling,
+/// lets in-flight workflows finish and ack, then returns.
+pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()> {
+    let config = ctx.config.clone();
+    let store = Store::connect_and_migrate(&config.database).await?;
+    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
+    bus.declare().await?;
+    let orchestrator = Arc::new(Orchestrator::new(
+        &config,
+        bus.clone(),
+        store,
+        &ctx.metrics,
+    )?);
+
+    let mut lanes = Vec::new();
+    for priority in WorkPriority::ALL {
+        lanes.push(
+            bus.consumer::<v1::ThreatSignal>(ConsumerKind::Orchestrator(priority))
+                .await?,
+        );
+    }
+    ctx.readiness.set("orchestrator", true);
+    tracing::info!(
+        max_workflows = config.orchestrator.max_workflows,
+        "orchestrator consuming"
+    );
+
+    let slots = Arc::new(Semaphore::new(config.orchestrator.max_workflows));
+    let mut idle = Duration::from_millis(1);
+    while !token.is_cancelled() {
+        let free = slots.available_permits();
+        if free == 0 {
+            // Wait for a slot, or for shutdown.
+            tokio::select! {
+                () = token.cancelled() => break,
+                permit = slots.clone().acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        let taken = pull_by_priority(&lanes, free).await;
+        if taken.is_empty() {
+            tokio::select! {
+                () = token.cancelled() => break,
+                () = tokio::time::sleep(idle) => {}
+            }
+            idle = (idle * 2).min(Duration::from_millis(50));
+            continue;
+        }
+        idle = Duration::from_millis(1);
+        for delivery in taken {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let orchestrator = orchestrator.clone();
+            tokio::spawn(async move {
+                orchestrator.handle(delivery).await;
+                drop(permit);
+            });
+        }
+    }
+    // Drain: every slot back means every in-flight workflow finished and acked.
+    let max = u32::try_from(config.orchestrator.max_workflows).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(max).await;
+    ctx.readiness.remove("orchestrator");
+    tracing::info!("orchestrator stopped");
+    Ok(())
+}
+
+/// Takes up to `max` waiting signals, most urgent lane first.
+async fn pull_by_priority(
+    lanes: &[TypedConsumer<v1::ThreatSignal>],
+    max: usize,
+) -> Vec<vigil_bus::Delivery<v1::ThreatSignal>> {
+    let mut taken = Vec::new();
+    for lane in lanes {
+        if taken.len() >= max {
+            break;
+        }
+        match lane.fetch_available(max - taken.len()).await {
+            Ok(batch) => taken.extend(batch),
+            Err(error) => tracing::warn!(%error, lane = lane.name(), "pulling work failed"),
+        }
+    }
+    taken
+}

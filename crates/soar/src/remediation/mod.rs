@@ -1,0 +1,604 @@
+//! Component 3: automatic remediation behind safety rails.
+//!
+//! [`Remediator`] decides (risk above the threshold, remediation enabled), resolves targets,
+//! refuses anything on the allow-list or above the per-minute cap, and hands the rest to an
+//! [`Executor`]. Every action it returns carries the undo that reverses it; `vigil remediation
+//! undo <id>` replays that undo through [`Executor::undo`] (or [`Remediator::undo`]).
+
+mod dry_run;
+pub mod nftables;
+mod webhook;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use vigil_config::{ExecutorKind, RemediationSettings};
+use vigil_domain::{ActionKind, ActionStatus, Assessment, RemediationAction, ThreatSignal};
+
+pub use dry_run::DryRunExecutor;
+pub use nftables::NftablesExecutor;
+pub use webhook::WebhookExecutor;
+
+use crate::error::{Error, Result};
+
+/// What an executor will apply for an action, and what reverses it; both are stored with the
+/// action and replayed later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedAction {
+    pub details: Value,
+    pub undo: Value,
+}
+
+/// Carries remediations out. Implementations must make `prepare` free of side effects.
+#[async_trait]
+pub trait Executor: Send + Sync + std::fmt::Debug {
+    /// The name stored in `RemediationAction::executor` (`dry-run`, `nftables`, `webhook`).
+    fn name(&self) -> &'static str;
+
+    /// Whether an action with a duration ends by itself (an nftables set timeout) or needs its
+    /// undo replayed at `expires_at` by whoever sweeps expired actions.
+    fn expires_by_itself(&self) -> bool {
+        true
+    }
+
+    /// Renders the action and its undo, without doing anything; `duration` is `None` for actions
+    /// that last until undone.
+    fn prepare(
+        &self,
+        kind: ActionKind,
+        target: &str,
+        duration: Option<Duration>,
+    ) -> Result<PreparedAction>;
+
+    /// Applies a prepared action (its `details`): `Applied`, or `Simulated` when the executor
+    /// only records or renders.
+    async fn execute(&self, action: &RemediationAction) -> Result<ActionStatus>;
+
+    /// Replays the action's stored `undo`.
+    async fn undo(&self, action: &RemediationAction) -> Result<()>;
+}
+
+/// Builds the executor of this kind from the settings.
+pub fn build_executor(
+    kind: ExecutorKind,
+    settings: &RemediationSettings,
+) -> Result<Arc<dyn Executor>> {
+    Ok(match kind {
+        ExecutorKind::DryRun => Arc::new(DryRunExecutor::new()),
+        ExecutorKind::Nftables => Arc::new(NftablesExecutor::new(settings.nftables.clone())?),
+        ExecutorKind::Webhook => {
+            let webhook = settings.webhook.as_ref().ok_or_else(|| {
+                Error::Settings(vigil_domain::ValidationError::Invalid {
+                    field: "soar.remediation.webhook",
+                    reason: "the webhook executor needs a [soar.remediation.webhook] section"
+                        .into(),
+                })
+            })?;
+            Arc::new(WebhookExecutor::new(webhook.clone())?)
+        }
+    })
+}
+
+fn ensure_executor(action: &RemediationAction, asked: &'static str) -> Result<()> {
+    if action.executor != asked {
+        return Err(Error::ExecutorMismatch {
+            id: action.id.clone(),
+            recorded: action.executor.clone(),
+            asked,
+        });
+    }
+    Ok(())
+}
+
+/// One action the policy wants, before safety checks and execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    pub kind: ActionKind,
+    pub target: String,
+    /// Why: the rule that chose it.
+    pub reason: String,
+}
+
+/// The actions for one assessed event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RemediationPlan {
+    /// Set when nothing is to be done at all (disabled, score not above the threshold).
+    pub skipped: Option<String>,
+    pub actions: Vec<PlannedAction>,
+    /// Actions the rules named but that had no target in the signal.
+    pub notes: Vec<String>,
+}
+
+/// Everything remediation did for one event.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RemediationOutcome {
+    /// Set when nothing was attempted, with the reason.
+    pub skipped: Option<String>,
+    /// Applied, simulated, refused or failed actions, each with its undo.
+    pub actions: Vec<RemediationAction>,
+    /// Actions named by the rules that had no target.
+    pub notes: Vec<String>,
+}
+
+/// Decides and carries out remediations, within the safety rails.
+#[derive(Debug)]
+pub struct Remediator {
+    settings: RemediationSettings,
+    executor: Arc<dyn Executor>,
+    /// When each of the actions of the last minute was carried out (this process only).
+    recent: Mutex<VecDeque<DateTime<Utc>>>,
+}
+
+impl Remediator {
+    /// A remediator using the executor named in the settings.
+    pub fn from_settings(settings: RemediationSettings) -> Result<Self> {
+        settings.validate()?;
+        let executor = build_executor(settings.executor, &settings)?;
+        Ok(Self::new(settings, executor))
+    }
+
+    /// A remediator using this executor.
+    pub fn new(settings: RemediationSettings, executor: Arc<dyn Executor>) -> Self {
+        Self {
+            settings,
+            executor,
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The executor actions go to.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.executor
+    }
+
+    /// Which actions the rules want for this event (pure; no safety checks yet).
+    pub fn plan(&self, signal: &ThreatSignal, assessment: &Assessment) -> RemediationPlan {
+        let s = &self.settings;
+        if !s.enabled {
+            return RemediationPlan {
+                skipped: Some("remediation is disabled".into()),
+                ..RemediationPlan::default()
+            };
+        }
+        if assessment.risk_score.is_nan() || assessment.risk_score <= s.threshold {
+            return RemediationPlan {
+                skipped: Some(format!(
+                    "risk {:.2} is not above the remediation threshold {}",
+                    assessment.risk_score, s.threshold
+                )),
+                ..RemediationPlan::default()
+            };
+        }
+        let wanted = normalise(&signal.threat_type);
+        let (kinds, rule) = match s
+            .actions
+            .by_type
+            .iter()
+            .find(|(k, _)| normalise(k) == wanted)
+        {
+            Some((k, kinds)) => (kinds.as_slice(), format!("actions.by_type.{k}")),
+            None => (s.actions.default.as_slice(), "actions.default".to_owned()),
+        };
+        let mut plan = RemediationPlan::default();
+        for &kind in kinds {
+            match target_of(kind, signal) {
+                Some(target) => plan.actions.push(PlannedAction {
+                    kind,
+                    target,
+                    reason: format!(
+                        "{rule}: {} risk {:.2} > {}",
+                        signal.threat_type, assessment.risk_score, s.threshold
+                    ),
+                }),
+                None => plan.notes.push(format!(
+                    "{kind} skipped: the signal has no {}",
+                    match kind {
+                        ActionKind::DisableAccount => "user or account attribute",
+                        ActionKind::IsolateHost => "host attribute or source address",
+                        _ => "source address",
+                    }
+                )),
+            }
+        }
+        plan
+    }
+
+    /// Why a target must never be acted upon, if it must not.
+    pub fn protected(&self, target: &str) -> Option<String> {
+        if let Ok(ip) = target.parse::<IpAddr>()
+            && let Some(net) = self.settings.allow_list.iter().find(|n| n.contains(&ip))
+        {
+            return Some(format!("{ip} is on the allow-list ({net})"));
+        }
+        self.settings
+            .protected_names
+            .iter()
+            .find(|n| n.eq_ignore_ascii_case(target.trim()))
+            .map(|n| format!("{n} is a protected name"))
+    }
+
+    /// Reserves a slot under the per-minute cap, or says why not.
+    fn reserve(&self, now: DateTime<Utc>) -> Option<String> {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let minute_ago = now - Duration::minutes(1);
+        while recent.front().is_some_and(|t| *t <= minute_ago) {
+            recent.pop_front();
+        }
+        let cap = self.settings.max_actions_per_minute;
+        if recent.len() >= cap as usize {
+            return Some(format!("the cap of {cap} actions per minute is reached"));
+        }
+        recent.push_back(now);
+        None
+    }
+
+    /// Safety checks, then the executor, for one planned action. Never fails: refusals and
+    /// errors come back as `Refused` / `Failed` actions with the reason in `details`.
+    pub async fn carry_out(
+        &self,
+        event_id: &str,
+        planned: &PlannedAction,
+        risk_score: f64,
+        now: DateTime<Utc>,
+    ) -> RemediationAction {
+        let mut action = RemediationAction {
+            id: uuid::Uuid::now_v7().to_string(),
+            event_id: event_id.to_owned(),
+            kind: planned.kind,
+            target: planned.target.clone(),
+            executor: self.executor.name().to_owned(),
+            status: ActionStatus::Refused,
+            details: json!({ "reason": planned.reason, "risk_score": risk_score }),
+            undo: json!({}),
+            expires_at: None,
+            created_at: now,
+        };
+        if let Some(why) = self.protected(&planned.target) {
+            tracing::warn!(target = %planned.target, kind = %planned.kind, %why, "remediation refused");
+            action.details["refused"] = Value::String(why);
+            return action;
+        }
+        let duration = match planned.kind {
+            ActionKind::BlockAddress | ActionKind::RateLimit => Some(
+                Duration::try_seconds(
+                    i64::try_from(self.settings.block_duration_seconds).unwrap_or(i64::MAX / 1_000),
+                )
+                .unwrap_or(Duration::MAX),
+            ),
+            ActionKind::IsolateHost | ActionKind::DisableAccount => None,
+        };
+        let prepared = match self
+            .executor
+            .prepare(planned.kind, &planned.target, duration)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                action.status = ActionStatus::Failed;
+                action.details["error"] = Value::String(e.to_string());
+                return action;
+            }
+        };
+        merge(&mut action.details, prepared.details);
+        action.undo = prepared.undo;
+        // The cap counts only actions that reach the executor.
+        if let Some(why) = self.reserve(now) {
+            tracing::warn!(target = %planned.target, kind = %planned.kind, %why, "remediation refused");
+            action.details["refused"] = Value::String(why);
+            return action;
+        }
+        action.expires_at = duration.and_then(|d| now.checked_add_signed(d));
+        match self.executor.execute(&action).await {
+            Ok(status) => action.status = status,
+            Err(e) => {
+                tracing::warn!(target = %action.target, kind = %action.kind, error = %e, "remediation failed");
+                action.status = ActionStatus::Failed;
+                action.details["error"] = Value::String(e.to_string());
+            }
+        }
+        action
+    }
+
+    /// Plans and carries out the remediation of one assessed event.
+    pub async fn remediate(
+        &self,
+        event_id: &str,
+        signal: &ThreatSignal,
+        assessment: &Assessment,
+        now: DateTime<Utc>,
+    ) -> RemediationOutcome {
+        let plan = self.plan(signal, assessment);
+        let mut actions = Vec::with_capacity(plan.actions.len());
+        for planned in &plan.actions {
+            actions.push(
+                self.carry_out(event_id, planned, assessment.risk_score, now)
+                    .await,
+            );
+        }
+        RemediationOutcome {
+            skipped: plan.skipped,
+            actions,
+            notes: plan.notes,
+        }
+    }
+
+    /// Undoes an action through the executor that carried it out (built from the settings when
+    /// it is not the current one). A refused action has nothing to undo.
+    pub async fn undo(&self, action: &RemediationAction) -> Result<()> {
+        if action.status == ActionStatus::Refused {
+            // Nothing was done, so there is nothing to reverse.
+            return Ok(());
+        }
+        if action.executor == self.executor.name() {
+            return self.executor.undo(action).await;
+        }
+        let kind: ExecutorKind = action.executor.parse()?;
+        build_executor(kind, &self.settings)?.undo(action).await
+    }
+}
+
+fn normalise(threat_type: &str) -> String {
+    threat_type
+        .trim()
+        .to_ascii_lowercase()
+        .replace(['-', ' '], "_")
+}
+
+fn attribute<'a>(signal: &'a ThreatSignal, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| signal.categorical.get(*n))
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn target_of(kind: ActionKind, signal: &ThreatSignal) -> Option<String> {
+    match kind {
+        ActionKind::BlockAddress | ActionKind::RateLimit => {
+            signal.source_ip.map(|ip| ip.to_string())
+        }
+        ActionKind::IsolateHost => attribute(signal, &["host", "hostname"])
+            .map(str::to_owned)
+            .or_else(|| signal.source_ip.map(|ip| ip.to_string())),
+        ActionKind::DisableAccount => {
+            attribute(signal, &["user", "account", "username"]).map(str::to_owned)
+        }
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into.as_object_mut(), from) {
+        (Some(dst), Value::Object(src)) => dst.extend(src),
+        (_, other) => into["executor"] = other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + Duration::seconds(secs)
+    }
+
+    fn signal(source: &str) -> ThreatSignal {
+        let mut s = ThreatSignal::new("brute_force", 0.9, at(0));
+        s.source_ip = Some(source.parse().unwrap());
+        s.categorical.insert("user".into(), "alice".into());
+        s
+    }
+
+    fn assessment(score: f64) -> Assessment {
+        Assessment {
+            threat_id: "t".into(),
+            risk_score: score,
+            risk_level: vigil_domain::RiskThresholds::default().level(score),
+            confidence: 0.9,
+            rule_score: score,
+            ml_score: None,
+            factors: Vec::new(),
+            assessed_at: at(0),
+        }
+    }
+
+    fn remediator(settings: RemediationSettings) -> (Remediator, Arc<DryRunExecutor>) {
+        let dry = Arc::new(DryRunExecutor::new());
+        (Remediator::new(settings, dry.clone()), dry)
+    }
+
+    #[tokio::test]
+    async fn only_scores_above_the_threshold_of_an_enabled_remediator_act() {
+        let (r, dry) = remediator(RemediationSettings::default());
+        let out = r
+            .remediate("e", &signal("203.0.113.7"), &assessment(7.0), at(0))
+            .await;
+        assert!(
+            out.skipped.as_deref().unwrap().contains("not above"),
+            "{out:?}"
+        );
+        assert!(out.actions.is_empty());
+
+        let out = r
+            .remediate("e", &signal("203.0.113.7"), &assessment(7.01), at(0))
+            .await;
+        assert_eq!(out.skipped, None);
+        let kinds: Vec<ActionKind> = out.actions.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            [ActionKind::BlockAddress, ActionKind::DisableAccount]
+        );
+        let block = &out.actions[0];
+        assert_eq!(block.status, ActionStatus::Simulated);
+        assert_eq!(block.target, "203.0.113.7");
+        assert_eq!(block.executor, "dry-run");
+        assert_eq!(block.expires_at, Some(at(3_600)));
+        assert!(
+            block.details["reason"]
+                .as_str()
+                .unwrap()
+                .contains("by_type.brute_force")
+        );
+        assert!(
+            block.undo["would"]
+                .as_str()
+                .unwrap()
+                .contains("unblock 203.0.113.7"),
+            "{}",
+            block.undo
+        );
+        assert_eq!(out.actions[1].target, "alice");
+        assert_eq!(out.actions[1].expires_at, None);
+        assert_eq!(dry.records().len(), 2);
+
+        let disabled = RemediationSettings {
+            enabled: false,
+            ..RemediationSettings::default()
+        };
+        let (r, _) = remediator(disabled);
+        let out = r
+            .remediate("e", &signal("203.0.113.7"), &assessment(10.0), at(0))
+            .await;
+        assert_eq!(out.skipped.as_deref(), Some("remediation is disabled"));
+    }
+
+    #[tokio::test]
+    async fn an_allow_listed_address_is_never_blocked() {
+        let mut settings = RemediationSettings::default();
+        settings.allow_list.push("10.0.0.0/8".parse().unwrap());
+        settings.protected_names.push("Administrator".into());
+        let (r, dry) = remediator(settings);
+        let mut s = signal("10.1.2.3");
+        s.categorical.insert("user".into(), "administrator".into());
+        let out = r.remediate("e", &s, &assessment(9.9), at(0)).await;
+        assert_eq!(out.actions.len(), 2);
+        for a in &out.actions {
+            assert_eq!(a.status, ActionStatus::Refused, "{a:?}");
+        }
+        assert_eq!(
+            out.actions[0].details["refused"],
+            "10.1.2.3 is on the allow-list (10.0.0.0/8)"
+        );
+        assert!(
+            out.actions[1].details["refused"]
+                .as_str()
+                .unwrap()
+                .contains("protected")
+        );
+        assert!(dry.records().is_empty(), "the executor was never called");
+
+        // Loopback is on the default allow-list.
+        let out = r
+            .remediate("e", &signal("127.0.0.1"), &assessment(9.9), at(0))
+            .await;
+        assert_eq!(out.actions[0].status, ActionStatus::Refused);
+    }
+
+    #[tokio::test]
+    async fn the_cap_per_minute_holds() {
+        let settings = RemediationSettings {
+            max_actions_per_minute: 3,
+            ..RemediationSettings::default()
+        };
+        let (r, dry) = remediator(settings);
+        let mut statuses = Vec::new();
+        for i in 0..5 {
+            let mut s = signal(&format!("198.51.100.{i}"));
+            s.threat_type = "port_scan".into(); // default rule: block only
+            let out = r
+                .remediate(&format!("e{i}"), &s, &assessment(9.0), at(i))
+                .await;
+            statuses.push(out.actions[0].status);
+        }
+        use ActionStatus::{Refused, Simulated};
+        assert_eq!(
+            statuses,
+            [Simulated, Simulated, Simulated, Refused, Refused]
+        );
+        assert_eq!(dry.records().len(), 3);
+        // A minute after the first action, a slot is free again.
+        let mut s = signal("198.51.100.9");
+        s.threat_type = "port_scan".into();
+        let out = r.remediate("e9", &s, &assessment(9.0), at(60)).await;
+        assert_eq!(out.actions[0].status, Simulated);
+        let out = r.remediate("e10", &s, &assessment(9.0), at(60)).await;
+        assert_eq!(out.actions[0].status, Refused);
+        assert!(
+            out.actions[0].details["refused"]
+                .as_str()
+                .unwrap()
+                .contains("cap of 3")
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_targets_and_unsupported_actions_are_reported() {
+        let settings = RemediationSettings {
+            executor: ExecutorKind::Nftables,
+            ..RemediationSettings::default()
+        };
+        let r = Remediator::from_settings(settings).unwrap();
+        let mut s = signal("203.0.113.7");
+        s.categorical.clear();
+        s.threat_type = "credential-stuffing".into();
+        let out = r.remediate("e", &s, &assessment(8.0), at(0)).await;
+        assert_eq!(out.actions.len(), 1);
+        assert_eq!(out.actions[0].status, ActionStatus::Simulated);
+        assert!(
+            out.notes[0].contains("disable_account skipped"),
+            "{:?}",
+            out.notes
+        );
+
+        s.categorical.insert("account".into(), "bob".into());
+        let out = r.remediate("e", &s, &assessment(8.0), at(0)).await;
+        let disable = &out.actions[1];
+        assert_eq!(disable.status, ActionStatus::Failed);
+        assert!(
+            disable.details["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot disable_account"),
+            "{disable:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn undo_goes_to_the_executor_that_acted() {
+        let (r, dry) = remediator(RemediationSettings::default());
+        let out = r
+            .remediate("e", &signal("203.0.113.7"), &assessment(9.0), at(0))
+            .await;
+        r.undo(&out.actions[0]).await.unwrap();
+        assert!(
+            dry.records()
+                .last()
+                .unwrap()
+                .contains("unblock 203.0.113.7")
+        );
+
+        // An nftables action that was only rendered undoes as a no-op through a fresh executor.
+        let nft = NftablesExecutor::new(vigil_config::NftablesSettings::default()).unwrap();
+        let prepared = nft
+            .prepare(
+                ActionKind::BlockAddress,
+                "203.0.113.8",
+                Some(Duration::seconds(60)),
+            )
+            .unwrap();
+        let mut action = out.actions[0].clone();
+        action.executor = "nftables".into();
+        action.status = ActionStatus::Simulated;
+        action.details = prepared.details;
+        action.undo = prepared.undo;
+        r.undo(&action).await.unwrap();
+
+        action.executor = "carrier-pigeon".into();
+        assert!(r.undo(&action).await.is_err());
+    }
+}

@@ -1,0 +1,130 @@
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use chrono::Duration;
+use serde_json::{Value, json};
+use vigil_config::RemediationWebhookSettings;
+use vigil_domain::{ActionKind, ActionStatus, RemediationAction};
+
+use super::{Executor, PreparedAction, ensure_executor};
+use crate::error::{Error, Result};
+
+/// Calls an external firewall / EDR API: `POST <url>` with JSON
+/// `{"operation": "apply" | "undo", "action", "target", "duration_seconds", "action_id",
+/// "event_id"}`, an `Idempotency-Key` header (the action id, `:undo` appended for the undo) and
+/// `Authorization: Bearer <token>` when a token is set. Any 2xx means done.
+#[derive(Debug, Clone)]
+pub struct WebhookExecutor {
+    settings: RemediationWebhookSettings,
+    client: reqwest::Client,
+}
+
+impl WebhookExecutor {
+    /// An executor posting to the configured URL.
+    pub fn new(settings: RemediationWebhookSettings) -> Result<Self> {
+        settings.validate()?;
+        let client = reqwest::Client::builder()
+            .timeout(StdDuration::from_millis(settings.timeout_ms_or_default()))
+            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { settings, client })
+    }
+
+    async fn send(
+        &self,
+        action: &RemediationAction,
+        part: &'static str,
+        stored: &Value,
+        key: String,
+    ) -> Result<()> {
+        let malformed = |reason: &str| Error::MalformedAction {
+            id: action.id.clone(),
+            part,
+            reason: reason.to_owned(),
+        };
+        let request = &stored["request"];
+        let url = request["url"]
+            .as_str()
+            .ok_or_else(|| malformed("no request.url"))?;
+        let mut body = request["body"].clone();
+        let fields = body
+            .as_object_mut()
+            .ok_or_else(|| malformed("request.body is not an object"))?;
+        fields.insert("action_id".into(), Value::String(action.id.clone()));
+        fields.insert("event_id".into(), Value::String(action.event_id.clone()));
+        let mut req = self
+            .client
+            .post(url)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        if let Some(token) = &self.settings.token {
+            req = req.bearer_auth(token.expose());
+        }
+        let response = req.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let mut text = response.text().await.unwrap_or_default();
+        text.truncate(512);
+        Err(Error::HttpStatus {
+            status: status.as_u16(),
+            body: text,
+        })
+    }
+}
+
+#[async_trait]
+impl Executor for WebhookExecutor {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    /// The remote side receives `duration_seconds` but is not trusted to expire the action;
+    /// the undo is replayed at `expires_at`.
+    fn expires_by_itself(&self) -> bool {
+        false
+    }
+
+    fn prepare(
+        &self,
+        kind: ActionKind,
+        target: &str,
+        duration: Option<Duration>,
+    ) -> Result<PreparedAction> {
+        let request = |operation: &str| {
+            json!({
+                "request": {
+                    "method": "POST",
+                    "url": self.settings.url,
+                    "body": {
+                        "operation": operation,
+                        "action": kind,
+                        "target": target,
+                        "duration_seconds": duration.map(|d| d.num_seconds()),
+                    },
+                },
+            })
+        };
+        Ok(PreparedAction {
+            details: request("apply"),
+            undo: request("undo"),
+        })
+    }
+
+    async fn execute(&self, action: &RemediationAction) -> Result<ActionStatus> {
+        ensure_executor(action, self.name())?;
+        self.send(action, "details", &action.details, action.id.clone())
+            .await?;
+        Ok(ActionStatus::Applied)
+    }
+
+    async fn undo(&self, action: &RemediationAction) -> Result<()> {
+        ensure_executor(action, self.name())?;
+        if matches!(action.status, ActionStatus::Refused) {
+            return Ok(());
+        }
+        self.send(action, "undo", &action.undo, format!("{}:undo", action.id))
+            .await
+    }
+}

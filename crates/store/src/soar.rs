@@ -1,0 +1,546 @@
+//! Alerts, remediations and incidents: the records of components 2-4, each idempotent by event
+//! id through the unique keys of `migrations/0004_soar.sql`.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+use vigil_domain::{
+    ActionKind, ActionStatus, Alert, AlertStatus, Incident, IncidentStatus, RemediationAction,
+    Severity,
+};
+
+use crate::ids::parse_uuid;
+use crate::{Error, InsertOutcome, Result};
+
+fn alert_status_str(status: AlertStatus) -> &'static str {
+    match status {
+        AlertStatus::Pending => "pending",
+        AlertStatus::Delivered => "delivered",
+        AlertStatus::Grouped => "grouped",
+        AlertStatus::RateLimited => "rate_limited",
+        AlertStatus::Failed => "failed",
+    }
+}
+
+fn action_status_str(status: ActionStatus) -> &'static str {
+    match status {
+        ActionStatus::Simulated => "simulated",
+        ActionStatus::Applied => "applied",
+        ActionStatus::Refused => "refused",
+        ActionStatus::Failed => "failed",
+        ActionStatus::Undone => "undone",
+        ActionStatus::Expired => "expired",
+    }
+}
+
+fn parse_json_enum<T: serde::de::DeserializeOwned>(table: &'static str, value: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned())).map_err(|e| {
+        Error::CorruptRow {
+            table,
+            reason: format!("unknown value {value:?}: {e}"),
+        }
+    })
+}
+
+/// The `alerts` table: one row per (event, channel).
+#[derive(Debug, Clone, Copy)]
+pub struct Alerts<'a> {
+    pool: &'a PgPool,
+}
+
+#[derive(sqlx::FromRow)]
+struct AlertRow {
+    id: Uuid,
+    event_id: String,
+    threat_key: String,
+    channel: String,
+    severity: String,
+    title: String,
+    body: String,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<AlertRow> for Alert {
+    type Error = Error;
+
+    fn try_from(row: AlertRow) -> Result<Self> {
+        Ok(Alert {
+            id: row.id.to_string(),
+            event_id: row.event_id,
+            threat_key: row.threat_key,
+            channel: row.channel,
+            severity: parse_json_enum("alerts", &row.severity)?,
+            title: row.title,
+            body: row.body,
+            status: parse_json_enum("alerts", &row.status)?,
+            attempts: u32::try_from(row.attempts).unwrap_or_default(),
+            last_error: row.last_error,
+            created_at: row.created_at,
+            delivered_at: row.delivered_at,
+        })
+    }
+}
+
+impl<'a> Alerts<'a> {
+    pub(crate) fn new(pool: &'a PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Records an alert unless one exists for its (event, channel); a redelivered event gets
+    /// [`InsertOutcome::AlreadyPresent`] and must not send again.
+    pub async fn insert_if_absent(
+        &self,
+        alert: &Alert,
+        payload: &serde_json::Value,
+    ) -> Result<InsertOutcome> {
+        let id = parse_uuid("id", &alert.id)?;
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO alerts (id, event_id, threat_key, channel, severity, title, body, status, \
+                                 attempts, last_error, payload, created_at, delivered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (event_id, channel) DO NOTHING RETURNING id",
+        )
+        .bind(id)
+        .bind(&alert.event_id)
+        .bind(&alert.threat_key)
+        .bind(&alert.channel)
+        .bind(alert.severity.as_str())
+        .bind(&alert.title)
+        .bind(&alert.body)
+        .bind(alert_status_str(alert.status))
+        .bind(i32::try_from(alert.attempts).unwrap_or(i32::MAX))
+        .bind(&alert.last_error)
+        .bind(payload)
+        .bind(alert.created_at)
+        .bind(alert.delivered_at)
+        .fetch_optional(self.pool)
+        .await?;
+        Ok(if inserted.is_some() {
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::AlreadyPresent
+        })
+    }
+
+    /// Records how delivery of the alert on (event, channel) ended.
+    pub async fn record_delivery(
+        &self,
+        event_id: &str,
+        channel: &str,
+        status: AlertStatus,
+        attempts: u32,
+        last_error: Option<&str>,
+        delivered_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE alerts SET status = $3, attempts = $4, last_error = $5, delivered_at = $6 \
+             WHERE event_id = $1 AND channel = $2",
+        )
+        .bind(event_id)
+        .bind(channel)
+        .bind(alert_status_str(status))
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .bind(last_error)
+        .bind(delivered_at)
+        .execute(self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                entity: "alert",
+                key: format!("{event_id}/{channel}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The alerts of one event, oldest first.
+    pub async fn for_event(&self, event_id: &str) -> Result<Vec<Alert>> {
+        let rows: Vec<AlertRow> = sqlx::query_as(
+            "SELECT id, event_id, threat_key, channel, severity, title, body, status, attempts, \
+                    last_error, created_at, delivered_at \
+             FROM alerts WHERE event_id = $1 ORDER BY created_at, channel",
+        )
+        .bind(event_id)
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter().map(Alert::try_from).collect()
+    }
+
+    /// When the last alert for this threat key went out, on any channel, and at what severity
+    /// (for grouping repeats).
+    pub async fn last_delivered(
+        &self,
+        threat_key: &str,
+    ) -> Result<Option<(DateTime<Utc>, Severity)>> {
+        let row: Option<(DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT created_at, severity FROM alerts \
+             WHERE threat_key = $1 AND status = 'delivered' ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(threat_key)
+        .fetch_optional(self.pool)
+        .await?;
+        row.map(|(at, severity)| Ok((at, parse_json_enum("alerts", &severity)?)))
+            .transpose()
+    }
+}
+
+/// The `remediations` table: one row per (event, action, target).
+#[derive(Debug, Clone, Copy)]
+pub struct Remediations<'a> {
+    pool: &'a PgPool,
+}
+
+#[derive(sqlx::FromRow)]
+struct RemediationRow {
+    id: Uuid,
+    event_id: String,
+    action_kind: String,
+    target: String,
+    executor: String,
+    status: String,
+    details: serde_json::Value,
+    undo: serde_json::Value,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<RemediationRow> for RemediationAction {
+    type Error = Error;
+
+    fn try_from(row: RemediationRow) -> Result<Self> {
+        Ok(RemediationAction {
+            id: row.id.to_string(),
+            event_id: row.event_id,
+            kind: ActionKind::from_str(&row.action_kind).map_err(|e| Error::CorruptRow {
+                table: "remediations",
+                reason: e.to_string(),
+            })?,
+            target: row.target,
+            executor: row.executor,
+            status: parse_json_enum("remediations", &row.status)?,
+            details: row.details,
+            undo: row.undo,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+        })
+    }
+}
+
+const REMEDIATION_COLUMNS: &str =
+    "id, event_id, action_kind, target, executor, status, details, undo, expires_at, created_at";
+
+impl<'a> Remediations<'a> {
+    pub(crate) fn new(pool: &'a PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Records an action unless the same (event, action, target) exists; a redelivered event
+    /// gets [`InsertOutcome::AlreadyPresent`] and must not act again.
+    pub async fn insert_if_absent(&self, action: &RemediationAction) -> Result<InsertOutcome> {
+        let id = parse_uuid("id", &action.id)?;
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO remediations (id, event_id, action_kind, target, executor, status, details, \
+                                       undo, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (event_id, action_kind, target) DO NOTHING RETURNING id",
+        )
+        .bind(id)
+        .bind(&action.event_id)
+        .bind(action.kind.as_str())
+        .bind(&action.target)
+        .bind(&action.executor)
+        .bind(action_status_str(action.status))
+        .bind(&action.details)
+        .bind(&action.undo)
+        .bind(action.expires_at)
+        .bind(action.created_at)
+        .fetch_optional(self.pool)
+        .await?;
+        Ok(if inserted.is_some() {
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::AlreadyPresent
+        })
+    }
+
+    /// Sets the status of an action (applied, failed, undone, ...).
+    pub async fn set_status(
+        &self,
+        id: &str,
+        status: ActionStatus,
+        details: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let uuid = parse_uuid("id", id)?;
+        let undone = matches!(status, ActionStatus::Undone | ActionStatus::Expired);
+        let result = sqlx::query(
+            "UPDATE remediations SET status = $2, details = COALESCE($3, details), \
+                    undone_at = CASE WHEN $4 THEN now() ELSE undone_at END \
+             WHERE id = $1",
+        )
+        .bind(uuid)
+        .bind(action_status_str(status))
+        .bind(details)
+        .bind(undone)
+        .execute(self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                entity: "remediation",
+                key: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One action by id.
+    pub async fn get(&self, id: &str) -> Result<RemediationAction> {
+        let uuid = parse_uuid("id", id)?;
+        let row: Option<RemediationRow> = sqlx::query_as(&format!(
+            "SELECT {REMEDIATION_COLUMNS} FROM remediations WHERE id = $1"
+        ))
+        .bind(uuid)
+        .fetch_optional(self.pool)
+        .await?;
+        row.ok_or_else(|| Error::NotFound {
+            entity: "remediation",
+            key: id.to_owned(),
+        })?
+        .try_into()
+    }
+
+    /// The actions of one event.
+    pub async fn for_event(&self, event_id: &str) -> Result<Vec<RemediationAction>> {
+        let rows: Vec<RemediationRow> = sqlx::query_as(&format!(
+            "SELECT {REMEDIATION_COLUMNS} FROM remediations WHERE event_id = $1 ORDER BY created_at"
+        ))
+        .bind(event_id)
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter().map(RemediationAction::try_from).collect()
+    }
+
+    /// The most recent actions, newest first.
+    pub async fn recent(&self, limit: i64) -> Result<Vec<RemediationAction>> {
+        let rows: Vec<RemediationRow> = sqlx::query_as(&format!(
+            "SELECT {REMEDIATION_COLUMNS} FROM remediations ORDER BY created_at DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter().map(RemediationAction::try_from).collect()
+    }
+}
+
+/// The `incidents` table and its timeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Incidents<'a> {
+    pool: &'a PgPool,
+}
+
+/// What [`Incidents::open_or_attach`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentAttachment {
+    pub incident_id: String,
+    /// A new incident was opened for this event.
+    pub created: bool,
+    /// The event was already on the timeline (a redelivery): nothing changed.
+    pub already_attached: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct IncidentRow {
+    id: Uuid,
+    threat_key: String,
+    title: String,
+    severity: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> Incidents<'a> {
+    pub(crate) fn new(pool: &'a PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Attaches `event_id` to the unresolved incident of `threat_key`, raising its severity to
+    /// `severity` when higher, or opens a new incident when there is none. Safe under concurrent
+    /// callers (the partial unique index admits one unresolved incident per key) and under
+    /// redelivery (the timeline admits an event once).
+    pub async fn open_or_attach(
+        &self,
+        threat_key: &str,
+        title: &str,
+        severity: Severity,
+        event_id: &str,
+    ) -> Result<IncidentAttachment> {
+        for _ in 0..5 {
+            let mut tx = self.pool.begin().await?;
+            let open: Option<(Uuid, String)> = sqlx::query_as(
+                "SELECT id, severity FROM incidents WHERE threat_key = $1 AND status <> 'resolved' FOR UPDATE",
+            )
+            .bind(threat_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (id, created) = match open {
+                Some((id, current)) => {
+                    let current = Severity::from_str(&current).map_err(|e| Error::CorruptRow {
+                        table: "incidents",
+                        reason: e.to_string(),
+                    })?;
+                    if severity > current {
+                        sqlx::query(
+                            "UPDATE incidents SET severity = $2, updated_at = now() WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(severity.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    (id, false)
+                }
+                None => {
+                    let id = Uuid::now_v7();
+                    let inserted: Option<Uuid> = sqlx::query_scalar(
+                        "INSERT INTO incidents (id, threat_key, title, severity) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (threat_key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
+                    )
+                    .bind(id)
+                    .bind(threat_key)
+                    .bind(title)
+                    .bind(severity.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if inserted.is_none() {
+                        // Another worker opened it between our read and our insert: attach instead.
+                        tx.rollback().await?;
+                        continue;
+                    }
+                    (id, true)
+                }
+            };
+            let attached = sqlx::query(
+                "INSERT INTO incident_timeline (incident_id, kind, ref_id) VALUES ($1, 'event', $2) \
+                 ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await?;
+            if attached.rows_affected() > 0 && !created {
+                sqlx::query("UPDATE incidents SET updated_at = now() WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            return Ok(IncidentAttachment {
+                incident_id: id.to_string(),
+                created,
+                already_attached: attached.rows_affected() == 0,
+            });
+        }
+        Err(Error::Database(sqlx::Error::Protocol(format!(
+            "could not open or attach an incident for {threat_key} after 5 attempts"
+        ))))
+    }
+
+    /// Adds an action (alert or remediation id) to an incident's timeline, once.
+    pub async fn attach_action(
+        &self,
+        incident_id: &str,
+        action_id: &str,
+        details: &serde_json::Value,
+    ) -> Result<()> {
+        let id = parse_uuid("incident_id", incident_id)?;
+        sqlx::query(
+            "INSERT INTO incident_timeline (incident_id, kind, ref_id, details) VALUES ($1, 'action', $2, $3) \
+             ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(action_id)
+        .bind(details)
+        .execute(self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves an incident to `status`, recording the change on its timeline.
+    pub async fn set_status(&self, incident_id: &str, status: IncidentStatus) -> Result<()> {
+        let id = parse_uuid("incident_id", incident_id)?;
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE incidents SET status = $2, updated_at = now(), \
+                    resolved_at = CASE WHEN $2 = 'resolved' THEN now() ELSE NULL END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(Error::NotFound {
+                entity: "incident",
+                key: incident_id.to_owned(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO incident_timeline (incident_id, kind, ref_id) VALUES ($1, 'status', $2) \
+             ON CONFLICT (incident_id, kind, ref_id) DO UPDATE SET at = now()",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One incident with the ids of its events, oldest first.
+    pub async fn get(&self, incident_id: &str) -> Result<Incident> {
+        let id = parse_uuid("incident_id", incident_id)?;
+        let row: IncidentRow = sqlx::query_as(
+            "SELECT id, threat_key, title, severity, status, created_at, updated_at FROM incidents WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound { entity: "incident", key: incident_id.to_owned() })?;
+        let event_ids: Vec<String> = sqlx::query_scalar(
+            "SELECT ref_id FROM incident_timeline WHERE incident_id = $1 AND kind = 'event' ORDER BY at, id",
+        )
+        .bind(id)
+        .fetch_all(self.pool)
+        .await?;
+        let corrupt = |e: vigil_domain::ValidationError| Error::CorruptRow {
+            table: "incidents",
+            reason: e.to_string(),
+        };
+        Ok(Incident {
+            id: row.id.to_string(),
+            threat_key: row.threat_key,
+            title: row.title,
+            severity: Severity::from_str(&row.severity).map_err(corrupt)?,
+            status: IncidentStatus::from_str(&row.status).map_err(corrupt)?,
+            event_ids,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    /// Ids of the incidents that are not resolved, most recently updated first.
+    pub async fn unresolved(&self) -> Result<Vec<String>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM incidents WHERE status <> 'resolved' ORDER BY updated_at DESC",
+        )
+        .fetch_all(self.pool)
+        .await?;
+        Ok(ids.into_iter().map(|id| id.to_string()).collect())
+    }
+}

@@ -1,0 +1,63 @@
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use vigil_telemetry::Metrics;
+
+/// What the orchestrator counts in `/metrics`.
+#[derive(Clone)]
+pub struct OrchestratorMetrics {
+    pub completed: Counter,
+    pub failed: Counter,
+    pub replayed: Counter,
+    pub predictions_skipped: Counter,
+    pub alerts_delivered: Counter,
+    pub alerts_failed: Counter,
+    pub remediations: Counter,
+    pub duration_seconds: Histogram,
+}
+
+impl OrchestratorMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        Self {
+            completed: metrics.register(
+                "workflows_completed",
+                "Workflows that ended SUCCESS",
+                Counter::default(),
+            ),
+            failed: metrics.register(
+                "workflows_failed",
+                "Workflows that ended FAILED",
+                Counter::default(),
+            ),
+            replayed: metrics.register(
+                "workflows_replayed",
+                "Redelivered signals whose workflow was already complete",
+                Counter::default(),
+            ),
+            predictions_skipped: metrics.register(
+                "predictions_skipped",
+                "Predict steps skipped (predictor down, slow or absent)",
+                Counter::default(),
+            ),
+            alerts_delivered: metrics.register(
+                "alerts_delivered",
+                "Alerts delivered to a channel",
+                Counter::default(),
+            ),
+            alerts_failed: metrics.register(
+                "alerts_failed",
+                "Alerts that could not be delivered",
+                Counter::default(),
+            ),
+            remediations: metrics.register(
+                "remediations_recorded",
+                "Remediation actions recorded",
+                Counter::default(),
+            ),
+            duration_seconds: metrics.register(
+                "workflow_duration_seconds",
+                "Time from pulling a signal to committing its workflow",
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            ),
+        }
+    }
+}
