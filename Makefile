@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR
 
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help build test lint fmt bench bench-ml bench-events bench-predictor up clean-tests
+.PHONY: help build test lint lint-proto fmt bench bench-ml bench-events bench-predictor up clean-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,8 +23,16 @@ lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+lint-proto: ## buf lint of proto/ (fetches buf from the npm registry)
+	cd proto && npx --yes @bufbuild/buf@1 lint
+
 fmt: ## Format the code
 	cargo fmt --all
+
+bench: bench-events bench-ml bench-predictor ## Run every benchmark (results: docs/benchmarks.md)
+
+bench-events: ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
+	cargo bench -p vigil-orchestrator --bench events
 
 up: ## Run every vigil service in one process against local NATS and PostgreSQL
 	cargo run --release -p vigil-cli -- up

@@ -210,7 +210,9 @@ async fn event_subjects(bus: &Bus) -> Vec<String> {
 async fn a_high_risk_signal_runs_one_complete_workflow() {
     let db = TestDatabase::new().await.unwrap();
     let (base, received) = receivers().await;
-    let config = config(&db, &base);
+    let mut config = config(&db, &base);
+    // A predictor that is down: the predict step is skipped, the workflow still succeeds.
+    config.orchestrator.predictor_url = Some("http://127.0.0.1:9".into());
     let bus = bus(&config).await;
     let broker = start_broker(&config);
     let orchestrator = start_orchestrator(&config);

@@ -1,0 +1,73 @@
+//! `vigil remediation list | undo ID`: see and roll back what auto-remediation did.
+
+use anyhow::Context;
+use vigil_domain::ActionStatus;
+use vigil_runtime::ConfigArgs;
+use vigil_soar::Remediator;
+use vigil_store::Store;
+
+/// Arguments of `vigil remediation`.
+#[derive(Debug, clap::Args)]
+pub struct RemediationArgs {
+    #[command(subcommand)]
+    pub command: RemediationCommand,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// What to do.
+#[derive(Debug, clap::Subcommand)]
+pub enum RemediationCommand {
+    /// The most recent actions, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Replay an action's undo through its executor and mark it undone.
+    Undo {
+        /// The action id (from `vigil remediation list`).
+        id: String,
+    },
+}
+
+/// Runs `vigil remediation`.
+pub fn run(args: RemediationArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let store = Store::connect_and_migrate(&config.database).await?;
+        match args.command {
+            RemediationCommand::List { limit } => {
+                for a in store.remediations().recent(limit).await? {
+                    println!(
+                        "{}  {:<16} {:<40} {:<9} {:<10} event {}",
+                        a.id,
+                        a.kind.as_str(),
+                        a.target,
+                        a.executor,
+                        serde_json::to_value(a.status)?.as_str().unwrap_or("?"),
+                        a.event_id
+                    );
+                }
+            }
+            RemediationCommand::Undo { id } => {
+                let action = store.remediations().get(&id).await?;
+                match action.status {
+                    ActionStatus::Undone | ActionStatus::Expired => {
+                        anyhow::bail!("action {id} is already {:?}; nothing to undo", action.status)
+                    }
+                    ActionStatus::Refused | ActionStatus::Failed => {
+                        anyhow::bail!("action {id} was never applied ({:?}); nothing to undo", action.status)
+                    }
+                    ActionStatus::Simulated | ActionStatus::Applied => {}
+                }
+                let remediator = Remediator::from_settings(config.soar.remediation.clone())
+                    .context("remediation settings")?;
+                remediator.undo(&action).await.with_context(|| format!("undoing {id}"))?;
+                store.remediations().set_status(&id, ActionStatus::Undone, None).await?;
+                println!("undone {id}: {} {} ({})", action.kind.as_str(), action.target, action.executor);
+            }
+        }
+        anyhow::Ok(())
+    })
+}
