@@ -135,34 +135,12 @@ impl Orchestrator {
             .get_by_event_id(&event_id)
             .await
             .map_err(|e| fail("record", e))?;
+        // No RUNNING row is written first: every step below is idempotent on its own keys, so a
+        // crashed attempt is simply run again, and one commit per workflow is saved.
         let workflow_id = match existing {
             Some(w) if w.status == WorkflowStatus::Success => return Ok(true),
             Some(w) => w.id,
-            None => {
-                let workflow = WorkflowExecution {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    event_id: event_id.clone(),
-                    workflow_type: WORKFLOW_TYPE.into(),
-                    status: WorkflowStatus::Running,
-                    started_at,
-                    completed_at: None,
-                    steps: Vec::new(),
-                    results: json!({}),
-                    error_message: None,
-                    duration_seconds: 0.0,
-                };
-                workflows
-                    .insert_if_absent(&workflow)
-                    .await
-                    .map_err(|e| fail("record", e))?;
-                // Whoever inserted first, the row for this event is the one to complete.
-                workflows
-                    .get_by_event_id(&event_id)
-                    .await
-                    .map_err(|e| fail("record", e))?
-                    .map(|w| w.id)
-                    .unwrap_or(workflow.id)
-            }
+            None => uuid::Uuid::now_v7().to_string(),
         };
         let mut steps = Vec::new();
         let mut events = Vec::new();
@@ -318,16 +296,14 @@ impl Orchestrator {
             "duration_seconds": workflow.duration_seconds,
             "steps": workflow.steps.iter().map(|s| (s.name.clone(), s.outcome)).collect::<BTreeMap<_, _>>(),
         })));
-        for event in events {
-            self.publish(event, traceparent)
-                .await
-                .map_err(|e| fail("publish_events", e))?;
+        let published = futures::future::join_all(events.into_iter().map(|e| self.publish(e, traceparent))).await;
+        for result in published {
+            result.map_err(|e| fail("publish_events", e))?;
         }
-        self.store
-            .workflows()
-            .update(&workflow)
-            .await
-            .map_err(|e| fail("record", e))?;
+        if !workflows.insert_if_absent(&workflow).await.map_err(|e| fail("record", e))?.is_new() {
+            // An earlier attempt left a FAILED row, or a parallel redelivery finished first.
+            workflows.update(&workflow).await.map_err(|e| fail("record", e))?;
+        }
         self.metrics.completed.inc();
         Ok(false)
     }
@@ -401,7 +377,7 @@ impl Orchestrator {
                 tracing::warn!(channel = %a.channel, error = ?a.last_error, event_id, "alert delivery failed");
             }
         }
-        let recorded = alerts.for_event(event_id).await?;
+        let recorded = if decision.alerts.is_empty() { Vec::new() } else { alerts.for_event(event_id).await? };
         Ok(json!({
             "threat_key": decision.threat_key,
             "grouped": decision.grouped,
@@ -493,14 +469,20 @@ impl Orchestrator {
 
     async fn record_failure(&self, signal: &ThreatSignal, reason: &str) {
         self.metrics.failed.inc();
-        let workflows = self.store.workflows();
-        let Ok(Some(mut workflow)) = workflows.get_by_event_id(&signal.id).await else {
-            return;
+        let now = Utc::now();
+        let workflow = WorkflowExecution {
+            id: uuid::Uuid::now_v7().to_string(),
+            event_id: signal.id.clone(),
+            workflow_type: WORKFLOW_TYPE.into(),
+            status: WorkflowStatus::Failed,
+            started_at: now,
+            completed_at: Some(now),
+            steps: Vec::new(),
+            results: json!({}),
+            error_message: Some(reason.to_owned()),
+            duration_seconds: 0.0,
         };
-        workflow.status = WorkflowStatus::Failed;
-        workflow.error_message = Some(reason.to_owned());
-        workflow.completed_at = Some(Utc::now());
-        if let Err(error) = workflows.update(&workflow).await {
+        if let Err(error) = self.store.workflows().insert_if_absent(&workflow).await {
             tracing::warn!(%error, id = %signal.id, "failed to record a failed workflow");
         }
     }
