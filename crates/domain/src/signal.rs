@@ -85,7 +85,10 @@ impl ThreatSignal {
         if !self.duration_seconds.is_finite() || self.duration_seconds < 0.0 {
             return Err(ValidationError::Invalid {
                 field: "duration_seconds",
-                reason: format!("must be a finite, non-negative number, got {}", self.duration_seconds),
+                reason: format!(
+                    "must be a finite, non-negative number, got {}",
+                    self.duration_seconds
+                ),
             });
         }
         for (name, value) in &self.numeric {

@@ -242,7 +242,9 @@ impl FromStr for FeedbackType {
             "partial" => Ok(FeedbackType::Partial),
             other => Err(ValidationError::Invalid {
                 field: "feedback_type",
-                reason: format!("unknown feedback type {other:?}; expected correct, incorrect or partial"),
+                reason: format!(
+                    "unknown feedback type {other:?}; expected correct, incorrect or partial"
+                ),
             }),
         }
     }

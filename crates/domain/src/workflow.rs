@@ -102,7 +102,10 @@ impl WorkflowExecution {
         if !self.duration_seconds.is_finite() || self.duration_seconds < 0.0 {
             return Err(ValidationError::Invalid {
                 field: "duration_seconds",
-                reason: format!("must be finite and non-negative, got {}", self.duration_seconds),
+                reason: format!(
+                    "must be finite and non-negative, got {}",
+                    self.duration_seconds
+                ),
             });
         }
         Ok(())

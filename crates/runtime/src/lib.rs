@@ -100,7 +100,10 @@ pub fn token_from(shutdown: impl Future<Output = ()> + Send + 'static) -> Cancel
 }
 
 /// Starts the `/metrics`, `/healthz`, `/readyz` server of a standalone service.
-pub async fn serve_http(ctx: &ServiceContext, token: &CancellationToken) -> anyhow::Result<HttpServer> {
+pub async fn serve_http(
+    ctx: &ServiceContext,
+    token: &CancellationToken,
+) -> anyhow::Result<HttpServer> {
     let stop = token.clone();
     Ok(HttpServer::start(
         &ctx.config.telemetry.http_addr,

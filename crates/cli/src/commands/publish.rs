@@ -29,10 +29,15 @@ pub struct PublishArgs {
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     let lines: Vec<String> = match (&args.json, &args.file) {
         (Some(json), None) => vec![json.clone()],
-        (None, Some(path)) if path.as_os_str() == "-" => std::io::stdin().lock().lines().collect::<Result<_, _>>()?,
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            std::io::stdin().lock().lines().collect::<Result<_, _>>()?
+        }
         (None, Some(path)) => {
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            std::io::BufReader::new(file).lines().collect::<Result<_, _>>()?
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            std::io::BufReader::new(file)
+                .lines()
+                .collect::<Result<_, _>>()?
         }
         _ => anyhow::bail!("give a signal as JSON or --file FILE"),
     };
@@ -59,9 +64,19 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         let publisher = bus.publisher();
         let (mut published, mut duplicates) = (0usize, 0usize);
         for signal in signals {
-            let msg_id = if signal.id.is_empty() { uuid_like(&signal) } else { signal.id.clone() };
-            let ack = publisher.publish(&subject, &signal, PublishOptions::new(msg_id)).await?;
-            if ack.duplicate { duplicates += 1 } else { published += 1 }
+            let msg_id = if signal.id.is_empty() {
+                uuid_like(&signal)
+            } else {
+                signal.id.clone()
+            };
+            let ack = publisher
+                .publish(&subject, &signal, PublishOptions::new(msg_id))
+                .await?;
+            if ack.duplicate {
+                duplicates += 1
+            } else {
+                published += 1
+            }
         }
         anyhow::Ok((published, duplicates))
     })?;
