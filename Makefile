@@ -34,5 +34,11 @@ bench: bench-events bench-ml bench-predictor ## Run every benchmark (results: do
 bench-events: ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
 	cargo bench -p vigil-orchestrator --bench events
 
+bench-ml: ## ML core: vigil-ml vs scikit-learn + xgboost + MLP on KDDTrain+ (Python venv in bench/.venv)
+	bash bench/ml/run.sh
+
+bench-predictor: ## Predictor over gRPC on loopback vs a no-op tonic service
+	cargo bench -p vigil-predictor --bench grpc
+
 up: ## Run every vigil service in one process against local NATS and PostgreSQL
 	cargo run --release -p vigil-cli -- up

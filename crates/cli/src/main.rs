@@ -14,6 +14,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run every vigil service in one process against NATS and PostgreSQL.
+    Up(commands::up::UpArgs),
+    /// Publish threat signals (JSON, or a JSONL file) to the ingest stream.
+    Publish(commands::publish::PublishArgs),
+    /// Replay a data set as threat signals (stable ids: a second replay is all duplicates).
+    Replay(commands::replay::ReplayArgs),
+    /// Score one signal with the running predictor (gRPC).
+    Predict(commands::predict::PredictArgs),
+    /// List remediation actions, or undo one.
+    Remediation(commands::remediation::RemediationArgs),
+    /// Print the effective configuration, secrets redacted.
+    Config(commands::config::ConfigCmdArgs),
     /// Train the ensemble from a labelled data file and write a model artifact.
     Train(commands::train::TrainArgs),
     /// Evaluate a model artifact on a labelled data file.
@@ -23,6 +35,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => commands::up::run(args),
+        Command::Publish(args) => commands::publish::run(args),
+        Command::Replay(args) => commands::replay::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Remediation(args) => commands::remediation::run(args),
+        Command::Config(args) => commands::config::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
     };

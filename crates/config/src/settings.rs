@@ -213,6 +213,12 @@ pub struct PredictorSettings {
     pub grpc_addr: String,
     /// The model name of the Open Inference Protocol endpoints.
     pub model_name: String,
+    /// A model artifact file (written by `vigil train`) to serve while the registry has no
+    /// production ensemble; the registry's production version replaces it once there is one.
+    pub model_file: Option<PathBuf>,
+    /// How often (seconds) the predictor checks the registry for a production version it
+    /// missed (e.g. a `model_promoted` event sent while it was disconnected); 0 disables.
+    pub refresh_secs: u64,
 }
 
 impl Default for PredictorSettings {
@@ -220,6 +226,8 @@ impl Default for PredictorSettings {
         Self {
             grpc_addr: "127.0.0.1:50051".into(),
             model_name: "vigil-threat".into(),
+            model_file: None,
+            refresh_secs: 60,
         }
     }
 }
@@ -236,6 +244,15 @@ pub struct TrainerSettings {
     pub promotion_margin: f64,
     /// Seed of the data split and the learners, so runs are reproducible.
     pub seed: u64,
+    /// How often (seconds) the trainer counts the labelled examples that arrived since its last
+    /// run, to start one when there are `min_new_examples`.
+    pub check_interval_secs: u64,
+    /// The most recent labelled examples one run trains on, at most.
+    pub max_examples: u64,
+    /// An NSL-KDD file imported as `dataset` examples at start-up (idempotent).
+    pub dataset: Option<PathBuf>,
+    /// A JSON training configuration (as `vigil train --config`); the defaults otherwise.
+    pub train_config: Option<PathBuf>,
 }
 
 impl Default for TrainerSettings {
@@ -245,6 +262,10 @@ impl Default for TrainerSettings {
             min_new_examples: 1_000,
             promotion_margin: 0.005,
             seed: 42,
+            check_interval_secs: 300,
+            max_examples: 200_000,
+            dataset: None,
+            train_config: None,
         }
     }
 }

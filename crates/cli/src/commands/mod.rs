@@ -1,4 +1,10 @@
 //! One module per subcommand.
 
+pub mod config;
 pub mod evaluate;
+pub mod predict;
+pub mod publish;
+pub mod remediation;
+pub mod replay;
 pub mod train;
+pub mod up;

@@ -15,7 +15,12 @@ pub struct UpArgs {
 
 /// Checks NATS and PostgreSQL answer, then runs the services until Ctrl-C or SIGTERM.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let config = args.config.load()?;
+    let mut config = args.config.load()?;
+    // In one process the orchestrator scores through the predictor next to it.
+    if config.orchestrator.predictor_url.is_none() {
+        let addr = config.predictor.grpc_addr.replace("0.0.0.0", "127.0.0.1");
+        config.orchestrator.predictor_url = Some(format!("http://{addr}"));
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let _guard = vigil_telemetry::init(&config.telemetry, "vigil")?;
@@ -34,6 +39,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             (
                 "broker",
                 vigil_broker::run_in(c, t)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
+        let (c, t) = (ctx.clone(), token.clone());
+        services.spawn(async move {
+            (
+                "predictor",
+                vigil_predictor::run_in(c, t)
                     .await
                     .map_err(anyhow::Error::from),
             )

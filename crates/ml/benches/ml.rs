@@ -1,0 +1,149 @@
+//! ML core benchmark on NSL-KDD (KDDTrain+.txt): training time of each model and of the whole
+//! ensemble, single-row prediction latency (p50 / p99) and batch throughput.
+//!
+//! `cargo bench -p vigil-ml --bench ml -- [DATA_FILE] [--config train.json] [--json]`
+//! (`VIGIL_DATA_DIR` overrides the data directory). Timings are wall clock on this machine;
+//! run it with nothing else busy.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use vigil_domain::RiskThresholds;
+use vigil_ml::{
+    DataPipeline, FeatureEngineer, NoProgress, TrainConfig, fit_ensemble, oversample_indices,
+    read_nsl_kdd, sample_weights, train_ensemble, train_forest, train_mlp, train_xgboost,
+};
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut data: Option<PathBuf> = None;
+    let mut config = TrainConfig::default();
+    let mut json = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => {
+                let path = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--config needs a file"))?;
+                config = serde_json::from_reader(File::open(path)?)?;
+            }
+            "--json" => json = true,
+            "--bench" => {} // passed by `cargo bench`
+            other => data = Some(PathBuf::from(other)),
+        }
+    }
+    let data = data.unwrap_or_else(|| {
+        std::env::var("VIGIL_DATA_DIR")
+            .map_or_else(
+                |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/nsl-kdd"),
+                PathBuf::from,
+            )
+            .join("KDDTrain+.txt")
+    });
+    let mut results: BTreeMap<&str, f64> = BTreeMap::new();
+
+    let t = Instant::now();
+    let outcome = read_nsl_kdd(BufReader::new(File::open(&data)?));
+    anyhow::ensure!(
+        outcome.errors.is_empty(),
+        "malformed rows in {}",
+        data.display()
+    );
+    let examples = outcome.examples;
+    results.insert("read_seconds", t.elapsed().as_secs_f64());
+    results.insert("rows", examples.len() as f64);
+
+    // Each member alone, on the same prepared matrices the ensemble uses.
+    let splits = DataPipeline::from_examples(examples.clone()).split(&config.split)?;
+    let t = Instant::now();
+    let spec = FeatureEngineer::new(config.features).fit(&splits.train)?;
+    let (x, y) = spec.transform_examples(&splits.train)?;
+    let rows = oversample_indices(&splits.train, config.split.seed);
+    let x = x.select_rows(&rows);
+    let y: Vec<bool> = rows.iter().map(|&r| y[r]).collect();
+    let w = sample_weights(
+        &rows
+            .iter()
+            .map(|&r| splits.train[r].clone())
+            .collect::<Vec<_>>(),
+    );
+    let (vx, vy) = spec.transform_examples(&splits.validation)?;
+    results.insert("train_features_seconds", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    train_forest(&x, &y, &w, &config.forest, &NoProgress)?;
+    results.insert("train_random_forest_seconds", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    train_xgboost(&x, &y, &w, &config.xgboost, &NoProgress)?;
+    results.insert("train_xgboost_seconds", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    train_mlp(&x, &y, &w, &vx, &vy, &config.mlp, &NoProgress)?;
+    results.insert("train_neural_network_seconds", t.elapsed().as_secs_f64());
+
+    // Features, the three members and calibration: what the Python trio's time covers.
+    // Median of three runs: the machine is shared and single runs vary.
+    let mut fit_times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut seconds = BTreeMap::new();
+        fit_ensemble(
+            &splits.train,
+            &splits.validation,
+            &config,
+            &NoProgress,
+            &mut seconds,
+        )?;
+        fit_times.push(t.elapsed().as_secs_f64());
+    }
+    fit_times.sort_by(f64::total_cmp);
+    results.insert("train_ensemble_fit_seconds", fit_times[1]);
+
+    // The whole ensemble end to end: clean, split, features, three members, calibration,
+    // test metrics, packaging.
+    let t = Instant::now();
+    let (artifact, _) = train_ensemble(examples, &config, "bench", &NoProgress)?;
+    results.insert("train_ensemble_seconds", t.elapsed().as_secs_f64());
+
+    // Single-row, in-process prediction through the public API the predictor uses.
+    let thresholds = RiskThresholds::default();
+    let signals: Vec<_> = splits.test.iter().map(|e| e.signal.clone()).collect();
+    for s in signals.iter().take(1000) {
+        artifact.predict(s, &thresholds)?; // warm caches
+    }
+    let mut latencies = Vec::with_capacity(signals.len());
+    for s in &signals {
+        let t = Instant::now();
+        let result = artifact.predict(s, &thresholds)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(result);
+    }
+    latencies.sort_by(f64::total_cmp);
+    results.insert("predict_single_p50_us", percentile(&latencies, 0.50));
+    results.insert("predict_single_p99_us", percentile(&latencies, 0.99));
+    results.insert("predict_single_max_us", percentile(&latencies, 1.0));
+
+    let t = Instant::now();
+    let batch = artifact.predict_batch(&signals, &thresholds);
+    let elapsed = t.elapsed().as_secs_f64();
+    anyhow::ensure!(batch.iter().all(Result::is_ok), "batch prediction failed");
+    results.insert(
+        "predict_batch_rows_per_second",
+        signals.len() as f64 / elapsed,
+    );
+
+    if json {
+        println!("{}", serde_json::to_string(&results)?);
+    } else {
+        println!("vigil-ml on {} ({} rows)", data.display(), results["rows"]);
+        for (k, v) in &results {
+            println!("  {k:<32} {v:>12.3}");
+        }
+    }
+    Ok(())
+}
