@@ -20,6 +20,8 @@ enum Command {
     Publish(commands::publish::PublishArgs),
     /// Replay a data set as threat signals (stable ids: a second replay is all duplicates).
     Replay(commands::replay::ReplayArgs),
+    /// The model registry: list, show, promote, roll back, history, train, import.
+    Models(commands::models::ModelsArgs),
     /// Score one signal with the running predictor (gRPC).
     Predict(commands::predict::PredictArgs),
     /// List remediation actions, or undo one.
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => commands::up::run(args),
         Command::Publish(args) => commands::publish::run(args),
         Command::Replay(args) => commands::replay::run(args),
+        Command::Models(args) => commands::models::run(args),
         Command::Predict(args) => commands::predict::run(args),
         Command::Remediation(args) => commands::remediation::run(args),
         Command::Config(args) => commands::config::run(args),

@@ -15,6 +15,7 @@ mod ids;
 mod models;
 mod soar;
 mod store;
+mod training;
 mod workflows;
 
 #[cfg(feature = "test-util")]
@@ -26,6 +27,7 @@ pub use models::{
 };
 pub use soar::{Alerts, IncidentAttachment, Incidents, Remediations};
 pub use store::{MIGRATOR, MigrationReport, Store};
+pub use training::{ExampleSource, NewExample, TrainingExample, TrainingExamples};
 pub use workflows::Workflows;
 
 /// Whether an idempotent insert wrote a new row or found one already there under the same key.

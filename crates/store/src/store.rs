@@ -146,6 +146,11 @@ impl Store {
     pub fn models(&self) -> ModelRegistry<'_> {
         ModelRegistry::new(&self.pool)
     }
+
+    /// The labelled examples the trainer learns from.
+    pub fn training(&self) -> crate::TrainingExamples<'_> {
+        crate::TrainingExamples::new(&self.pool)
+    }
 }
 
 /// Parses a database URL; the error repeats the URL without its password.

@@ -148,8 +148,7 @@ impl Broker {
         let traceparent = delivery.traceparent();
         let message = v1::ThreatSignal::from(signal.clone());
         let ack = loop {
-            let options =
-                PublishOptions::new(signal.id.clone()).maybe_traceparent(traceparent);
+            let options = PublishOptions::new(signal.id.clone()).maybe_traceparent(traceparent);
             match self
                 .bus
                 .publisher()

@@ -20,7 +20,10 @@ use vigil_proto::v1;
 use vigil_store::test_util::TestDatabase;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn config(db: &TestDatabase) -> Config {
@@ -36,14 +39,23 @@ fn config(db: &TestDatabase) -> Config {
     if let Ok(url) = std::env::var("NATS_URL") {
         overrides.push(format!("nats.url=\"{url}\""));
     }
-    let mut config = Config::load(&Sources { overrides, ..Default::default() }).unwrap();
+    let mut config = Config::load(&Sources {
+        overrides,
+        ..Default::default()
+    })
+    .unwrap();
     config.database = db.settings();
     config.database.max_connections = 32;
     config
 }
 
 fn signal(i: u64, run: &str) -> v1::ThreatSignal {
-    let severities = [v1::Severity::Low, v1::Severity::Medium, v1::Severity::High, v1::Severity::Critical];
+    let severities = [
+        v1::Severity::Low,
+        v1::Severity::Medium,
+        v1::Severity::High,
+        v1::Severity::Critical,
+    ];
     v1::ThreatSignal {
         id: format!("{run}-{i}"),
         threat_type: ["port_scan", "brute_force", "suspicious_traffic"][(i % 3) as usize].into(),
@@ -71,7 +83,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Raw JetStream on the same server: pipelined publish, then pull-consume with acks.
 async fn raw_jetstream(config: &Config, n: u64) -> (f64, f64) {
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config)).await.unwrap();
+    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config))
+        .await
+        .unwrap();
     bus.declare().await.unwrap();
     let subject = bus.topology().work_subject_for(WorkPriority::Low);
     let payload = signal(0, "raw").encode_to_vec();
@@ -79,7 +93,8 @@ async fn raw_jetstream(config: &Config, n: u64) -> (f64, f64) {
     let mut pending = FuturesUnordered::new();
     for i in 0..n {
         if pending.len() >= 512 {
-            let acked: Result<_, async_nats::jetstream::context::PublishError> = pending.next().await.unwrap();
+            let acked: Result<_, async_nats::jetstream::context::PublishError> =
+                pending.next().await.unwrap();
             acked.unwrap();
         }
         let js = bus.jetstream().clone();
@@ -88,7 +103,9 @@ async fn raw_jetstream(config: &Config, n: u64) -> (f64, f64) {
         pending.push(async move {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("raw-{i}").as_str());
-            js.publish_with_headers(subject, headers, payload.into()).await?.await
+            js.publish_with_headers(subject, headers, payload.into())
+                .await?
+                .await
         });
     }
     while let Some(r) = pending.next().await {
@@ -96,11 +113,17 @@ async fn raw_jetstream(config: &Config, n: u64) -> (f64, f64) {
     }
     let publish_rate = n as f64 / started.elapsed().as_secs_f64();
 
-    let consumer = bus.consumer::<v1::ThreatSignal>(ConsumerKind::Orchestrator(WorkPriority::Low)).await.unwrap();
+    let consumer = bus
+        .consumer::<v1::ThreatSignal>(ConsumerKind::Orchestrator(WorkPriority::Low))
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut got = 0;
     while got < n {
-        let batch = consumer.next_batch(512, Duration::from_secs(2)).await.unwrap();
+        let batch = consumer
+            .next_batch(512, Duration::from_secs(2))
+            .await
+            .unwrap();
         got += batch.len() as u64;
         futures::future::join_all(batch.iter().map(|d| d.ack())).await;
     }
@@ -119,7 +142,10 @@ async fn watch_completions(bus: &Bus) -> Completions {
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             if let Ok(event) = v1::SecurityEvent::decode(msg.payload) {
-                sink.lock().unwrap().entry(event.correlation_id).or_insert_with(Instant::now);
+                sink.lock()
+                    .unwrap()
+                    .entry(event.correlation_id)
+                    .or_insert_with(Instant::now);
             }
         }
     });
@@ -149,7 +175,9 @@ async fn main() {
 
     let (raw_pub, raw_con) = raw_jetstream(&config, n).await;
 
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await.unwrap();
+    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config))
+        .await
+        .unwrap();
     bus.declare().await.unwrap();
     let token = tokio_util::sync::CancellationToken::new();
     let ctx = vigil_runtime::ServiceContext::new(config.clone());
@@ -161,9 +189,19 @@ async fn main() {
 
     // Warm-up: connections, prepared statements, consumer state.
     for i in 0..200 {
-        publisher.publish(&subject, &signal(i, "warm"), PublishOptions::new(format!("warm-{i}"))).await.unwrap();
+        publisher
+            .publish(
+                &subject,
+                &signal(i, "warm"),
+                PublishOptions::new(format!("warm-{i}")),
+            )
+            .await
+            .unwrap();
     }
-    assert!(wait_done(&done, 200, Duration::from_secs(60)).await, "warm-up did not complete");
+    assert!(
+        wait_done(&done, 200, Duration::from_secs(60)).await,
+        "warm-up did not complete"
+    );
     done.lock().unwrap().clear();
 
     // Sustained throughput: publish n as fast as possible, time until all n completed.
@@ -176,7 +214,14 @@ async fn main() {
         let publisher = publisher.clone();
         let subject = subject.clone();
         pending.push(async move {
-            publisher.publish(&subject, &signal(i, "tput"), PublishOptions::new(format!("tput-{i}"))).await.unwrap()
+            publisher
+                .publish(
+                    &subject,
+                    &signal(i, "tput"),
+                    PublishOptions::new(format!("tput-{i}")),
+                )
+                .await
+                .unwrap()
         });
     }
     while pending.next().await.is_some() {}
@@ -200,7 +245,10 @@ async fn main() {
         let publisher = publisher.clone();
         let subject = subject.clone();
         pending.push(async move {
-            publisher.publish(&subject, &s, PublishOptions::new(s.id.clone())).await.unwrap();
+            publisher
+                .publish(&subject, &s, PublishOptions::new(s.id.clone()))
+                .await
+                .unwrap();
         });
     }
     while pending.next().await.is_some() {}
@@ -208,7 +256,10 @@ async fn main() {
     let mut latencies: Vec<f64> = {
         let done = done.lock().unwrap();
         sent.iter()
-            .filter_map(|(id, at)| done.get(id).map(|end| end.duration_since(*at).as_secs_f64() * 1000.0))
+            .filter_map(|(id, at)| {
+                done.get(id)
+                    .map(|end| end.duration_since(*at).as_secs_f64() * 1000.0)
+            })
             .collect()
     };
     latencies.sort_by(f64::total_cmp);
@@ -221,7 +272,9 @@ async fn main() {
 
     println!("| measurement | result |");
     println!("|---|---|");
-    println!("| raw JetStream publish (pipelined, 512 in flight, {n} msgs) | {raw_pub:.0} msgs/s |");
+    println!(
+        "| raw JetStream publish (pipelined, 512 in flight, {n} msgs) | {raw_pub:.0} msgs/s |"
+    );
     println!("| raw JetStream pull consume + ack ({n} msgs) | {raw_con:.0} msgs/s |");
     println!(
         "| end-to-end sustained ({finished}/{n} workflows{}) | {throughput:.0} events/s |",

@@ -185,6 +185,20 @@ impl Orchestrator {
             ));
         }
 
+        // The verdict is a labelled example for the trainer (analyst feedback overrides it).
+        let example = vigil_store::NewExample {
+            signal,
+            label: assessment.risk_level >= Severity::High,
+            source: vigil_store::ExampleSource::Assessment,
+            source_ref: &event_id,
+            weight: 1.0,
+        };
+        self.store
+            .training()
+            .record(&example)
+            .await
+            .map_err(|e| fail("assess", e))?;
+
         // 3: alerts, recorded before they are sent so a redelivery never sends twice.
         let t = Instant::now();
         let alerts = self
@@ -296,13 +310,23 @@ impl Orchestrator {
             "duration_seconds": workflow.duration_seconds,
             "steps": workflow.steps.iter().map(|s| (s.name.clone(), s.outcome)).collect::<BTreeMap<_, _>>(),
         })));
-        let published = futures::future::join_all(events.into_iter().map(|e| self.publish(e, traceparent))).await;
+        let published =
+            futures::future::join_all(events.into_iter().map(|e| self.publish(e, traceparent)))
+                .await;
         for result in published {
             result.map_err(|e| fail("publish_events", e))?;
         }
-        if !workflows.insert_if_absent(&workflow).await.map_err(|e| fail("record", e))?.is_new() {
+        if !workflows
+            .insert_if_absent(&workflow)
+            .await
+            .map_err(|e| fail("record", e))?
+            .is_new()
+        {
             // An earlier attempt left a FAILED row, or a parallel redelivery finished first.
-            workflows.update(&workflow).await.map_err(|e| fail("record", e))?;
+            workflows
+                .update(&workflow)
+                .await
+                .map_err(|e| fail("record", e))?;
         }
         self.metrics.completed.inc();
         Ok(false)
@@ -377,7 +401,11 @@ impl Orchestrator {
                 tracing::warn!(channel = %a.channel, error = ?a.last_error, event_id, "alert delivery failed");
             }
         }
-        let recorded = if decision.alerts.is_empty() { Vec::new() } else { alerts.for_event(event_id).await? };
+        let recorded = if decision.alerts.is_empty() {
+            Vec::new()
+        } else {
+            alerts.for_event(event_id).await?
+        };
         Ok(json!({
             "threat_key": decision.threat_key,
             "grouped": decision.grouped,

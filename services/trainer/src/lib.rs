@@ -1,1 +1,207 @@
-//! The vigil trainer service.
+//! The trainer: retrains the ensemble from the labelled examples in PostgreSQL (vigil's
+//! assessments, analyst feedback, imported data sets) on a cron schedule, when enough new
+//! examples have arrived, and on request over NATS. Every run registers the member models and
+//! the ensemble with their held-out metrics, makes them active, and promotes them to production
+//! only when the new ensemble beats the production one on the same held-out split by the
+//! configured margin (or when none is in production); a promotion is announced as
+//! MODEL_PROMOTED on `vigil.events.model_promoted`.
+
+mod import;
+mod metrics;
+mod run;
+mod schedule;
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use vigil_bus::Bus;
+use vigil_config::{Config, TrainerSettings};
+use vigil_ml::TrainConfig;
+use vigil_runtime::ServiceContext;
+use vigil_store::Store;
+
+pub use import::{DatasetFormat, ImportReport, import_examples, read_dataset};
+pub use run::{ACTOR, ExampleCounts, RegisteredModel, RunOutcome, RunReport, Trainer, Trigger};
+pub use schedule::Schedule;
+
+/// Why the trainer stopped, or could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] vigil_bus::Error),
+    #[error(transparent)]
+    Store(#[from] vigil_store::Error),
+    #[error("training failed: {0}")]
+    Ml(#[from] vigil_ml::Error),
+    #[error("training failed: {0}")]
+    Training(String),
+    #[error("invalid trainer settings: {0}")]
+    Config(String),
+    #[error("cannot read {path}: {reason}")]
+    Dataset { path: String, reason: String },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Result of a trainer operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The subject the trainer answers run requests on: `<prefix>.vigil.trainer.run` (no prefix in
+/// production). Replicas share it as a queue group, so one request starts one run.
+pub fn run_subject(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "vigil.trainer.run".to_string()
+    } else {
+        format!("{prefix}.vigil.trainer.run")
+    }
+}
+
+/// The body of a run request (optional: an empty body is a request too).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunRequest {
+    /// Who asked, for the registry history.
+    pub requested_by: String,
+}
+
+/// The training configuration of `settings`: the JSON file it names (as `vigil train --config`)
+/// or the defaults, with the configured seed everywhere.
+pub fn train_config(settings: &TrainerSettings) -> Result<TrainConfig> {
+    let config = match &settings.train_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("trainer.train_config {}: {e}", path.display()))
+            })?;
+            serde_json::from_str::<TrainConfig>(&text).map_err(|e| {
+                Error::Config(format!(
+                    "trainer.train_config {} is not a training configuration: {e}",
+                    path.display()
+                ))
+            })?
+        }
+        None => TrainConfig::default(),
+    };
+    Ok(config.with_seed(settings.seed))
+}
+
+fn validate(settings: &TrainerSettings) -> Result<Schedule> {
+    if settings.check_interval_secs == 0 {
+        return Err(Error::Config(
+            "check_interval_secs must be at least 1".into(),
+        ));
+    }
+    if settings.max_examples == 0 {
+        return Err(Error::Config("max_examples must be at least 1".into()));
+    }
+    Schedule::parse(&settings.schedule)
+}
+
+/// Runs a standalone trainer (with its own `/metrics` endpoint) until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let token = vigil_runtime::token_from(shutdown);
+    let ctx = ServiceContext::new(config);
+    let http = vigil_runtime::serve_http(&ctx, &token).await?;
+    let result = run_in(ctx, token.clone()).await;
+    token.cancel();
+    http.wait().await;
+    result
+}
+
+/// Runs the trainer in a shared context until `token` is cancelled. Shutdown stops taking
+/// requests; a run that is still training is abandoned (nothing registered), one that is
+/// registering finishes first.
+pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()> {
+    let config = ctx.config.clone();
+    let settings = &config.trainer;
+    let schedule = validate(settings)?;
+    let train_config = train_config(settings)?;
+    let store = Store::connect_and_migrate(&config.database).await?;
+    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
+    bus.declare().await?;
+    let trainer = Trainer::new(store, bus.clone(), train_config, settings, &ctx.metrics).await?;
+
+    if let Some(path) = &settings.dataset {
+        let report = import_file(&trainer, path).await?;
+        info!(path = %path.display(), read = report.read, inserted = report.inserted,
+              skipped_rows = report.skipped_rows, "imported the configured data set");
+    }
+
+    let subject = run_subject(bus.topology().prefix());
+    let mut requests = bus
+        .client()
+        .queue_subscribe(subject.clone(), "vigil-trainer".to_string())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to run requests on {subject}: {e}"))?;
+    let mut checks = tokio::time::interval(Duration::from_secs(settings.check_interval_secs));
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ctx.readiness.set("trainer", true);
+    info!(%subject, schedule = %settings.schedule, min_new_examples = settings.min_new_examples,
+          "trainer waiting for work");
+
+    loop {
+        let next_fire = schedule.next_after(chrono::Utc::now());
+        let until_schedule = next_fire
+            .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        tokio::select! {
+            biased;
+            () = token.cancelled() => break,
+            request = requests.next() => {
+                let Some(message) = request else {
+                    warn!("the run request subscription ended");
+                    break;
+                };
+                let asked: RunRequest = serde_json::from_slice(&message.payload).unwrap_or_default();
+                let requested_by = if asked.requested_by.trim().is_empty() {
+                    "nats request".to_string()
+                } else {
+                    asked.requested_by
+                };
+                let report = trainer.run_once(Trigger::Request { requested_by }, &token).await;
+                if let Some(reply) = message.reply {
+                    let body = serde_json::to_vec(&report).unwrap_or_default();
+                    if let Err(error) = bus.client().publish(reply, body.into()).await {
+                        warn!(%error, run_id = %report.run_id, "cannot reply with the run report");
+                    }
+                }
+            }
+            () = tokio::time::sleep(until_schedule) => {
+                if next_fire.is_some() {
+                    trainer.run_once(Trigger::Schedule, &token).await;
+                }
+            }
+            _ = checks.tick() => {
+                match trainer.new_examples().await {
+                    Ok(count) if count >= settings.min_new_examples && count > 0 => {
+                        trainer.run_once(Trigger::NewExamples { count }, &token).await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => warn!(%error, "cannot count new training examples"),
+                }
+            }
+        }
+    }
+    drop(requests);
+    ctx.readiness.remove("trainer");
+    info!("trainer stopped");
+    Ok(())
+}
+
+async fn import_file(trainer: &Trainer, path: &Path) -> Result<ImportReport> {
+    let owned = path.to_path_buf();
+    let outcome = tokio::task::spawn_blocking(move || read_dataset(&owned, DatasetFormat::NslKdd))
+        .await
+        .map_err(|e| Error::Training(format!("reading the data set: {e}")))??;
+    let mut report = import_examples(trainer.store(), &outcome.examples).await?;
+    report.skipped_rows = outcome.errors.len();
+    trainer.metrics().examples_imported.inc_by(report.inserted);
+    Ok(report)
+}

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod evaluate;
+pub mod models;
 pub mod predict;
 pub mod publish;
 pub mod remediation;

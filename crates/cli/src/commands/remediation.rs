@@ -54,18 +54,35 @@ pub fn run(args: RemediationArgs) -> anyhow::Result<()> {
                 let action = store.remediations().get(&id).await?;
                 match action.status {
                     ActionStatus::Undone | ActionStatus::Expired => {
-                        anyhow::bail!("action {id} is already {:?}; nothing to undo", action.status)
+                        anyhow::bail!(
+                            "action {id} is already {:?}; nothing to undo",
+                            action.status
+                        )
                     }
                     ActionStatus::Refused | ActionStatus::Failed => {
-                        anyhow::bail!("action {id} was never applied ({:?}); nothing to undo", action.status)
+                        anyhow::bail!(
+                            "action {id} was never applied ({:?}); nothing to undo",
+                            action.status
+                        )
                     }
                     ActionStatus::Simulated | ActionStatus::Applied => {}
                 }
                 let remediator = Remediator::from_settings(config.soar.remediation.clone())
                     .context("remediation settings")?;
-                remediator.undo(&action).await.with_context(|| format!("undoing {id}"))?;
-                store.remediations().set_status(&id, ActionStatus::Undone, None).await?;
-                println!("undone {id}: {} {} ({})", action.kind.as_str(), action.target, action.executor);
+                remediator
+                    .undo(&action)
+                    .await
+                    .with_context(|| format!("undoing {id}"))?;
+                store
+                    .remediations()
+                    .set_status(&id, ActionStatus::Undone, None)
+                    .await?;
+                println!(
+                    "undone {id}: {} {} ({})",
+                    action.kind.as_str(),
+                    action.target,
+                    action.executor
+                );
             }
         }
         anyhow::Ok(())

@@ -48,7 +48,8 @@ const IN_FLIGHT: usize = 512;
 /// Publishes the rows; malformed rows are reported with their line number and skipped.
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let ReplaySource::NslKdd(args) = args.source;
-    let file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
     let mut signals = Vec::new();
     let mut malformed = 0usize;
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -102,7 +103,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             let publisher = publisher.clone();
             let subject = subject.clone();
             pending.push(async move {
-                publisher.publish(&subject, signal, PublishOptions::new(signal.id.clone())).await
+                publisher
+                    .publish(&subject, signal, PublishOptions::new(signal.id.clone()))
+                    .await
             });
         }
         while let Some(ack) = pending.next().await {
@@ -120,7 +123,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tally(ack: vigil_bus::Result<vigil_bus::PubAck>, published: &mut usize, duplicates: &mut usize) -> anyhow::Result<()> {
+fn tally(
+    ack: vigil_bus::Result<vigil_bus::PubAck>,
+    published: &mut usize,
+    duplicates: &mut usize,
+) -> anyhow::Result<()> {
     if ack?.duplicate {
         *duplicates += 1;
     } else {

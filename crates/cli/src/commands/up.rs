@@ -55,6 +55,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let (c, t) = (ctx.clone(), token.clone());
         services.spawn(async move {
             (
+                "trainer",
+                vigil_trainer::run_in(c, t)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
+        let (c, t) = (ctx.clone(), token.clone());
+        services.spawn(async move {
+            (
                 "orchestrator",
                 vigil_orchestrator::run_in(c, t)
                     .await
