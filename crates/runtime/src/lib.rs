@@ -114,6 +114,27 @@ pub async fn serve_http(
     .await?)
 }
 
+/// Runs one service standalone: its own `/metrics`, `/healthz`, `/readyz` server, then its
+/// `run_in` until `shutdown` completes; the HTTP server stops after the service has drained.
+pub async fn run_standalone<F, Fut, E>(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    run_in: F,
+) -> Result<(), E>
+where
+    F: FnOnce(ServiceContext, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: From<anyhow::Error>,
+{
+    let token = token_from(shutdown);
+    let ctx = ServiceContext::new(config);
+    let http = serve_http(&ctx, &token).await?;
+    let result = run_in(ctx, token.clone()).await;
+    token.cancel();
+    http.wait().await;
+    result
+}
+
 /// Flags every service binary takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {

@@ -43,13 +43,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let token = vigil_runtime::token_from(shutdown);
-    let ctx = ServiceContext::new(config);
-    let http = vigil_runtime::serve_http(&ctx, &token).await?;
-    let result = run_in(ctx, token.clone()).await;
-    token.cancel();
-    http.wait().await;
-    result
+    vigil_runtime::run_standalone(config, shutdown, run_in).await
 }
 
 /// Runs the orchestrator in a shared context until `token` is cancelled. Shutdown stops pulling,
