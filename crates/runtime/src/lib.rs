@@ -139,10 +139,10 @@ where
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
     /// TOML config file (also `VIGIL_CONFIG`).
-    #[arg(long, short = 'c', env = "VIGIL_CONFIG")]
+    #[arg(long, short = 'c', env = "VIGIL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Override one key, e.g. `--set thresholds.high=6.5` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     pub overrides: Vec<String>,
 }
 
