@@ -176,6 +176,8 @@ async fn signals_are_validated_deduplicated_and_prioritised() {
     // THREAT_DETECTED went out once per queued signal.
     assert_eq!(stream_messages(&bus, StreamKind::Events).await, 2);
     broker.stop().await;
+    // Leave the shared NATS server as we found it.
+    bus.topology().delete(bus.jetstream()).await.unwrap();
 }
 
 #[tokio::test]
@@ -209,4 +211,6 @@ async fn a_full_work_queue_delays_input_and_loses_nothing() {
     ids.dedup();
     assert_eq!(ids.len(), 12, "every signal of the burst arrives: {ids:?}");
     broker.stop().await;
+    // Leave the shared NATS server as we found it.
+    bus.topology().delete(bus.jetstream()).await.unwrap();
 }

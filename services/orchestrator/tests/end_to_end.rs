@@ -348,6 +348,8 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
     );
     orchestrator.stop().await;
     broker.stop().await;
+    // Leave the shared NATS server as we found it.
+    bus.topology().delete(bus.jetstream()).await.unwrap();
 }
 
 #[tokio::test]
@@ -404,4 +406,6 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
     );
     orchestrator.stop().await;
     broker.stop().await;
+    // Leave the shared NATS server as we found it.
+    bus.topology().delete(bus.jetstream()).await.unwrap();
 }

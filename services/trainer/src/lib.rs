@@ -134,6 +134,12 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         .queue_subscribe(subject.clone(), "vigil-trainer".to_string())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe to run requests on {subject}: {e}"))?;
+    // A round trip to the server, so the subscription is in place before we report ready:
+    // a request sent right after /readyz turns green must find a responder.
+    bus.client()
+        .flush()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot confirm the run request subscription: {e}"))?;
     let mut checks = tokio::time::interval(Duration::from_secs(settings.check_interval_secs));
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ctx.readiness.set("trainer", true);
@@ -162,7 +168,10 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 let report = trainer.run_once(Trigger::Request { requested_by }, &token).await;
                 if let Some(reply) = message.reply {
                     let body = serde_json::to_vec(&report).unwrap_or_default();
-                    if let Err(error) = bus.client().publish(reply, body.into()).await {
+                    // Flushed at once: on shutdown the connection closes right after this, and
+                    // an unflushed reply would leave the requester waiting for nothing.
+                    let sent = bus.client().publish(reply, body.into()).await;
+                    if let Err(error) = sent.map_err(|e| e.to_string()).and(bus.client().flush().await.map_err(|e| e.to_string())) {
                         warn!(%error, run_id = %report.run_id, "cannot reply with the run report");
                     }
                 }

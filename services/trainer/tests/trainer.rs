@@ -410,11 +410,17 @@ async fn shutdown_during_training_abandons_the_run_cleanly() {
         tokio::spawn(async move { request(&client, &subject).await })
     };
     // Shut down once the run has started.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while !ctx
         .metrics
         .render()
         .contains("vigil_trainer_runs_started_total 1")
     {
+        assert!(
+            !requester.is_finished(),
+            "the request ended before a run started"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "no run started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     token.cancel();
