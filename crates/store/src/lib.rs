@@ -44,4 +44,14 @@ impl InsertOutcome {
     pub fn is_new(self) -> bool {
         self == InsertOutcome::Inserted
     }
+
+    /// The outcome of an `INSERT ... ON CONFLICT DO NOTHING RETURNING ...`: a returned row means
+    /// it was written.
+    pub(crate) fn of_returning<T>(returned: Option<T>) -> Self {
+        if returned.is_some() {
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::AlreadyPresent
+        }
+    }
 }

@@ -121,11 +121,7 @@ impl<'a> Alerts<'a> {
         .bind(alert.delivered_at)
         .fetch_optional(self.pool)
         .await?;
-        Ok(if inserted.is_some() {
-            InsertOutcome::Inserted
-        } else {
-            InsertOutcome::AlreadyPresent
-        })
+        Ok(InsertOutcome::of_returning(inserted))
     }
 
     /// Records how delivery of the alert on (event, channel) ended.
@@ -262,11 +258,7 @@ impl<'a> Remediations<'a> {
         .bind(action.created_at)
         .fetch_optional(self.pool)
         .await?;
-        Ok(if inserted.is_some() {
-            InsertOutcome::Inserted
-        } else {
-            InsertOutcome::AlreadyPresent
-        })
+        Ok(InsertOutcome::of_returning(inserted))
     }
 
     /// Sets the status of an action (applied, failed, undone, ...).

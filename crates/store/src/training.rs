@@ -159,11 +159,7 @@ impl<'a> TrainingExamples<'a> {
         .bind(example.source_ref)
         .fetch_optional(self.pool)
         .await?;
-        Ok(if inserted.is_some() {
-            InsertOutcome::Inserted
-        } else {
-            InsertOutcome::AlreadyPresent
-        })
+        Ok(InsertOutcome::of_returning(inserted))
     }
 
     /// Stores many examples in one statement (data set imports), skipping those already

@@ -92,10 +92,7 @@ impl<'a> Workflows<'a> {
         .bind(workflow.duration_seconds)
         .fetch_optional(self.pool)
         .await?;
-        Ok(match inserted {
-            Some(_) => InsertOutcome::Inserted,
-            None => InsertOutcome::AlreadyPresent,
-        })
+        Ok(InsertOutcome::of_returning(inserted))
     }
 
     /// Saves the progress of an existing workflow (status, steps, results, error, timing), found
