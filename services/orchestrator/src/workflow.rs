@@ -30,6 +30,7 @@ pub struct Orchestrator {
     store: Store,
     assessor: ThreatAssessor,
     router: AlertRouter,
+    routing_rules: vigil_config::RoutingRules,
     notifier: Notifier,
     remediator: Remediator,
     incident_min_severity: Severity,
@@ -69,6 +70,7 @@ impl Orchestrator {
             store,
             assessor: ThreatAssessor::new(soar.assessment.clone(), config.thresholds),
             router,
+            routing_rules: soar.routing.rules.clone(),
             notifier,
             remediator,
             incident_min_severity: soar.incidents.min_severity,
@@ -364,6 +366,16 @@ impl Orchestrator {
         assessment: &Assessment,
     ) -> Result<serde_json::Value, vigil_store::Error> {
         let key = threat_key(signal);
+        if self
+            .routing_rules
+            .for_level(assessment.risk_level)
+            .is_empty()
+        {
+            // Nothing to route at this level: skip the grouping lookup on the hot path.
+            return Ok(
+                json!({ "threat_key": key, "grouped": false, "unconfigured": [], "channels": [] }),
+            );
+        }
         let previous = self
             .store
             .alerts()
