@@ -6,7 +6,7 @@ use anyhow::Context;
 use vigil_domain::ModelType;
 use vigil_ml::{ModelArtifact, ModelEvaluator};
 
-use super::train::{DataFormat, load_examples};
+use super::train::DataArgs;
 
 /// Arguments of `vigil evaluate`.
 #[derive(Debug, clap::Args)]
@@ -14,21 +14,11 @@ pub struct EvaluateArgs {
     /// Model artifact written by `vigil train`.
     #[arg(long)]
     pub model: PathBuf,
-    /// Labelled data file.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Format of the data file.
-    #[arg(long, value_enum, default_value = "nsl-kdd")]
-    pub format: DataFormat,
-    /// Label column of a CSV file.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    #[command(flatten)]
+    pub input: DataArgs,
     /// Print one JSON object (ensemble metrics at top level, members under "models").
     #[arg(long)]
     pub json: bool,
-    /// Refuse the file if any row is malformed, instead of skipping such rows.
-    #[arg(long)]
-    pub strict: bool,
 }
 
 /// Runs `vigil evaluate`.
@@ -37,7 +27,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.model.display()))?;
     let artifact = ModelArtifact::from_bytes(&bytes)
         .with_context(|| format!("cannot load model {}", args.model.display()))?;
-    let examples = load_examples(&args.data, args.format, &args.label_column, args.strict)?;
+    let examples = args.input.load()?;
     let report = ModelEvaluator::evaluate(&artifact.ensemble, &examples)?;
     if args.json {
         let mut json = report.to_json();
@@ -48,7 +38,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     println!(
         "model {} on {} ({} rows), threshold {}",
         artifact.metadata.model_version_id,
-        args.data.display(),
+        args.input.data.display(),
         report.rows,
         report.threshold
     );

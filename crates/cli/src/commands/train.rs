@@ -20,9 +20,9 @@ pub enum DataFormat {
     Csv,
 }
 
-/// Arguments of `vigil train`.
+/// The labelled data file `vigil train` and `vigil evaluate` read.
 #[derive(Debug, clap::Args)]
-pub struct TrainArgs {
+pub struct DataArgs {
     /// Labelled data file.
     #[arg(long)]
     pub data: PathBuf,
@@ -32,6 +32,23 @@ pub struct TrainArgs {
     /// Label column of a CSV file (`normal`, `benign`, `0`, `false` are benign).
     #[arg(long, default_value = "label")]
     pub label_column: String,
+    /// Refuse the file if any row is malformed, instead of skipping such rows.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+impl DataArgs {
+    /// Reads the examples; see [`load_examples`].
+    pub fn load(&self) -> anyhow::Result<Vec<LabeledExample>> {
+        load_examples(&self.data, self.format, &self.label_column, self.strict)
+    }
+}
+
+/// Arguments of `vigil train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub input: DataArgs,
     /// Where to write the model artifact.
     #[arg(long)]
     pub out: PathBuf,
@@ -47,9 +64,6 @@ pub struct TrainArgs {
     /// Also run stratified k-fold cross-validation with this many folds (slow: k trainings).
     #[arg(long)]
     pub cv_folds: Option<usize>,
-    /// Refuse the file if any row is malformed, instead of skipping such rows.
-    #[arg(long)]
-    pub strict: bool,
 }
 
 /// Progress bars on stderr for the library's long steps, one per concurrent step.
@@ -157,7 +171,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(threshold) = args.threshold {
         config.decision_threshold = threshold;
     }
-    let examples = load_examples(&args.data, args.format, &args.label_column, args.strict)?;
+    let examples = args.input.load()?;
     let threats = examples.iter().filter(|e| e.label).count();
     eprintln!(
         "read {} rows ({} threats, {} benign)",
@@ -182,7 +196,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         println!("  best: {}", cv.best);
     }
-    let source = args.data.display().to_string();
+    let source = args.input.data.display().to_string();
     let (artifact, report) = vigil_ml::train_ensemble(examples, &config, &source, &progress)?;
     for issue in report.clean.refused.iter().take(10) {
         eprintln!(
