@@ -154,6 +154,12 @@ impl Config {
         if self.orchestrator.max_workflows == 0 {
             return invalid("orchestrator.max_workflows must be at least 1".into());
         }
+        if self.orchestrator.commit_batch_max == 0 || self.orchestrator.commit_concurrency == 0 {
+            return invalid(
+                "orchestrator.commit_batch_max and orchestrator.commit_concurrency must be at least 1"
+                    .into(),
+            );
+        }
         if self.broker.batch_size == 0 {
             return invalid("broker.batch_size must be at least 1".into());
         }

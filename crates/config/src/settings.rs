@@ -193,14 +193,20 @@ pub struct OrchestratorSettings {
     pub predictor_url: Option<String>,
     /// Deadline of the predict step; past it the step is skipped (milliseconds).
     pub predict_timeout_ms: u64,
+    /// Most finished workflows committed to PostgreSQL in one transaction (group commit).
+    pub commit_batch_max: usize,
+    /// Group-commit transactions in flight at once.
+    pub commit_concurrency: usize,
 }
 
 impl Default for OrchestratorSettings {
     fn default() -> Self {
         Self {
-            max_workflows: 64,
+            max_workflows: 256,
             predictor_url: None,
             predict_timeout_ms: 50,
+            commit_batch_max: 256,
+            commit_concurrency: 2,
         }
     }
 }

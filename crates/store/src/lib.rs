@@ -10,6 +10,7 @@
 //! With the `test-util` feature, [`test_util::TestDatabase`] hands each test its own freshly
 //! created and migrated database.
 
+mod batch;
 mod error;
 mod ids;
 mod models;
@@ -21,6 +22,7 @@ mod workflows;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
+pub use batch::WorkflowBatch;
 pub use error::{Error, Result};
 pub use models::{
     ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 use vigil_domain::{
     ActionKind, ActionStatus, Alert, AlertStatus, Incident, IncidentStatus, RemediationAction,
@@ -372,75 +372,10 @@ impl<'a> Incidents<'a> {
         severity: Severity,
         event_id: &str,
     ) -> Result<IncidentAttachment> {
-        for _ in 0..5 {
-            let mut tx = self.pool.begin().await?;
-            let open: Option<(Uuid, String)> = sqlx::query_as(
-                "SELECT id, severity FROM incidents WHERE threat_key = $1 AND status <> 'resolved' FOR UPDATE",
-            )
-            .bind(threat_key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (id, created) = match open {
-                Some((id, current)) => {
-                    let current = Severity::from_str(&current).map_err(|e| Error::CorruptRow {
-                        table: "incidents",
-                        reason: e.to_string(),
-                    })?;
-                    if severity > current {
-                        sqlx::query(
-                            "UPDATE incidents SET severity = $2, updated_at = now() WHERE id = $1",
-                        )
-                        .bind(id)
-                        .bind(severity.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    (id, false)
-                }
-                None => {
-                    let id = Uuid::now_v7();
-                    let inserted: Option<Uuid> = sqlx::query_scalar(
-                        "INSERT INTO incidents (id, threat_key, title, severity) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (threat_key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
-                    )
-                    .bind(id)
-                    .bind(threat_key)
-                    .bind(title)
-                    .bind(severity.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if inserted.is_none() {
-                        // Another worker opened it between our read and our insert: attach instead.
-                        tx.rollback().await?;
-                        continue;
-                    }
-                    (id, true)
-                }
-            };
-            let attached = sqlx::query(
-                "INSERT INTO incident_timeline (incident_id, kind, ref_id) VALUES ($1, 'event', $2) \
-                 ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(event_id)
-            .execute(&mut *tx)
-            .await?;
-            if attached.rows_affected() > 0 && !created {
-                sqlx::query("UPDATE incidents SET updated_at = now() WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            return Ok(IncidentAttachment {
-                incident_id: id.to_string(),
-                created,
-                already_attached: attached.rows_affected() == 0,
-            });
-        }
-        Err(Error::Database(sqlx::Error::Protocol(format!(
-            "could not open or attach an incident for {threat_key} after 5 attempts"
-        ))))
+        let mut tx = self.pool.begin().await?;
+        let attachment = open_or_attach(&mut tx, threat_key, title, severity, event_id).await?;
+        tx.commit().await?;
+        Ok(attachment)
     }
 
     /// Adds an action (alert or remediation id) to an incident's timeline, once.
@@ -450,17 +385,8 @@ impl<'a> Incidents<'a> {
         action_id: &str,
         details: &serde_json::Value,
     ) -> Result<()> {
-        let id = parse_uuid("incident_id", incident_id)?;
-        sqlx::query(
-            "INSERT INTO incident_timeline (incident_id, kind, ref_id, details) VALUES ($1, 'action', $2, $3) \
-             ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(action_id)
-        .bind(details)
-        .execute(self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        attach_action(&mut conn, incident_id, action_id, details).await
     }
 
     /// Moves an incident to `status`, recording the change on its timeline.
@@ -535,4 +461,156 @@ impl<'a> Incidents<'a> {
         .await?;
         Ok(ids.into_iter().map(|id| id.to_string()).collect())
     }
+}
+
+/// [`Incidents::open_or_attach`] on a connection that is inside a transaction. Never rolls back,
+/// so it can run inside a larger transaction (the workflow batch): when a concurrent transaction
+/// opens the incident first, the insert does nothing and the next read (a fresh snapshot under
+/// READ COMMITTED) finds and locks that incident.
+pub(crate) async fn open_or_attach(
+    conn: &mut PgConnection,
+    threat_key: &str,
+    title: &str,
+    severity: Severity,
+    event_id: &str,
+) -> Result<IncidentAttachment> {
+    for _ in 0..5 {
+        let open: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, severity FROM incidents WHERE threat_key = $1 AND status <> 'resolved' FOR UPDATE",
+        )
+        .bind(threat_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (id, created) = match open {
+            Some((id, current)) => {
+                let current = Severity::from_str(&current).map_err(|e| Error::CorruptRow {
+                    table: "incidents",
+                    reason: e.to_string(),
+                })?;
+                if severity > current {
+                    sqlx::query(
+                        "UPDATE incidents SET severity = $2, updated_at = now() WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(severity.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                (id, false)
+            }
+            None => {
+                let inserted: Option<Uuid> = sqlx::query_scalar(
+                    "INSERT INTO incidents (id, threat_key, title, severity) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (threat_key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
+                )
+                .bind(Uuid::now_v7())
+                .bind(threat_key)
+                .bind(title)
+                .bind(severity.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+                match inserted {
+                    Some(id) => (id, true),
+                    // Another transaction opened it between our read and our insert.
+                    None => continue,
+                }
+            }
+        };
+        let attached = sqlx::query(
+            "INSERT INTO incident_timeline (incident_id, kind, ref_id) VALUES ($1, 'event', $2) \
+             ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+        if attached.rows_affected() > 0 && !created {
+            sqlx::query("UPDATE incidents SET updated_at = now() WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        return Ok(IncidentAttachment {
+            incident_id: id.to_string(),
+            created,
+            already_attached: attached.rows_affected() == 0,
+        });
+    }
+    Err(Error::Database(sqlx::Error::Protocol(format!(
+        "could not open or attach an incident for {threat_key} after 5 attempts"
+    ))))
+}
+
+/// [`Incidents::attach_action`] on a connection.
+pub(crate) async fn attach_action(
+    conn: &mut PgConnection,
+    incident_id: &str,
+    action_id: &str,
+    details: &serde_json::Value,
+) -> Result<()> {
+    let id = parse_uuid("incident_id", incident_id)?;
+    sqlx::query(
+        "INSERT INTO incident_timeline (incident_id, kind, ref_id, details) VALUES ($1, 'action', $2, $3) \
+         ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(action_id)
+    .bind(details)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records many actions with one statement, skipping (event, action, target) keys already
+/// present; returns how many were new.
+pub(crate) async fn insert_actions(
+    conn: &mut PgConnection,
+    actions: &[RemediationAction],
+) -> Result<u64> {
+    if actions.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::with_capacity(actions.len());
+    let mut event_ids = Vec::with_capacity(actions.len());
+    let mut kinds = Vec::with_capacity(actions.len());
+    let mut targets = Vec::with_capacity(actions.len());
+    let mut executors = Vec::with_capacity(actions.len());
+    let mut statuses = Vec::with_capacity(actions.len());
+    let mut details = Vec::with_capacity(actions.len());
+    let mut undos = Vec::with_capacity(actions.len());
+    let mut expiries = Vec::with_capacity(actions.len());
+    let mut created = Vec::with_capacity(actions.len());
+    for action in actions {
+        ids.push(parse_uuid("id", &action.id)?);
+        event_ids.push(action.event_id.as_str());
+        kinds.push(action.kind.as_str());
+        targets.push(action.target.as_str());
+        executors.push(action.executor.as_str());
+        statuses.push(action_status_str(action.status));
+        details.push(action.details.clone());
+        undos.push(action.undo.clone());
+        expiries.push(action.expires_at);
+        created.push(action.created_at);
+    }
+    let result = sqlx::query(
+        "INSERT INTO remediations (id, event_id, action_kind, target, executor, status, details, \
+                                   undo, expires_at, created_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], \
+                              $10::timestamptz[]) \
+         ON CONFLICT (event_id, action_kind, target) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&event_ids)
+    .bind(&kinds)
+    .bind(&targets)
+    .bind(&executors)
+    .bind(&statuses)
+    .bind(&details)
+    .bind(&undos)
+    .bind(&expiries)
+    .bind(&created)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
 }

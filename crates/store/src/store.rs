@@ -122,6 +122,11 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Opens a transaction that records many workflows and commits them together.
+    pub async fn begin_batch(&self) -> Result<crate::WorkflowBatch> {
+        Ok(crate::WorkflowBatch::new(self.pool.begin().await?))
+    }
+
     /// The alerts repository.
     pub fn alerts(&self) -> crate::Alerts<'_> {
         crate::Alerts::new(self.pool())

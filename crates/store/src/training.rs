@@ -8,8 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 use vigil_domain::{ThreatSignal, ValidationError};
 
@@ -166,48 +166,8 @@ impl<'a> TrainingExamples<'a> {
     /// present; returns how many were new. Every example is validated before anything is
     /// written.
     pub async fn record_batch(&self, examples: &[NewExample<'_>]) -> Result<u64> {
-        for example in examples {
-            validate(example)?;
-        }
-        let mut inserted = 0;
-        // Bounded statements: one huge array parameter would hold the whole file twice in memory.
-        for chunk in examples.chunks(5_000) {
-            let mut ids = Vec::with_capacity(chunk.len());
-            let mut signals = Vec::with_capacity(chunk.len());
-            let mut labels = Vec::with_capacity(chunk.len());
-            let mut sources = Vec::with_capacity(chunk.len());
-            let mut weights = Vec::with_capacity(chunk.len());
-            let mut refs = Vec::with_capacity(chunk.len());
-            for example in chunk {
-                ids.push(Uuid::now_v7());
-                signals.push(serde_json::to_value(example.signal).map_err(|e| {
-                    ValidationError::Invalid {
-                        field: "signal",
-                        reason: e.to_string(),
-                    }
-                })?);
-                labels.push(example.label);
-                sources.push(example.source.as_str());
-                weights.push(example.weight);
-                refs.push(example.source_ref);
-            }
-            let result = sqlx::query(
-                "INSERT INTO training_examples (id, signal, label, source, weight, source_ref) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::bool[], $4::text[], \
-                                      $5::float8[], $6::text[]) \
-                 ON CONFLICT (source, source_ref) DO NOTHING",
-            )
-            .bind(&ids)
-            .bind(&signals)
-            .bind(&labels)
-            .bind(&sources)
-            .bind(&weights)
-            .bind(&refs)
-            .execute(self.pool)
-            .await?;
-            inserted += result.rows_affected();
-        }
-        Ok(inserted)
+        let mut conn = self.pool.acquire().await?;
+        insert_examples(&mut conn, examples).await
     }
 
     /// How many examples (of any source) were recorded after `since`.
@@ -262,6 +222,57 @@ impl<'a> TrainingExamples<'a> {
         .await?;
         rows.into_iter().map(TrainingExample::try_from).collect()
     }
+}
+
+/// Inserts examples with one statement per 5,000, skipping (source, source_ref) keys already
+/// present; returns how many were new. Shared by [`TrainingExamples::record_batch`] and the
+/// workflow batch transaction.
+pub(crate) async fn insert_examples(
+    conn: &mut PgConnection,
+    examples: &[NewExample<'_>],
+) -> Result<u64> {
+    for example in examples {
+        validate(example)?;
+    }
+    let mut inserted = 0;
+    // Bounded statements: one huge array parameter would hold the whole file twice in memory.
+    for chunk in examples.chunks(5_000) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut signals = Vec::with_capacity(chunk.len());
+        let mut labels = Vec::with_capacity(chunk.len());
+        let mut sources = Vec::with_capacity(chunk.len());
+        let mut weights = Vec::with_capacity(chunk.len());
+        let mut refs = Vec::with_capacity(chunk.len());
+        for example in chunk {
+            ids.push(Uuid::now_v7());
+            signals.push(serde_json::to_value(example.signal).map_err(|e| {
+                ValidationError::Invalid {
+                    field: "signal",
+                    reason: e.to_string(),
+                }
+            })?);
+            labels.push(example.label);
+            sources.push(example.source.as_str());
+            weights.push(example.weight);
+            refs.push(example.source_ref);
+        }
+        let result = sqlx::query(
+            "INSERT INTO training_examples (id, signal, label, source, weight, source_ref) \
+             SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::bool[], $4::text[], \
+                                  $5::float8[], $6::text[]) \
+             ON CONFLICT (source, source_ref) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&signals)
+        .bind(&labels)
+        .bind(&sources)
+        .bind(&weights)
+        .bind(&refs)
+        .execute(&mut *conn)
+        .await?;
+        inserted += result.rows_affected();
+    }
+    Ok(inserted)
 }
 
 /// Checked before the database would, so the caller gets a message naming the field.

@@ -1,8 +1,8 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 use vigil_domain::{WorkflowExecution, WorkflowStatus, WorkflowStep};
 
@@ -137,6 +137,22 @@ impl<'a> Workflows<'a> {
         row.map(WorkflowExecution::try_from).transpose()
     }
 
+    /// The recorded workflows of many events at once (events without one are absent).
+    pub async fn get_by_event_ids(&self, event_ids: &[&str]) -> Result<Vec<WorkflowExecution>> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<WorkflowRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            workflow_columns!(),
+            " FROM workflows WHERE event_id = ANY($1)"
+        ))
+        .bind(event_ids)
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter().map(WorkflowExecution::try_from).collect()
+    }
+
     /// A workflow by its own id.
     pub async fn get(&self, id: &str) -> Result<Option<WorkflowExecution>> {
         let id = parse_uuid("id", id)?;
@@ -158,4 +174,73 @@ impl<'a> Workflows<'a> {
             .await?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
+}
+
+/// Records many finished workflows with one statement: a new event gets its row, an event that
+/// already has one (a FAILED earlier attempt, a parallel redelivery) gets its progress saved over
+/// it, keeping the id and start time recorded first. Each event id may appear once.
+pub(crate) async fn save_all(
+    conn: &mut PgConnection,
+    workflows: &[WorkflowExecution],
+) -> Result<()> {
+    if workflows.is_empty() {
+        return Ok(());
+    }
+    let n = workflows.len();
+    let (mut ids, mut event_ids, mut types, mut statuses) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut started, mut completed, mut steps, mut results) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut errors, mut durations) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for workflow in workflows {
+        workflow.validate()?;
+        ids.push(parse_uuid("id", &workflow.id)?);
+        event_ids.push(workflow.event_id.as_str());
+        types.push(workflow.workflow_type.as_str());
+        statuses.push(workflow.status.as_str());
+        started.push(workflow.started_at);
+        completed.push(workflow.completed_at);
+        steps.push(serde_json::to_value(&workflow.steps).map_err(|e| {
+            vigil_domain::ValidationError::Invalid {
+                field: "steps",
+                reason: e.to_string(),
+            }
+        })?);
+        results.push(workflow.results.clone());
+        errors.push(workflow.error_message.as_deref());
+        durations.push(workflow.duration_seconds);
+    }
+    sqlx::query(
+        "INSERT INTO workflows (id, event_id, workflow_type, status, started_at, completed_at, \
+                                steps, results, error_message, duration_seconds) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                              $5::timestamptz[], $6::timestamptz[], $7::jsonb[], $8::jsonb[], \
+                              $9::text[], $10::float8[]) \
+         ON CONFLICT (event_id) DO UPDATE SET \
+             workflow_type = EXCLUDED.workflow_type, status = EXCLUDED.status, \
+             completed_at = EXCLUDED.completed_at, steps = EXCLUDED.steps, \
+             results = EXCLUDED.results, error_message = EXCLUDED.error_message, \
+             duration_seconds = EXCLUDED.duration_seconds, updated_at = now()",
+    )
+    .bind(&ids)
+    .bind(&event_ids)
+    .bind(&types)
+    .bind(&statuses)
+    .bind(&started)
+    .bind(&completed)
+    .bind(&steps)
+    .bind(&results)
+    .bind(&errors)
+    .bind(&durations)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

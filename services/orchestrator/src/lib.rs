@@ -5,9 +5,12 @@
 //! signal never yields a second workflow, alert, remediation or incident; the input is acked
 //! only after the workflow is committed.
 
+mod commit;
+mod events;
 mod metrics;
 mod workflow;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{Bus, ConsumerKind, TypedConsumer, WorkPriority};
 use vigil_config::Config;
+use vigil_domain::WorkflowExecution;
 use vigil_proto::v1;
 use vigil_runtime::ServiceContext;
 use vigil_store::Store;
@@ -56,7 +60,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let orchestrator = Arc::new(Orchestrator::new(
         &config,
         bus.clone(),
-        store,
+        store.clone(),
         &ctx.metrics,
     )?);
 
@@ -95,13 +99,18 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
             continue;
         }
         idle = Duration::from_millis(1);
+        let mut recorded = recorded_workflows(&store, &taken).await;
         for delivery in taken {
+            let recorded = match &mut recorded {
+                Ok(found) => Ok(found.remove(&delivery.payload().id)),
+                Err(reason) => Err(reason.clone()),
+            };
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
             let orchestrator = orchestrator.clone();
             tokio::spawn(async move {
-                orchestrator.handle(delivery).await;
+                orchestrator.handle(delivery, recorded).await;
                 drop(permit);
             });
         }
@@ -130,4 +139,21 @@ async fn pull_by_priority(
         }
     }
     taken
+}
+
+/// The workflows already recorded for a pulled batch, by event id: one query for the batch
+/// instead of one per signal.
+async fn recorded_workflows(
+    store: &Store,
+    taken: &[vigil_bus::Delivery<v1::ThreatSignal>],
+) -> Result<HashMap<String, WorkflowExecution>, String> {
+    let ids: Vec<&str> = taken
+        .iter()
+        .map(|d| d.payload().id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    match store.workflows().get_by_event_ids(&ids).await {
+        Ok(found) => Ok(found.into_iter().map(|w| (w.event_id.clone(), w)).collect()),
+        Err(error) => Err(format!("looking up earlier attempts failed: {error}")),
+    }
 }

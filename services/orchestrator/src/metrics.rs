@@ -13,6 +13,7 @@ pub struct OrchestratorMetrics {
     pub alerts_failed: Counter,
     pub remediations: Counter,
     pub duration_seconds: Histogram,
+    pub commit_batch_size: Histogram,
 }
 
 impl OrchestratorMetrics {
@@ -55,8 +56,13 @@ impl OrchestratorMetrics {
             ),
             duration_seconds: metrics.register(
                 "workflow_duration_seconds",
-                "Time from pulling a signal to committing its workflow",
+                "Time from pulling a signal to publishing its workflow's events",
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            ),
+            commit_batch_size: metrics.register(
+                "commit_batch_workflows",
+                "Workflows committed per PostgreSQL transaction (group commit)",
+                Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             ),
         }
     }

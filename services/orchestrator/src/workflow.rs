@@ -1,6 +1,5 @@
 //! One workflow per threat signal, each step idempotent by event id.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -9,8 +8,8 @@ use tonic::transport::{Channel, Endpoint};
 use vigil_bus::{Bus, Delivery, PublishOptions, TraceParent};
 use vigil_config::Config;
 use vigil_domain::{
-    Assessment, EventType, PredictionResult, SecurityEvent, Severity, StepOutcome, ThreatSignal,
-    WorkflowExecution, WorkflowStatus, WorkflowStep,
+    Assessment, PredictionResult, RemediationAction, SecurityEvent, Severity, StepOutcome,
+    ThreatSignal, WorkflowExecution, WorkflowStatus, WorkflowStep,
 };
 use vigil_notify::Notifier;
 use vigil_proto::v1;
@@ -19,6 +18,8 @@ use vigil_soar::{AlertRouter, PreviousAlert, Remediator, ThreatAssessor, inciden
 use vigil_store::Store;
 use vigil_telemetry::Metrics;
 
+use crate::commit::{Committer, IncidentRequest, WorkflowRecord};
+use crate::events::{WorkflowResults, workflow_events};
 use crate::metrics::OrchestratorMetrics;
 use crate::{Error, Result};
 
@@ -28,6 +29,7 @@ const WORKFLOW_TYPE: &str = "threat_response";
 pub struct Orchestrator {
     bus: Bus,
     store: Store,
+    committer: Committer,
     assessor: ThreatAssessor,
     router: AlertRouter,
     routing_rules: vigil_config::RoutingRules,
@@ -65,9 +67,17 @@ impl Orchestrator {
             }
             None => None,
         };
+        let metrics = OrchestratorMetrics::register(metrics);
+        let committer = Committer::start(
+            store.clone(),
+            config.orchestrator.commit_batch_max,
+            config.orchestrator.commit_concurrency,
+            metrics.commit_batch_size.clone(),
+        );
         Ok(Self {
             bus,
             store,
+            committer,
             assessor: ThreatAssessor::new(soar.assessment.clone(), config.thresholds),
             router,
             routing_rules: soar.routing.rules.clone(),
@@ -76,12 +86,18 @@ impl Orchestrator {
             incident_min_severity: soar.incidents.min_severity,
             predictor,
             predict_timeout: Duration::from_millis(config.orchestrator.predict_timeout_ms),
-            metrics: OrchestratorMetrics::register(metrics),
+            metrics,
         })
     }
 
-    /// Processes one work message end to end and acks it once the workflow is committed.
-    pub async fn handle(&self, delivery: Delivery<v1::ThreatSignal>) {
+    /// Processes one work message end to end and acks it once the workflow is committed and
+    /// its events are published. `recorded` is the workflow already stored for its event id,
+    /// looked up for the whole pulled batch at once (or why the lookup failed).
+    pub async fn handle(
+        &self,
+        delivery: Delivery<v1::ThreatSignal>,
+        recorded: Result<Option<WorkflowExecution>, String>,
+    ) {
         let started = Instant::now();
         let signal = match ThreatSignal::try_from(delivery.payload().clone()) {
             Ok(signal) if !signal.id.is_empty() => signal,
@@ -94,15 +110,31 @@ impl Orchestrator {
             }
         };
         let traceparent = delivery.traceparent().unwrap_or_else(TraceParent::generate);
-        match self.run_workflow(&signal, &traceparent).await {
-            Ok(replayed) => {
-                if replayed {
-                    self.metrics.replayed.inc();
+        let outcome = match recorded {
+            Err(reason) => Err(fail("record", reason)),
+            Ok(Some(done)) if done.status == WorkflowStatus::Success => {
+                self.metrics.replayed.inc();
+                // A redelivery may follow a commit whose events never went out (a failed
+                // publish, a crash): publish them again; the stream drops those it has. A
+                // first delivery of a completed event is a replay: nothing to do.
+                if delivery.delivery_count() > 1 {
+                    self.publish_events(&done, &traceparent).await
                 } else {
+                    Ok(())
+                }
+            }
+            Ok(earlier) => {
+                let outcome = self.run_workflow(&signal, earlier, &traceparent).await;
+                if outcome.is_ok() {
                     self.metrics
                         .duration_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
+                outcome
+            }
+        };
+        match outcome {
+            Ok(()) => {
                 if let Err(error) = delivery.ack().await {
                     tracing::warn!(%error, id = %signal.id, "failed to ack work message");
                 }
@@ -123,29 +155,23 @@ impl Orchestrator {
         }
     }
 
-    /// Returns `Ok(true)` when the workflow had already completed (a redelivery).
+    /// Runs the steps, commits the workflow's records, then publishes its events. `earlier` is
+    /// the row of an earlier attempt that did not succeed.
     async fn run_workflow(
         &self,
         signal: &ThreatSignal,
+        earlier: Option<WorkflowExecution>,
         traceparent: &TraceParent,
-    ) -> Result<bool, StepFailure> {
+    ) -> Result<(), StepFailure> {
         let started_at = Utc::now();
         let clock = Instant::now();
         let event_id = signal.id.clone();
-        let workflows = self.store.workflows();
-        let existing = workflows
-            .get_by_event_id(&event_id)
-            .await
-            .map_err(|e| fail("record", e))?;
         // No RUNNING row is written first: every step below is idempotent on its own keys, so a
-        // crashed attempt is simply run again, and one commit per workflow is saved.
-        let workflow_id = match existing {
-            Some(w) if w.status == WorkflowStatus::Success => return Ok(true),
-            Some(w) => w.id,
-            None => uuid::Uuid::now_v7().to_string(),
-        };
+        // crashed attempt is simply run again.
+        let workflow_id = earlier
+            .as_ref()
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), |w| w.id.clone());
         let mut steps = Vec::new();
-        let mut events = Vec::new();
 
         // 1 + 2: assess, with the ML prediction when the predictor answers in time.
         let t = Instant::now();
@@ -161,64 +187,34 @@ impl Orchestrator {
         let assessment = self.assessor.assess(signal, prediction.as_ref().ok());
         steps.push(step("assess", StepOutcome::Succeeded, None, t));
         steps.push(predict_step);
-        events.push(self.event(
-            EventType::AssessmentComplete,
-            signal,
-            Some(assessment.risk_level),
-            json!({
-                "risk_score": assessment.risk_score,
-                "risk_level": assessment.risk_level,
-                "rule_score": assessment.rule_score,
-                "ml_score": assessment.ml_score,
-                "confidence": assessment.confidence,
-                "factors": assessment.factors,
-            }),
-        ));
-        if let Ok(prediction) = &prediction {
-            events.push(self.event(
-                EventType::PredictionComplete,
-                signal,
-                Some(prediction.risk_level),
-                json!({
-                    "risk_score": prediction.risk_score,
-                    "confidence": prediction.confidence,
-                    "model_version_id": prediction.model_version_id,
-                }),
-            ));
-        }
-
-        // The verdict is a labelled example for the trainer (analyst feedback overrides it).
-        let example = vigil_store::NewExample {
-            signal,
-            label: assessment.risk_level >= Severity::High,
-            source: vigil_store::ExampleSource::Assessment,
-            source_ref: &event_id,
-            weight: 1.0,
-        };
-        self.store
-            .training()
-            .record(&example)
-            .await
-            .map_err(|e| fail("assess", e))?;
 
         // 3: alerts, recorded before they are sent so a redelivery never sends twice.
         let t = Instant::now();
-        let alerts = self
+        let alerts = match self
             .route_alerts(&event_id, signal, &assessment)
             .await
-            .map_err(|e| fail("route_alerts", e))?;
-        steps.push(step("route_alerts", StepOutcome::Succeeded, None, t));
-        events.push(self.event(
-            EventType::AlertRouted,
-            signal,
-            Some(assessment.risk_level),
-            alerts.clone(),
-        ));
+            .map_err(|e| fail("route_alerts", e))?
+        {
+            Some(alerts) => {
+                steps.push(step("route_alerts", StepOutcome::Succeeded, None, t));
+                alerts
+            }
+            None => {
+                let why = format!("no routing rule for level {}", assessment.risk_level);
+                steps.push(step(
+                    "route_alerts",
+                    StepOutcome::Skipped,
+                    Some(why.clone()),
+                    t,
+                ));
+                json!({ "skipped": why })
+            }
+        };
 
-        // 4: remediation above the threshold.
+        // 4: remediation above the threshold (recorded with the workflow).
         let t = Instant::now();
-        let (remediation, remediation_ids) = self
-            .remediate(&event_id, signal, &assessment)
+        let (remediation, actions) = self
+            .remediate(&event_id, signal, &assessment, earlier.is_some())
             .await
             .map_err(|e| fail("remediate", e))?;
         match remediation.get("skipped").and_then(|s| s.as_str()) {
@@ -228,110 +224,98 @@ impl Orchestrator {
                 Some(why.to_owned()),
                 t,
             )),
-            None => {
-                steps.push(step("remediate", StepOutcome::Succeeded, None, t));
-                events.push(self.event(
-                    EventType::RemediationExecuted,
-                    signal,
-                    Some(assessment.risk_level),
-                    remediation.clone(),
-                ));
-            }
+            None => steps.push(step("remediate", StepOutcome::Succeeded, None, t)),
         }
 
-        // 5: incident.
+        // 5: incident, opened or attached to when the workflow is committed.
         let t = Instant::now();
-        let incident = if assessment.risk_level >= self.incident_min_severity {
-            let key = threat_key(signal);
-            let title = incident::incident_title(signal, assessment.risk_level);
-            let attachment = self
-                .store
-                .incidents()
-                .open_or_attach(&key, &title, assessment.risk_level, &event_id)
-                .await
-                .map_err(|e| fail("incident", e))?;
-            for action_id in &remediation_ids {
-                self.store
-                    .incidents()
-                    .attach_action(
-                        &attachment.incident_id,
-                        action_id,
-                        &json!({"kind": "remediation"}),
-                    )
-                    .await
-                    .map_err(|e| fail("incident", e))?;
-            }
+        let (incident, incident_request) = if assessment.risk_level >= self.incident_min_severity {
             steps.push(step("incident", StepOutcome::Succeeded, None, t));
-            let data = json!({
-                "incident_id": attachment.incident_id,
-                "threat_key": key,
-                "created": attachment.created,
-            });
-            events.push(self.event(
-                EventType::IncidentCreated,
-                signal,
-                Some(assessment.risk_level),
-                data.clone(),
-            ));
-            data
+            let request = IncidentRequest {
+                threat_key: threat_key(signal),
+                title: incident::incident_title(signal, assessment.risk_level),
+                severity: assessment.risk_level,
+            };
+            (json!({ "threat_key": request.threat_key }), Some(request))
         } else {
             let why = format!(
                 "level {} is below the incident minimum {}",
                 assessment.risk_level, self.incident_min_severity
             );
             steps.push(step("incident", StepOutcome::Skipped, Some(why.clone()), t));
-            json!({"skipped": why})
+            (json!({ "skipped": why }), None)
         };
 
-        // 6: events out (deterministic ids: a retry re-publishes into the duplicate window),
-        // then the workflow row, then the caller acks.
-        let results = json!({
-            "risk_score": assessment.risk_score,
-            "risk_level": assessment.risk_level,
-            "ml_score": assessment.ml_score,
-            "alerts": alerts,
-            "remediation": remediation,
-            "incident": incident,
-        });
-        let completed_at = Utc::now();
-        let workflow = WorkflowExecution {
-            id: workflow_id,
-            event_id: event_id.clone(),
-            workflow_type: WORKFLOW_TYPE.into(),
-            status: WorkflowStatus::Success,
-            started_at,
-            completed_at: Some(completed_at),
-            steps,
-            results: results.clone(),
-            error_message: None,
-            duration_seconds: clock.elapsed().as_secs_f64(),
+        // 6: commit every record of the workflow (with other workflows' in one transaction),
+        // then publish its events; the caller acks.
+        let results = WorkflowResults {
+            risk_score: assessment.risk_score,
+            risk_level: assessment.risk_level,
+            ml_score: assessment.ml_score,
+            assessment,
+            prediction: prediction.ok(),
+            alerts,
+            remediation,
+            incident,
         };
-        events.push(self.event(EventType::WorkflowCompleted, signal, Some(assessment.risk_level), json!({
-            "workflow_id": workflow.id,
-            "status": "SUCCESS",
-            "duration_seconds": workflow.duration_seconds,
-            "steps": workflow.steps.iter().map(|s| (s.name.clone(), s.outcome)).collect::<BTreeMap<_, _>>(),
-        })));
+        let record = WorkflowRecord {
+            signal: signal.clone(),
+            label: results.risk_level >= Severity::High,
+            actions,
+            incident: incident_request,
+            results,
+            workflow: WorkflowExecution {
+                id: workflow_id,
+                event_id,
+                workflow_type: WORKFLOW_TYPE.into(),
+                status: WorkflowStatus::Success,
+                started_at,
+                completed_at: Some(Utc::now()),
+                steps,
+                results: json!({}),
+                error_message: None,
+                duration_seconds: clock.elapsed().as_secs_f64(),
+            },
+        };
+        let committed = self
+            .committer
+            .commit(record)
+            .await
+            .map_err(|e| fail("record", e))?;
+        self.metrics.completed.inc();
+        self.metrics
+            .remediations
+            .inc_by(committed.actions.len() as u64);
+        let events = workflow_events(&committed.workflow, &committed.results);
+        self.publish_all(events, traceparent).await
+    }
+
+    /// Publishes the events of a workflow committed by an earlier delivery.
+    async fn publish_events(
+        &self,
+        workflow: &WorkflowExecution,
+        traceparent: &TraceParent,
+    ) -> Result<(), StepFailure> {
+        let Some(results) = WorkflowResults::of(workflow) else {
+            tracing::warn!(event_id = %workflow.event_id, "stored workflow results are not readable; its events are not published again");
+            return Ok(());
+        };
+        self.publish_all(workflow_events(workflow, &results), traceparent)
+            .await
+    }
+
+    async fn publish_all(
+        &self,
+        events: Vec<SecurityEvent>,
+        traceparent: &TraceParent,
+    ) -> Result<(), StepFailure> {
         let published =
             futures::future::join_all(events.into_iter().map(|e| self.publish(e, traceparent)))
                 .await;
         for result in published {
             result.map_err(|e| fail("publish_events", e))?;
         }
-        if !workflows
-            .insert_if_absent(&workflow)
-            .await
-            .map_err(|e| fail("record", e))?
-            .is_new()
-        {
-            // An earlier attempt left a FAILED row, or a parallel redelivery finished first.
-            workflows
-                .update(&workflow)
-                .await
-                .map_err(|e| fail("record", e))?;
-        }
-        self.metrics.completed.inc();
-        Ok(false)
+        Ok(())
     }
 
     async fn predict(&self, signal: &ThreatSignal) -> Result<PredictionResult, String> {
@@ -359,23 +343,22 @@ impl Orchestrator {
         PredictionResult::try_from(result).map_err(|e| format!("predictor answered nonsense: {e}"))
     }
 
+    /// Routes the alerts of the event's level; `None` when the level routes nowhere.
     async fn route_alerts(
         &self,
         event_id: &str,
         signal: &ThreatSignal,
         assessment: &Assessment,
-    ) -> Result<serde_json::Value, vigil_store::Error> {
-        let key = threat_key(signal);
+    ) -> Result<Option<serde_json::Value>, vigil_store::Error> {
         if self
             .routing_rules
             .for_level(assessment.risk_level)
             .is_empty()
         {
-            // Nothing to route at this level: skip the grouping lookup on the hot path.
-            return Ok(
-                json!({ "threat_key": key, "grouped": false, "unconfigured": [], "channels": [] }),
-            );
+            // Nothing to route at this level: no grouping lookup on the hot path.
+            return Ok(None);
         }
+        let key = threat_key(signal);
         let previous = self
             .store
             .alerts()
@@ -418,29 +401,34 @@ impl Orchestrator {
         } else {
             alerts.for_event(event_id).await?
         };
-        Ok(json!({
+        Ok(Some(json!({
             "threat_key": decision.threat_key,
             "grouped": decision.grouped,
             "unconfigured": decision.unconfigured,
             "channels": recorded.iter().map(|a| json!({
                 "channel": a.channel, "status": a.status, "attempts": a.attempts, "error": a.last_error,
             })).collect::<Vec<_>>(),
-        }))
+        })))
     }
 
+    /// Carries out the planned actions; they are recorded with the workflow. `retry` says an
+    /// earlier attempt left a row, so actions it recorded are found instead of taken again.
     async fn remediate(
         &self,
         event_id: &str,
         signal: &ThreatSignal,
         assessment: &Assessment,
-    ) -> Result<(serde_json::Value, Vec<String>), vigil_store::Error> {
+        retry: bool,
+    ) -> Result<(serde_json::Value, Vec<RemediationAction>), vigil_store::Error> {
         let plan = self.remediator.plan(signal, assessment);
         if let Some(why) = plan.skipped {
             return Ok((json!({"skipped": why}), Vec::new()));
         }
-        let repo = self.store.remediations();
-        let done = repo.for_event(event_id).await?;
-        let mut ids = Vec::new();
+        let done = if retry {
+            self.store.remediations().for_event(event_id).await?
+        } else {
+            Vec::new()
+        };
         let mut actions = Vec::new();
         for planned in &plan.actions {
             // A redelivery finds the action it already took.
@@ -448,18 +436,14 @@ impl Orchestrator {
                 .iter()
                 .find(|a| a.kind == planned.kind && a.target == planned.target)
             {
-                ids.push(existing.id.clone());
                 actions.push(existing.clone());
                 continue;
             }
-            let action = self
-                .remediator
-                .carry_out(event_id, planned, assessment.risk_score, Utc::now())
-                .await;
-            repo.insert_if_absent(&action).await?;
-            self.metrics.remediations.inc();
-            ids.push(action.id.clone());
-            actions.push(action);
+            actions.push(
+                self.remediator
+                    .carry_out(event_id, planned, assessment.risk_score, Utc::now())
+                    .await,
+            );
         }
         if actions.is_empty() {
             let why = if plan.notes.is_empty() {
@@ -467,27 +451,9 @@ impl Orchestrator {
             } else {
                 plan.notes.join("; ")
             };
-            return Ok((json!({"skipped": why}), ids));
+            return Ok((json!({"skipped": why}), actions));
         }
-        Ok((json!({ "actions": actions, "notes": plan.notes }), ids))
-    }
-
-    fn event(
-        &self,
-        event_type: EventType,
-        signal: &ThreatSignal,
-        severity: Option<Severity>,
-        data: serde_json::Value,
-    ) -> SecurityEvent {
-        SecurityEvent {
-            id: format!("{}:{}", event_type.as_str(), signal.id),
-            event_type,
-            timestamp: Utc::now(),
-            source: "orchestrator".into(),
-            correlation_id: signal.id.clone(),
-            severity,
-            data,
-        }
+        Ok((json!({ "actions": actions, "notes": plan.notes }), actions))
     }
 
     async fn publish(

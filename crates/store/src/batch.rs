@@ -1,0 +1,77 @@
+//! One transaction for the records of many workflows (group commit).
+//!
+//! A workflow writes its training example, its remediation actions, its incident and its own row;
+//! written one commit each, PostgreSQL's commits bound the event path. A [`WorkflowBatch`] takes
+//! the writes of many workflows and commits them together: all of them land, or none does.
+
+use sqlx::{Postgres, Transaction};
+use vigil_domain::{RemediationAction, Severity, WorkflowExecution};
+
+use crate::soar::{self, IncidentAttachment};
+use crate::{NewExample, Result, training, workflows};
+
+/// An open transaction that records workflows; dropped without [`commit`](Self::commit), it
+/// rolls back.
+pub struct WorkflowBatch {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl std::fmt::Debug for WorkflowBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowBatch").finish_non_exhaustive()
+    }
+}
+
+impl WorkflowBatch {
+    pub(crate) fn new(tx: Transaction<'static, Postgres>) -> Self {
+        Self { tx }
+    }
+
+    /// Labelled examples, skipping (source, source_ref) keys already present; returns how many
+    /// were new.
+    pub async fn record_examples(&mut self, examples: &[NewExample<'_>]) -> Result<u64> {
+        training::insert_examples(&mut self.tx, examples).await
+    }
+
+    /// Remediation actions, skipping (event, action, target) keys already present; returns how
+    /// many were new.
+    pub async fn record_actions(&mut self, actions: &[RemediationAction]) -> Result<u64> {
+        soar::insert_actions(&mut self.tx, actions).await
+    }
+
+    /// Attaches `event_id` to the unresolved incident of `threat_key`, or opens one (see
+    /// [`Incidents::open_or_attach`](crate::Incidents::open_or_attach)). Within one batch, call
+    /// it in threat-key order: concurrent batches then lock incidents in the same order and
+    /// cannot deadlock.
+    pub async fn open_or_attach_incident(
+        &mut self,
+        threat_key: &str,
+        title: &str,
+        severity: Severity,
+        event_id: &str,
+    ) -> Result<IncidentAttachment> {
+        soar::open_or_attach(&mut self.tx, threat_key, title, severity, event_id).await
+    }
+
+    /// Adds an action to an incident's timeline, once.
+    pub async fn attach_incident_action(
+        &mut self,
+        incident_id: &str,
+        action_id: &str,
+        details: &serde_json::Value,
+    ) -> Result<()> {
+        soar::attach_action(&mut self.tx, incident_id, action_id, details).await
+    }
+
+    /// Workflow rows: inserted, or saved over an earlier attempt's row for the same event (its
+    /// id and start time are kept). Each event id may appear once per call.
+    pub async fn save_workflows(&mut self, workflows: &[WorkflowExecution]) -> Result<()> {
+        workflows::save_all(&mut self.tx, workflows).await
+    }
+
+    /// Makes every write of the batch durable at once.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

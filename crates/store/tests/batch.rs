@@ -1,0 +1,158 @@
+//! The workflow batch: many workflows' records in one transaction, all or nothing.
+
+mod common;
+
+use common::{new_id, now, running_workflow};
+use vigil_domain::{
+    ActionKind, ActionStatus, RemediationAction, Severity, ThreatSignal, WorkflowStatus,
+};
+use vigil_store::test_util::TestDatabase;
+use vigil_store::{ExampleSource, NewExample, Store};
+
+fn action(event_id: &str, target: &str) -> RemediationAction {
+    RemediationAction {
+        id: new_id(),
+        event_id: event_id.to_owned(),
+        kind: ActionKind::BlockAddress,
+        target: target.to_owned(),
+        executor: "dry-run".into(),
+        status: ActionStatus::Simulated,
+        details: serde_json::json!({ "command": "nft add element ..." }),
+        undo: serde_json::json!({ "command": "nft delete element ..." }),
+        expires_at: Some(now()),
+        created_at: now(),
+    }
+}
+
+fn succeeded(event_id: &str) -> vigil_domain::WorkflowExecution {
+    let mut workflow = running_workflow(event_id);
+    workflow.status = WorkflowStatus::Success;
+    workflow.completed_at = Some(now());
+    workflow
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(store.pool())
+        .await
+        .expect("count query")
+}
+
+#[tokio::test]
+async fn a_batch_records_every_workflow_at_once() -> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let signal = ThreatSignal::new("port_scan", 0.9, now());
+    let events = ["evt-1", "evt-2", "evt-3"];
+
+    let mut batch = store.begin_batch().await?;
+    let examples: Vec<NewExample<'_>> = events
+        .iter()
+        .map(|id| NewExample {
+            signal: &signal,
+            label: true,
+            source: ExampleSource::Assessment,
+            source_ref: id,
+            weight: 1.0,
+        })
+        .collect();
+    assert_eq!(batch.record_examples(&examples).await?, 3);
+    let actions = [action("evt-1", "198.51.100.7"), action("evt-2", "198.51.100.7")];
+    assert_eq!(batch.record_actions(&actions).await?, 2);
+    // Two events of one threat share an incident; the third opens its own.
+    let first = batch
+        .open_or_attach_incident("port_scan:198.51.100.7", "t", Severity::High, "evt-1")
+        .await?;
+    let second = batch
+        .open_or_attach_incident("port_scan:198.51.100.7", "t", Severity::Critical, "evt-2")
+        .await?;
+    let other = batch
+        .open_or_attach_incident("port_scan:198.51.100.9", "t", Severity::High, "evt-3")
+        .await?;
+    assert!(first.created && !second.created && other.created);
+    assert_eq!(first.incident_id, second.incident_id);
+    batch
+        .attach_incident_action(&first.incident_id, &actions[0].id, &serde_json::json!({}))
+        .await?;
+    let workflows: Vec<_> = events.iter().map(|id| succeeded(id)).collect();
+    batch.save_workflows(&workflows).await?;
+
+    // Nothing is visible before the commit.
+    assert_eq!(count(store, "SELECT count(*) FROM workflows").await, 0);
+    batch.commit().await?;
+
+    assert_eq!(count(store, "SELECT count(*) FROM workflows").await, 3);
+    assert_eq!(count(store, "SELECT count(*) FROM training_examples").await, 3);
+    assert_eq!(count(store, "SELECT count(*) FROM remediations").await, 2);
+    assert_eq!(count(store, "SELECT count(*) FROM incidents").await, 2);
+    // Three events and one action on the timelines.
+    assert_eq!(count(store, "SELECT count(*) FROM incident_timeline").await, 4);
+    let incident = store.incidents().get(&first.incident_id).await?;
+    assert_eq!(incident.severity, Severity::Critical, "raised by the second event");
+    for workflow in &workflows {
+        let stored = store.workflows().get_by_event_id(&workflow.event_id).await?;
+        assert_eq!(stored.as_ref(), Some(workflow));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_dropped_before_commit_writes_nothing() -> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let mut batch = store.begin_batch().await?;
+    batch.record_actions(&[action("evt-1", "198.51.100.7")]).await?;
+    batch
+        .open_or_attach_incident("port_scan:198.51.100.7", "t", Severity::High, "evt-1")
+        .await?;
+    batch.save_workflows(&[succeeded("evt-1")]).await?;
+    drop(batch);
+
+    for table in ["workflows", "remediations", "incidents", "incident_timeline"] {
+        let n = count(store, &format!("SELECT count(*) FROM {table}")).await;
+        assert_eq!(n, 0, "{table} after a rollback");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn saving_again_completes_an_earlier_attempt_and_skips_recorded_effects()
+-> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let mut failed = running_workflow("evt-1");
+    failed.status = WorkflowStatus::Failed;
+    failed.completed_at = Some(now());
+    failed.error_message = Some("predictor exploded".into());
+    store.workflows().insert_if_absent(&failed).await?;
+    let recorded = action("evt-1", "198.51.100.7");
+    store.remediations().insert_if_absent(&recorded).await?;
+
+    let mut retry = succeeded("evt-1");
+    retry.id = new_id();
+    let mut batch = store.begin_batch().await?;
+    // The same (event, action, target) under a new id is the action already taken.
+    assert_eq!(batch.record_actions(&[action("evt-1", "198.51.100.7")]).await?, 0);
+    batch.save_workflows(std::slice::from_ref(&retry)).await?;
+    batch.commit().await?;
+
+    let stored = store
+        .workflows()
+        .get_by_event_id("evt-1")
+        .await?
+        .expect("recorded");
+    assert_eq!(stored.status, WorkflowStatus::Success);
+    assert_eq!(stored.error_message, None);
+    assert_eq!(stored.id, failed.id, "the first attempt's id is kept");
+    assert_eq!(stored.started_at, failed.started_at);
+    let actions = store.remediations().for_event("evt-1").await?;
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].id, recorded.id);
+
+    let found = store
+        .workflows()
+        .get_by_event_ids(&["evt-1", "evt-unknown"])
+        .await?;
+    assert_eq!(found.len(), 1);
+    Ok(())
+}
