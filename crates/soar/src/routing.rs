@@ -121,6 +121,17 @@ impl AlertRouter {
         }
     }
 
+    /// The configured channels that `level` routes to; empty when its rule names none, or names
+    /// only channels without settings.
+    pub fn channels_for(&self, level: Severity) -> Vec<ChannelKind> {
+        self.rules
+            .for_level(level)
+            .iter()
+            .copied()
+            .filter(|c| self.available.contains(c))
+            .collect()
+    }
+
     /// Decides the alerts for one assessed event.
     ///
     /// `previous` is the last alert sent (status pending, delivered or failed; not grouped or

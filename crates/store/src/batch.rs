@@ -5,9 +5,9 @@
 //! the writes of many workflows and commits them together: all of them land, or none does.
 
 use sqlx::{Postgres, Transaction};
-use vigil_domain::{RemediationAction, Severity, WorkflowExecution};
+use vigil_domain::{RemediationAction, WorkflowExecution};
 
-use crate::soar::{self, IncidentAttachment};
+use crate::soar::{self, IncidentAttachment, IncidentEvent};
 use crate::{NewExample, Result, training, workflows};
 
 /// An open transaction that records workflows; dropped without [`commit`](Self::commit), it
@@ -39,28 +39,15 @@ impl WorkflowBatch {
         soar::insert_actions(&mut self.tx, actions).await
     }
 
-    /// Attaches `event_id` to the unresolved incident of `threat_key`, or opens one (see
-    /// [`Incidents::open_or_attach`](crate::Incidents::open_or_attach)). Within one batch, call
-    /// it in threat-key order: concurrent batches then lock incidents in the same order and
-    /// cannot deadlock.
-    pub async fn open_or_attach_incident(
+    /// Puts each event (and its actions) on the timeline of its threat's unresolved incident,
+    /// opening the incidents that do not exist yet and raising severities, with two statements
+    /// for the whole batch; one attachment per event, in order. See
+    /// [`Incidents::open_or_attach`](crate::Incidents::open_or_attach).
+    pub async fn open_or_attach_incidents(
         &mut self,
-        threat_key: &str,
-        title: &str,
-        severity: Severity,
-        event_id: &str,
-    ) -> Result<IncidentAttachment> {
-        soar::open_or_attach(&mut self.tx, threat_key, title, severity, event_id).await
-    }
-
-    /// Adds an action to an incident's timeline, once.
-    pub async fn attach_incident_action(
-        &mut self,
-        incident_id: &str,
-        action_id: &str,
-        details: &serde_json::Value,
-    ) -> Result<()> {
-        soar::attach_action(&mut self.tx, incident_id, action_id, details).await
+        events: &[IncidentEvent<'_>],
+    ) -> Result<Vec<IncidentAttachment>> {
+        soar::open_or_attach_many(&mut self.tx, events).await
     }
 
     /// Workflow rows: inserted, or saved over an earlier attempt's row for the same event (its

@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use models::{
     ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,
 };
-pub use soar::{Alerts, IncidentAttachment, Incidents, Remediations};
+pub use soar::{Alerts, IncidentAttachment, IncidentEvent, Incidents, Remediations};
 pub use store::{MIGRATOR, MigrationReport, Store};
 pub use training::{ExampleSource, NewExample, TrainingExample, TrainingExamples};
 pub use workflows::Workflows;

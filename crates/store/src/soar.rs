@@ -1,6 +1,7 @@
 //! Alerts, remediations and incidents: the records of components 2-4, each idempotent by event
 //! id through the unique keys of `migrations/0004_soar.sql`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -372,10 +373,18 @@ impl<'a> Incidents<'a> {
         severity: Severity,
         event_id: &str,
     ) -> Result<IncidentAttachment> {
-        let mut tx = self.pool.begin().await?;
-        let attachment = open_or_attach(&mut tx, threat_key, title, severity, event_id).await?;
-        tx.commit().await?;
-        Ok(attachment)
+        let event = IncidentEvent {
+            threat_key,
+            title,
+            severity,
+            event_id,
+            action_ids: &[],
+        };
+        let mut conn = self.pool.acquire().await?;
+        let mut attached = open_or_attach_many(&mut conn, &[event]).await?;
+        attached
+            .pop()
+            .ok_or_else(|| Error::Database(sqlx::Error::Protocol("no incident came back".into())))
     }
 
     /// Adds an action (alert or remediation id) to an incident's timeline, once.
@@ -385,8 +394,17 @@ impl<'a> Incidents<'a> {
         action_id: &str,
         details: &serde_json::Value,
     ) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        attach_action(&mut conn, incident_id, action_id, details).await
+        let id = parse_uuid("incident_id", incident_id)?;
+        sqlx::query(
+            "INSERT INTO incident_timeline (incident_id, kind, ref_id, details) VALUES ($1, 'action', $2, $3) \
+             ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(action_id)
+        .bind(details)
+        .execute(self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Moves an incident to `status`, recording the change on its timeline.
@@ -463,102 +481,122 @@ impl<'a> Incidents<'a> {
     }
 }
 
-/// [`Incidents::open_or_attach`] on a connection that is inside a transaction. Never rolls back,
-/// so it can run inside a larger transaction (the workflow batch): when a concurrent transaction
-/// opens the incident first, the insert does nothing and the next read (a fresh snapshot under
-/// READ COMMITTED) finds and locks that incident.
-pub(crate) async fn open_or_attach(
-    conn: &mut PgConnection,
-    threat_key: &str,
-    title: &str,
-    severity: Severity,
-    event_id: &str,
-) -> Result<IncidentAttachment> {
-    for _ in 0..5 {
-        let open: Option<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, severity FROM incidents WHERE threat_key = $1 AND status <> 'resolved' FOR UPDATE",
-        )
-        .bind(threat_key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let (id, created) = match open {
-            Some((id, current)) => {
-                let current = Severity::from_str(&current).map_err(|e| Error::CorruptRow {
-                    table: "incidents",
-                    reason: e.to_string(),
-                })?;
-                if severity > current {
-                    sqlx::query(
-                        "UPDATE incidents SET severity = $2, updated_at = now() WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(severity.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                (id, false)
-            }
-            None => {
-                let inserted: Option<Uuid> = sqlx::query_scalar(
-                    "INSERT INTO incidents (id, threat_key, title, severity) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (threat_key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
-                )
-                .bind(Uuid::now_v7())
-                .bind(threat_key)
-                .bind(title)
-                .bind(severity.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-                match inserted {
-                    Some(id) => (id, true),
-                    // Another transaction opened it between our read and our insert.
-                    None => continue,
-                }
-            }
-        };
-        let attached = sqlx::query(
-            "INSERT INTO incident_timeline (incident_id, kind, ref_id) VALUES ($1, 'event', $2) \
-             ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
-        if attached.rows_affected() > 0 && !created {
-            sqlx::query("UPDATE incidents SET updated_at = now() WHERE id = $1")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-        }
-        return Ok(IncidentAttachment {
-            incident_id: id.to_string(),
-            created,
-            already_attached: attached.rows_affected() == 0,
-        });
-    }
-    Err(Error::Database(sqlx::Error::Protocol(format!(
-        "could not open or attach an incident for {threat_key} after 5 attempts"
-    ))))
+/// One event to put on the timeline of its threat's incident, with the actions taken for it.
+#[derive(Debug, Clone, Copy)]
+pub struct IncidentEvent<'a> {
+    pub threat_key: &'a str,
+    /// Used when the event opens the incident.
+    pub title: &'a str,
+    pub severity: Severity,
+    pub event_id: &'a str,
+    /// Remediation (or alert) ids to add to the timeline as actions.
+    pub action_ids: &'a [String],
 }
 
-/// [`Incidents::attach_action`] on a connection.
-pub(crate) async fn attach_action(
+/// Opens or updates the unresolved incident of every threat key among `events` with one
+/// statement, then adds the events and their actions to the timelines with a second; returns
+/// one attachment per event, in order. Within a key, the first event opens the incident, the
+/// highest severity wins, and an event already on the timeline is left as it was.
+///
+/// Keys are written in sorted order, so concurrent callers lock incidents in the same order and
+/// cannot deadlock; a concurrent caller's new incident is updated rather than doubled.
+pub(crate) async fn open_or_attach_many(
     conn: &mut PgConnection,
-    incident_id: &str,
-    action_id: &str,
-    details: &serde_json::Value,
-) -> Result<()> {
-    let id = parse_uuid("incident_id", incident_id)?;
-    sqlx::query(
-        "INSERT INTO incident_timeline (incident_id, kind, ref_id, details) VALUES ($1, 'action', $2, $3) \
-         ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
+    events: &[IncidentEvent<'_>],
+) -> Result<Vec<IncidentAttachment>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Per key: a proposed id, the first event's title, the highest severity.
+    let mut keys: BTreeMap<&str, (Uuid, &str, Severity)> = BTreeMap::new();
+    for event in events {
+        if event.threat_key.is_empty() || event.event_id.is_empty() {
+            return Err(vigil_domain::ValidationError::Empty {
+                field: "threat_key and event_id",
+            }
+            .into());
+        }
+        keys.entry(event.threat_key)
+            .and_modify(|(_, _, severity)| *severity = (*severity).max(event.severity))
+            .or_insert((Uuid::now_v7(), event.title, event.severity));
+    }
+    let proposed: Vec<Uuid> = keys.values().map(|(id, _, _)| *id).collect();
+    let names: Vec<&str> = keys.keys().copied().collect();
+    let titles: Vec<&str> = keys.values().map(|(_, title, _)| *title).collect();
+    let severities: Vec<&str> = keys.values().map(|(_, _, s)| s.as_str()).collect();
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "INSERT INTO incidents AS i (id, threat_key, title, severity) \
+         SELECT id, threat_key, title, severity \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+              WITH ORDINALITY AS t(id, threat_key, title, severity, ord) \
+         ORDER BY ord \
+         ON CONFLICT (threat_key) WHERE status <> 'resolved' DO UPDATE SET \
+             severity = CASE \
+                 WHEN array_position(ARRAY['low', 'medium', 'high', 'critical'], EXCLUDED.severity) \
+                    > array_position(ARRAY['low', 'medium', 'high', 'critical'], i.severity) \
+                 THEN EXCLUDED.severity ELSE i.severity END, \
+             updated_at = now() \
+         RETURNING i.id, i.threat_key",
     )
-    .bind(id)
-    .bind(action_id)
-    .bind(details)
-    .execute(conn)
+    .bind(&proposed)
+    .bind(&names)
+    .bind(&titles)
+    .bind(&severities)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    let incident_of: BTreeMap<String, Uuid> = rows.into_iter().map(|(id, key)| (key, id)).collect();
+    let incident = |key: &str| {
+        incident_of.get(key).copied().ok_or_else(|| {
+            Error::Database(sqlx::Error::Protocol(format!(
+                "no incident came back for threat key {key}"
+            )))
+        })
+    };
+
+    let mut ids = Vec::new();
+    let mut kinds = Vec::new();
+    let mut refs = Vec::new();
+    let mut details = Vec::new();
+    for event in events {
+        let id = incident(event.threat_key)?;
+        ids.push(id);
+        kinds.push("event");
+        refs.push(event.event_id);
+        details.push(serde_json::json!({}));
+        for action in event.action_ids {
+            ids.push(id);
+            kinds.push("action");
+            refs.push(action.as_str());
+            details.push(serde_json::json!({ "event_id": event.event_id }));
+        }
+    }
+    let added: Vec<Option<String>> = sqlx::query_scalar(
+        "INSERT INTO incident_timeline (incident_id, kind, ref_id, details) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) \
+         ON CONFLICT (incident_id, kind, ref_id) DO NOTHING \
+         RETURNING CASE kind WHEN 'event' THEN ref_id END",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&refs)
+    .bind(&details)
+    .fetch_all(&mut *conn)
+    .await?;
+    let added: BTreeSet<String> = added.into_iter().flatten().collect();
+
+    let mut opened = BTreeSet::new();
+    events
+        .iter()
+        .map(|event| {
+            let id = incident(event.threat_key)?;
+            let created = keys[event.threat_key].0 == id && opened.insert(event.threat_key);
+            Ok(IncidentAttachment {
+                incident_id: id.to_string(),
+                created,
+                already_attached: !added.contains(event.event_id),
+            })
+        })
+        .collect()
 }
 
 /// Records many actions with one statement, skipping (event, action, target) keys already

@@ -7,7 +7,7 @@ use vigil_domain::{
     ActionKind, ActionStatus, RemediationAction, Severity, ThreatSignal, WorkflowStatus,
 };
 use vigil_store::test_util::TestDatabase;
-use vigil_store::{ExampleSource, NewExample, Store};
+use vigil_store::{ExampleSource, IncidentEvent, NewExample, Store};
 
 fn action(event_id: &str, target: &str) -> RemediationAction {
     RemediationAction {
@@ -57,23 +57,32 @@ async fn a_batch_records_every_workflow_at_once() -> anyhow::Result<()> {
         })
         .collect();
     assert_eq!(batch.record_examples(&examples).await?, 3);
-    let actions = [action("evt-1", "198.51.100.7"), action("evt-2", "198.51.100.7")];
+    let actions = [
+        action("evt-1", "198.51.100.7"),
+        action("evt-2", "198.51.100.7"),
+    ];
     assert_eq!(batch.record_actions(&actions).await?, 2);
     // Two events of one threat share an incident; the third opens its own.
-    let first = batch
-        .open_or_attach_incident("port_scan:198.51.100.7", "t", Severity::High, "evt-1")
+    let incident = |key: &'static str, severity, event_id: &'static str, actions| IncidentEvent {
+        threat_key: key,
+        title: "port scan",
+        severity,
+        event_id,
+        action_ids: actions,
+    };
+    let blocked = [actions[0].id.clone()];
+    let attached = batch
+        .open_or_attach_incidents(&[
+            incident("port_scan:198.51.100.7", Severity::High, "evt-1", &blocked),
+            incident("port_scan:198.51.100.7", Severity::Critical, "evt-2", &[]),
+            incident("port_scan:198.51.100.9", Severity::High, "evt-3", &[]),
+        ])
         .await?;
-    let second = batch
-        .open_or_attach_incident("port_scan:198.51.100.7", "t", Severity::Critical, "evt-2")
-        .await?;
-    let other = batch
-        .open_or_attach_incident("port_scan:198.51.100.9", "t", Severity::High, "evt-3")
-        .await?;
+    let (first, second, other) = (&attached[0], &attached[1], &attached[2]);
     assert!(first.created && !second.created && other.created);
     assert_eq!(first.incident_id, second.incident_id);
-    batch
-        .attach_incident_action(&first.incident_id, &actions[0].id, &serde_json::json!({}))
-        .await?;
+    assert_ne!(first.incident_id, other.incident_id);
+    assert!(attached.iter().all(|a| !a.already_attached));
     let workflows: Vec<_> = events.iter().map(|id| succeeded(id)).collect();
     batch.save_workflows(&workflows).await?;
 
@@ -82,15 +91,28 @@ async fn a_batch_records_every_workflow_at_once() -> anyhow::Result<()> {
     batch.commit().await?;
 
     assert_eq!(count(store, "SELECT count(*) FROM workflows").await, 3);
-    assert_eq!(count(store, "SELECT count(*) FROM training_examples").await, 3);
+    assert_eq!(
+        count(store, "SELECT count(*) FROM training_examples").await,
+        3
+    );
     assert_eq!(count(store, "SELECT count(*) FROM remediations").await, 2);
     assert_eq!(count(store, "SELECT count(*) FROM incidents").await, 2);
     // Three events and one action on the timelines.
-    assert_eq!(count(store, "SELECT count(*) FROM incident_timeline").await, 4);
+    assert_eq!(
+        count(store, "SELECT count(*) FROM incident_timeline").await,
+        4
+    );
     let incident = store.incidents().get(&first.incident_id).await?;
-    assert_eq!(incident.severity, Severity::Critical, "raised by the second event");
+    assert_eq!(
+        incident.severity,
+        Severity::Critical,
+        "raised by the second event"
+    );
     for workflow in &workflows {
-        let stored = store.workflows().get_by_event_id(&workflow.event_id).await?;
+        let stored = store
+            .workflows()
+            .get_by_event_id(&workflow.event_id)
+            .await?;
         assert_eq!(stored.as_ref(), Some(workflow));
     }
     Ok(())
@@ -101,14 +123,27 @@ async fn a_batch_dropped_before_commit_writes_nothing() -> anyhow::Result<()> {
     let db = TestDatabase::new().await?;
     let store = db.store();
     let mut batch = store.begin_batch().await?;
-    batch.record_actions(&[action("evt-1", "198.51.100.7")]).await?;
     batch
-        .open_or_attach_incident("port_scan:198.51.100.7", "t", Severity::High, "evt-1")
+        .record_actions(&[action("evt-1", "198.51.100.7")])
+        .await?;
+    batch
+        .open_or_attach_incidents(&[IncidentEvent {
+            threat_key: "port_scan:198.51.100.7",
+            title: "port scan",
+            severity: Severity::High,
+            event_id: "evt-1",
+            action_ids: &[],
+        }])
         .await?;
     batch.save_workflows(&[succeeded("evt-1")]).await?;
     drop(batch);
 
-    for table in ["workflows", "remediations", "incidents", "incident_timeline"] {
+    for table in [
+        "workflows",
+        "remediations",
+        "incidents",
+        "incident_timeline",
+    ] {
         let n = count(store, &format!("SELECT count(*) FROM {table}")).await;
         assert_eq!(n, 0, "{table} after a rollback");
     }
@@ -116,8 +151,8 @@ async fn a_batch_dropped_before_commit_writes_nothing() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn saving_again_completes_an_earlier_attempt_and_skips_recorded_effects()
--> anyhow::Result<()> {
+async fn saving_again_completes_an_earlier_attempt_and_skips_recorded_effects() -> anyhow::Result<()>
+{
     let db = TestDatabase::new().await?;
     let store = db.store();
     let mut failed = running_workflow("evt-1");
@@ -132,7 +167,12 @@ async fn saving_again_completes_an_earlier_attempt_and_skips_recorded_effects()
     retry.id = new_id();
     let mut batch = store.begin_batch().await?;
     // The same (event, action, target) under a new id is the action already taken.
-    assert_eq!(batch.record_actions(&[action("evt-1", "198.51.100.7")]).await?, 0);
+    assert_eq!(
+        batch
+            .record_actions(&[action("evt-1", "198.51.100.7")])
+            .await?,
+        0
+    );
     batch.save_workflows(std::slice::from_ref(&retry)).await?;
     batch.commit().await?;
 
@@ -154,5 +194,56 @@ async fn saving_again_completes_an_earlier_attempt_and_skips_recorded_effects()
         .get_by_event_ids(&["evt-1", "evt-unknown"])
         .await?;
     assert_eq!(found.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_later_batch_attaches_to_the_open_incident_once() -> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let event = |event_id, severity| IncidentEvent {
+        threat_key: "brute_force:203.0.113.5",
+        title: "brute force",
+        severity,
+        event_id,
+        action_ids: &[],
+    };
+    let opened = store
+        .incidents()
+        .open_or_attach(
+            "brute_force:203.0.113.5",
+            "brute force",
+            Severity::Medium,
+            "evt-1",
+        )
+        .await?;
+    assert!(opened.created);
+
+    let mut batch = store.begin_batch().await?;
+    let attached = batch
+        .open_or_attach_incidents(&[
+            event("evt-1", Severity::Medium),
+            event("evt-2", Severity::High),
+        ])
+        .await?;
+    batch.commit().await?;
+    assert!(
+        attached
+            .iter()
+            .all(|a| a.incident_id == opened.incident_id && !a.created)
+    );
+    assert!(
+        attached[0].already_attached,
+        "a redelivered event is not added twice"
+    );
+    assert!(!attached[1].already_attached);
+    let incident = store.incidents().get(&opened.incident_id).await?;
+    assert_eq!(incident.severity, Severity::High);
+    assert_eq!(incident.title, "brute force");
+    assert_eq!(count(store, "SELECT count(*) FROM incidents").await, 1);
+    assert_eq!(
+        count(store, "SELECT count(*) FROM incident_timeline").await,
+        2
+    );
     Ok(())
 }

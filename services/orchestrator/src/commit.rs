@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use vigil_domain::{RemediationAction, Severity, ThreatSignal, WorkflowExecution};
-use vigil_store::{ExampleSource, NewExample, Store};
+use vigil_store::{ExampleSource, IncidentEvent, NewExample, Store};
 
 use crate::events::WorkflowResults;
 
@@ -145,8 +145,8 @@ async fn commit_alone(store: &Store, (record, reply): (WorkflowRecord, Reply)) {
     });
 }
 
-/// Writes the records in one transaction: examples, actions, incidents (in threat-key order,
-/// so concurrent batches lock them in the same order), then the workflow rows.
+/// Writes the records in one transaction: examples, actions, incidents and their timelines,
+/// then the workflow rows.
 async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Result<()> {
     let mut batch = store.begin_batch().await?;
     let examples: Vec<NewExample<'_>> = records
@@ -166,38 +166,38 @@ async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Re
         .collect();
     batch.record_actions(&actions).await?;
 
-    let mut order: Vec<usize> = (0..records.len())
+    let action_ids: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| r.actions.iter().map(|a| a.id.clone()).collect())
+        .collect();
+    let with_incident: Vec<usize> = (0..records.len())
         .filter(|&i| records[i].incident.is_some())
         .collect();
-    order.sort_by(|&a, &b| {
-        let key = |i: usize| records[i].incident.as_ref().map(|r| r.threat_key.as_str());
-        key(a).cmp(&key(b))
-    });
-    for i in order {
+    let events: Vec<IncidentEvent<'_>> = with_incident
+        .iter()
+        .filter_map(|&i| {
+            let request = records[i].incident.as_ref()?;
+            Some(IncidentEvent {
+                threat_key: &request.threat_key,
+                title: &request.title,
+                severity: request.severity,
+                event_id: &records[i].workflow.event_id,
+                action_ids: &action_ids[i],
+            })
+        })
+        .collect();
+    let attachments = batch.open_or_attach_incidents(&events).await?;
+    drop(events);
+    for (i, attachment) in with_incident.into_iter().zip(attachments) {
         let record = &mut records[i];
-        let Some(request) = &record.incident else {
-            continue;
-        };
-        let attachment = batch
-            .open_or_attach_incident(
-                &request.threat_key,
-                &request.title,
-                request.severity,
-                &record.workflow.event_id,
-            )
-            .await?;
-        for action in &record.actions {
-            batch
-                .attach_incident_action(
-                    &attachment.incident_id,
-                    &action.id,
-                    &json!({"kind": "remediation"}),
-                )
-                .await?;
-        }
+        let key = record
+            .incident
+            .as_ref()
+            .map(|r| r.threat_key.clone())
+            .unwrap_or_default();
         record.results.incident = json!({
             "incident_id": attachment.incident_id,
-            "threat_key": request.threat_key,
+            "threat_key": key,
             "created": attachment.created,
         });
     }

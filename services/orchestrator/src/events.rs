@@ -194,7 +194,11 @@ mod tests {
         let (wf, results) = workflow(StepOutcome::Skipped);
         assert_eq!(
             types(&workflow_events(&wf, &results)),
-            ["assessment_complete", "incident_created", "workflow_completed"]
+            [
+                "assessment_complete",
+                "incident_created",
+                "workflow_completed"
+            ]
         );
     }
 

@@ -15,9 +15,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use vigil_bus::{Bus, ConsumerKind, TypedConsumer, WorkPriority};
+use vigil_bus::{Bus, ConsumerKind, StreamKind, TypedConsumer, WorkPriority};
 use vigil_config::Config;
 use vigil_domain::WorkflowExecution;
 use vigil_proto::v1;
@@ -77,25 +78,41 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         "orchestrator consuming"
     );
 
-    let slots = Arc::new(Semaphore::new(config.orchestrator.max_workflows));
+    // The doorbell: a core-NATS subscription to the work lanes that gets a copy of every queued
+    // signal, so an idle orchestrator sleeps until work arrives instead of polling four lanes.
+    // The work itself is still pulled (and acked) from the stream; the backoff poll below
+    // catches a ring that came before its message was pullable, or one lost to a reconnect.
+    let mut doorbell = bus
+        .client()
+        .subscribe(bus.topology().stream_subjects(StreamKind::Work))
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("subscribing to the work lanes: {e}")))?;
+
+    let max_workflows = config.orchestrator.max_workflows;
+    // Under load, pull in batches rather than a message or two whenever one slot frees up.
+    let min_pull = (max_workflows / 8).clamp(1, 32);
+    let min_pull_permits = u32::try_from(min_pull).unwrap_or(1);
+    let slots = Arc::new(Semaphore::new(max_workflows));
     let mut idle = Duration::from_millis(1);
     while !token.is_cancelled() {
         let free = slots.available_permits();
-        if free == 0 {
-            // Wait for a slot, or for shutdown.
+        if free < min_pull {
+            // Wait until a batch's worth of slots is free, or for shutdown.
             tokio::select! {
                 () = token.cancelled() => break,
-                permit = slots.clone().acquire_owned() => drop(permit),
+                permits = slots.clone().acquire_many_owned(min_pull_permits) => drop(permits),
             }
             continue;
         }
+        // Rings for what is about to be pulled are spent.
+        while let Some(Some(_)) = doorbell.next().now_or_never() {}
         let taken = pull_by_priority(&lanes, free).await;
         if taken.is_empty() {
             tokio::select! {
                 () = token.cancelled() => break,
-                () = tokio::time::sleep(idle) => {}
+                () = tokio::time::sleep(idle) => idle = (idle * 2).min(IDLE_POLL),
+                _ = doorbell.next() => idle = Duration::from_millis(1),
             }
-            idle = (idle * 2).min(Duration::from_millis(50));
             continue;
         }
         idle = Duration::from_millis(1);
@@ -122,6 +139,9 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     tracing::info!("orchestrator stopped");
     Ok(())
 }
+
+/// The longest an idle orchestrator goes without polling its lanes (should the doorbell miss).
+const IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// Takes up to `max` waiting signals, most urgent lane first.
 async fn pull_by_priority(

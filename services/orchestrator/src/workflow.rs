@@ -195,12 +195,11 @@ impl Orchestrator {
             .await
             .map_err(|e| fail("route_alerts", e))?
         {
-            Some(alerts) => {
+            Ok(alerts) => {
                 steps.push(step("route_alerts", StepOutcome::Succeeded, None, t));
                 alerts
             }
-            None => {
-                let why = format!("no routing rule for level {}", assessment.risk_level);
+            Err(why) => {
                 steps.push(step(
                     "route_alerts",
                     StepOutcome::Skipped,
@@ -343,20 +342,27 @@ impl Orchestrator {
         PredictionResult::try_from(result).map_err(|e| format!("predictor answered nonsense: {e}"))
     }
 
-    /// Routes the alerts of the event's level; `None` when the level routes nowhere.
+    /// Routes the alerts of the event's level; `Err` says why there was nothing to route.
     async fn route_alerts(
         &self,
         event_id: &str,
         signal: &ThreatSignal,
         assessment: &Assessment,
-    ) -> Result<Option<serde_json::Value>, vigil_store::Error> {
-        if self
-            .routing_rules
-            .for_level(assessment.risk_level)
-            .is_empty()
-        {
-            // Nothing to route at this level: no grouping lookup on the hot path.
-            return Ok(None);
+    ) -> Result<Result<serde_json::Value, String>, vigil_store::Error> {
+        let level = assessment.risk_level;
+        if self.router.channels_for(level).is_empty() {
+            // Nothing can be sent at this level: no grouping lookup on the hot path.
+            let named = self.routing_rules.for_level(level);
+            let why = if named.is_empty() {
+                format!("no routing rule for level {level}")
+            } else {
+                let names: Vec<String> = named.iter().map(ToString::to_string).collect();
+                format!(
+                    "the rule for level {level} names only channels without settings ({})",
+                    names.join(", ")
+                )
+            };
+            return Ok(Err(why));
         }
         let key = threat_key(signal);
         let previous = self
@@ -401,7 +407,7 @@ impl Orchestrator {
         } else {
             alerts.for_event(event_id).await?
         };
-        Ok(Some(json!({
+        Ok(Ok(json!({
             "threat_key": decision.threat_key,
             "grouped": decision.grouped,
             "unconfigured": decision.unconfigured,
