@@ -13,6 +13,12 @@ use tokio_util::sync::CancellationToken;
 use vigil_config::{Config, Sources};
 use vigil_telemetry::{HttpServer, Metrics, Readiness};
 
+/// Every binary that runs a vigil service allocates through mimalloc: the event path makes
+/// millions of small, short-lived allocations (messages, JSON, headers), and glibc's allocator
+/// took about 15 % of the process's CPU in the event benchmark (`docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Shared, cheaply cloned handles a service runs with.
 #[derive(Clone, Debug)]
 pub struct ServiceContext {

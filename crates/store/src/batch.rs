@@ -52,7 +52,7 @@ impl WorkflowBatch {
 
     /// Workflow rows: inserted, or saved over an earlier attempt's row for the same event (its
     /// id and start time are kept). Each event id may appear once per call.
-    pub async fn save_workflows(&mut self, workflows: &[WorkflowExecution]) -> Result<()> {
+    pub async fn save_workflows(&mut self, workflows: &[&WorkflowExecution]) -> Result<()> {
         workflows::save_all(&mut self.tx, workflows).await
     }
 

@@ -245,12 +245,7 @@ pub(crate) async fn insert_examples(
         let mut refs = Vec::with_capacity(chunk.len());
         for example in chunk {
             ids.push(Uuid::now_v7());
-            signals.push(serde_json::to_value(example.signal).map_err(|e| {
-                ValidationError::Invalid {
-                    field: "signal",
-                    reason: e.to_string(),
-                }
-            })?);
+            signals.push(Json(example.signal));
             labels.push(example.label);
             sources.push(example.source.as_str());
             weights.push(example.weight);

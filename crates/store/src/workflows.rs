@@ -147,6 +147,9 @@ impl<'a> Workflows<'a> {
             workflow_columns!(),
             " FROM workflows WHERE event_id = ANY($1)"
         ))
+        // Planned for each call: a plan cached while the table was small scans it in full,
+        // comparing every row with every id, long after the table has grown.
+        .persistent(false)
         .bind(event_ids)
         .fetch_all(self.pool)
         .await?;
@@ -181,7 +184,7 @@ impl<'a> Workflows<'a> {
 /// it, keeping the id and start time recorded first. Each event id may appear once.
 pub(crate) async fn save_all(
     conn: &mut PgConnection,
-    workflows: &[WorkflowExecution],
+    workflows: &[&WorkflowExecution],
 ) -> Result<()> {
     if workflows.is_empty() {
         return Ok(());
@@ -208,13 +211,8 @@ pub(crate) async fn save_all(
         statuses.push(workflow.status.as_str());
         started.push(workflow.started_at);
         completed.push(workflow.completed_at);
-        steps.push(serde_json::to_value(&workflow.steps).map_err(|e| {
-            vigil_domain::ValidationError::Invalid {
-                field: "steps",
-                reason: e.to_string(),
-            }
-        })?);
-        results.push(workflow.results.clone());
+        steps.push(Json(&workflow.steps));
+        results.push(Json(&workflow.results));
         errors.push(workflow.error_message.as_deref());
         durations.push(workflow.duration_seconds);
     }

@@ -84,7 +84,9 @@ async fn a_batch_records_every_workflow_at_once() -> anyhow::Result<()> {
     assert_ne!(first.incident_id, other.incident_id);
     assert!(attached.iter().all(|a| !a.already_attached));
     let workflows: Vec<_> = events.iter().map(|id| succeeded(id)).collect();
-    batch.save_workflows(&workflows).await?;
+    batch
+        .save_workflows(&workflows.iter().collect::<Vec<_>>())
+        .await?;
 
     // Nothing is visible before the commit.
     assert_eq!(count(store, "SELECT count(*) FROM workflows").await, 0);
@@ -135,7 +137,7 @@ async fn a_batch_dropped_before_commit_writes_nothing() -> anyhow::Result<()> {
             action_ids: &[],
         }])
         .await?;
-    batch.save_workflows(&[succeeded("evt-1")]).await?;
+    batch.save_workflows(&[&succeeded("evt-1")]).await?;
     drop(batch);
 
     for table in [
@@ -173,7 +175,7 @@ async fn saving_again_completes_an_earlier_attempt_and_skips_recorded_effects() 
             .await?,
         0
     );
-    batch.save_workflows(std::slice::from_ref(&retry)).await?;
+    batch.save_workflows(&[&retry]).await?;
     batch.commit().await?;
 
     let stored = store

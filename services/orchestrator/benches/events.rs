@@ -2,7 +2,7 @@
 //! NATS and PostgreSQL on this machine, next to raw JetStream publish/consume measured in the
 //! same run. `cargo bench -p vigil-orchestrator --bench events` (or `make bench-events`).
 //!
-//! Environment: `BENCH_EVENTS` (signals for the throughput run, default 10000), `BENCH_RATE`
+//! Environment: `BENCH_EVENTS` (signals for the throughput run, default 30000), `BENCH_RATE`
 //! (fixed rate of the latency run, default 1000/s), `BENCH_SECONDS` (its length, default 10).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -166,7 +166,7 @@ async fn wait_done(done: &Completions, n: usize, timeout: Duration) -> bool {
 
 #[tokio::main]
 async fn main() {
-    let n = env("BENCH_EVENTS", 10_000);
+    let n = env("BENCH_EVENTS", 30_000);
     let rate = env("BENCH_RATE", 1_000);
     let seconds = env("BENCH_SECONDS", 10);
     let db = TestDatabase::new().await.expect("a benchmark database");

@@ -210,7 +210,7 @@ async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Re
             }
         })?;
     }
-    let workflows: Vec<WorkflowExecution> = records.iter().map(|r| r.workflow.clone()).collect();
+    let workflows: Vec<&WorkflowExecution> = records.iter().map(|r| &r.workflow).collect();
     batch.save_workflows(&workflows).await?;
     batch.commit().await
 }
