@@ -199,4 +199,27 @@ fn publish_names_the_bad_line_and_sends_the_rest() {
         text(&out.stdout).trim(),
         "published 1, duplicates 1, refused 1"
     );
+    remove_streams(&args);
+}
+
+/// Deletes the streams the command declared under its test prefix (the `--set` arguments say
+/// where), leaving the shared NATS server as it was.
+fn remove_streams(args: &[&str]) {
+    let overrides = args
+        .windows(2)
+        .filter(|w| w[0] == "--set")
+        .map(|w| w[1].to_owned())
+        .collect();
+    let config = vigil_config::Config::load(&vigil_config::Sources {
+        overrides,
+        ..Default::default()
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let bus = vigil_bus::Bus::connect(&config.nats, vigil_runtime::topology(&config))
+            .await
+            .unwrap();
+        bus.topology().delete(bus.jetstream()).await.unwrap();
+    });
 }

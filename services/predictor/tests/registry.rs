@@ -142,6 +142,12 @@ impl Running {
             .expect("stops")
             .expect("joins")
             .expect("stops cleanly");
+        // Leave the shared NATS server as we found it.
+        let config = &self.ctx.config;
+        let bus = Bus::connect(&config.nats, vigil_runtime::topology(config))
+            .await
+            .unwrap();
+        bus.topology().delete(bus.jetstream()).await.unwrap();
     }
 
     fn metric(&self, name: &str) -> u64 {

@@ -98,6 +98,14 @@ fn config(db: &TestDatabase, dir: &tempfile::TempDir, extra: &[String]) -> Confi
     config
 }
 
+/// Deletes the test's prefixed streams, leaving the shared NATS server as it was.
+async fn remove_streams(config: &Config) {
+    let bus = vigil_bus::Bus::connect(&config.nats, vigil_runtime::topology(config))
+        .await
+        .unwrap();
+    bus.topology().delete(bus.jetstream()).await.unwrap();
+}
+
 /// Starts the trainer through `run_in`; returns its context, token and task.
 fn start(
     config: Config,
@@ -158,7 +166,7 @@ async fn enough_new_examples_start_a_run_that_registers_promotes_and_announces()
     let mut promoted = client.subscribe(subject).await.unwrap();
     client.flush().await.unwrap();
 
-    let (_ctx, token, mut task) = start(config);
+    let (ctx, token, mut task) = start(config);
     let message = tokio::time::timeout(PATIENCE, async {
         tokio::select! {
             message = promoted.next() => message.unwrap(),
@@ -230,6 +238,7 @@ async fn enough_new_examples_start_a_run_that_registers_promotes_and_announces()
 
     token.cancel();
     task.await.unwrap().unwrap();
+    remove_streams(&ctx.config).await;
 }
 
 async fn request(client: &async_nats::Client, subject: &str) -> RunReport {
@@ -344,6 +353,7 @@ async fn a_request_runs_the_trainer_and_a_model_that_is_not_better_stays_out_of_
 
     token.cancel();
     task.await.unwrap().unwrap();
+    remove_streams(&ctx.config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +390,7 @@ async fn a_run_without_both_classes_fails_with_a_reason_and_registers_nothing() 
     assert!(db.store().models().list(None).await.unwrap().is_empty());
     token.cancel();
     task.await.unwrap().unwrap();
+    remove_streams(&ctx.config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,6 +436,7 @@ async fn shutdown_during_training_abandons_the_run_cleanly() {
     }
     token.cancel();
     task.await.unwrap().unwrap();
+    remove_streams(&ctx.config).await;
     let report = requester.await.unwrap();
     assert_eq!(report.outcome, RunOutcome::Abandoned, "{report:?}");
     assert!(report.registered.is_empty());
