@@ -19,6 +19,15 @@ use vigil_telemetry::{HttpServer, Metrics, Readiness};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The message of a caught panic (`panic!("...")` payloads are `&str` or `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 /// Shared, cheaply cloned handles a service runs with.
 #[derive(Clone, Debug)]
 pub struct ServiceContext {
@@ -211,4 +220,20 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_read_from_both_payload_kinds() {
+        let literal = std::panic::catch_unwind(|| panic!("plain")).expect_err("panics");
+        assert_eq!(panic_message(&*literal), "plain");
+        let formatted =
+            std::panic::catch_unwind(|| panic!("step {} failed", 3)).expect_err("panics");
+        assert_eq!(panic_message(&*formatted), "step 3 failed");
+        let other = std::panic::catch_unwind(|| std::panic::panic_any(7_u8)).expect_err("panics");
+        assert_eq!(panic_message(&*other), "a panic without a message");
+    }
 }

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{Bus, ConsumerKind, Delivery, PublishOptions, WorkPriority};
 use vigil_config::Config;
@@ -79,7 +79,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 // A batch is processed concurrently; each delivery is acked on its own.
                 futures::future::join_all(chunk.into_iter().map(|d| async {
                     match d {
-                        Ok(delivery) => broker.handle(delivery).await,
+                        Ok(delivery) => broker.handle_guarded(&delivery).await,
                         Err(error) => tracing::warn!(%error, "pulling from the ingest stream failed"),
                     }
                 }))
@@ -117,7 +117,28 @@ pub fn priority(signal: &ThreatSignal) -> WorkPriority {
 }
 
 impl Broker {
-    async fn handle(&self, delivery: Delivery<v1::ThreatSignal>) {
+    /// [`Broker::handle`], with a panic (a bug, never expected) failing only its own signal: it
+    /// is retried, then dead-lettered with the panic's message, and the broker goes on.
+    async fn handle_guarded(&self, delivery: &Delivery<v1::ThreatSignal>) {
+        let handled = std::panic::AssertUnwindSafe(self.handle(delivery))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = handled {
+            let reason = format!(
+                "the broker panicked on this signal: {}",
+                vigil_runtime::panic_message(&*panic)
+            );
+            tracing::error!(subject = delivery.subject(), %reason);
+            if let Err(error) = delivery
+                .retry_or_dead_letter(&reason, self.backpressure_delay)
+                .await
+            {
+                tracing::warn!(%error, "failed to nak a signal the broker panicked on");
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: &Delivery<v1::ThreatSignal>) {
         self.metrics.received.inc();
         let mut wire = delivery.payload().clone();
         // A sensor that sends no timestamp means "now".

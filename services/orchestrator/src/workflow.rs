@@ -1,8 +1,10 @@
 //! One workflow per threat signal, each step idempotent by event id.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::FutureExt;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 use vigil_bus::{Bus, Delivery, PublishOptions, TraceParent};
@@ -124,7 +126,7 @@ impl Orchestrator {
                 }
             }
             Ok(earlier) => {
-                let outcome = self.run_workflow(&signal, earlier, &traceparent).await;
+                let outcome = guarded(self.run_workflow(&signal, earlier, &traceparent)).await;
                 if outcome.is_ok() {
                     self.metrics
                         .duration_seconds
@@ -500,6 +502,18 @@ impl Orchestrator {
     }
 }
 
+/// Runs a workflow so that a panic inside it (a bug, never expected) fails this signal like any
+/// other step failure: retried, then dead-lettered with the panic's message, instead of leaving
+/// the message unacknowledged until the server gives up on it and it sits unseen in the stream.
+async fn guarded(
+    workflow: impl Future<Output = Result<(), StepFailure>>,
+) -> Result<(), StepFailure> {
+    match std::panic::AssertUnwindSafe(workflow).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(fail("(panicked)", vigil_runtime::panic_message(&*panic))),
+    }
+}
+
 fn fail(step: &'static str, error: impl std::fmt::Display) -> StepFailure {
     StepFailure {
         step,
@@ -524,5 +538,28 @@ fn step(
 async fn dead_letter(delivery: &Delivery<v1::ThreatSignal>, reason: &str) {
     if let Err(error) = delivery.dead_letter(reason).await {
         tracing::warn!(%error, "failed to dead-letter a work item");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_workflow_is_a_step_failure_with_the_panic_message() {
+        let outcome = guarded(async {
+            let steps: Vec<u32> = Vec::new();
+            if steps.is_empty() {
+                panic!("index out of bounds in step 3");
+            }
+            Ok(())
+        })
+        .await;
+        let failure = outcome.expect_err("the panic became a failure");
+        assert_eq!(failure.step, "(panicked)");
+        assert_eq!(failure.reason, "index out of bounds in step 3");
+
+        let fine = guarded(async { Ok(()) }).await;
+        assert!(fine.is_ok());
     }
 }
