@@ -580,19 +580,28 @@ pub(crate) fn decode<T: Payload>(
     Ok((decoded, content_type))
 }
 
-/// Copies a message to the dead-letter subject, then terminates it.
-async fn dead_letter(
-    shared: &Shared,
-    message: &jetstream::Message,
-    meta: &DeliveryMeta,
+/// Where a dead letter came from.
+pub(crate) struct Origin<'a> {
+    pub stream: &'a str,
+    pub subject: &'a str,
+    pub consumer: &'a str,
+    pub sequence: u64,
+    pub deliveries: u64,
+}
+
+/// The headers of a dead letter: the original's (without JetStream control headers, which must
+/// not act on the copy), one `Nats-Msg-Id` per original message (a retried copy is stored
+/// once), and the `Vigil-Dlq-*` headers saying where it came from and why.
+pub(crate) fn dead_letter_headers(
+    original: Option<&HeaderMap>,
+    origin: &Origin<'_>,
     reason: &str,
-) -> Result<()> {
+) -> HeaderMap {
     let reason = headers::sanitize_header_value(reason, MAX_REASON_CHARS);
     let mut copy = HeaderMap::new();
-    if let Some(original) = message.headers.as_ref() {
+    if let Some(original) = original {
         for (name, values) in original.iter() {
             let name_bytes: &[u8] = name.as_ref();
-            // JetStream control headers (Nats-Msg-Id, Nats-Expected-*) must not act on the copy.
             if name_bytes.len() >= 5 && name_bytes[..5].eq_ignore_ascii_case(b"Nats-") {
                 continue;
             }
@@ -601,21 +610,41 @@ async fn dead_letter(
             }
         }
     }
-    // One id per original message, so that a retried copy is stored once.
     copy.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        format!("dlq:{}:{}", meta.stream, meta.stream_sequence),
+        format!("dlq:{}:{}", origin.stream, origin.sequence),
     );
     copy.insert(headers::DLQ_REASON, reason.as_str());
-    copy.insert(headers::DLQ_STREAM, meta.stream.as_str());
-    copy.insert(headers::DLQ_SUBJECT, meta.subject.as_str());
-    copy.insert(headers::DLQ_CONSUMER, meta.consumer.as_str());
-    copy.insert(headers::DLQ_SEQUENCE, meta.stream_sequence.to_string());
-    copy.insert(headers::DLQ_DELIVERIES, meta.delivery_count.to_string());
-    if let Some(msg_id) = &meta.msg_id {
-        copy.insert(headers::DLQ_ORIGINAL_MSG_ID, msg_id.as_str());
+    copy.insert(headers::DLQ_STREAM, origin.stream);
+    copy.insert(headers::DLQ_SUBJECT, origin.subject);
+    copy.insert(headers::DLQ_CONSUMER, origin.consumer);
+    copy.insert(headers::DLQ_SEQUENCE, origin.sequence.to_string());
+    copy.insert(headers::DLQ_DELIVERIES, origin.deliveries.to_string());
+    if let Some(msg_id) = header_value(original, headers::MSG_ID) {
+        copy.insert(headers::DLQ_ORIGINAL_MSG_ID, msg_id);
     }
+    copy
+}
 
+/// Copies a message to the dead-letter subject, then terminates it.
+async fn dead_letter(
+    shared: &Shared,
+    message: &jetstream::Message,
+    meta: &DeliveryMeta,
+    reason: &str,
+) -> Result<()> {
+    let reason = headers::sanitize_header_value(reason, MAX_REASON_CHARS);
+    let copy = dead_letter_headers(
+        message.headers.as_ref(),
+        &Origin {
+            stream: &meta.stream,
+            subject: &meta.subject,
+            consumer: &meta.consumer,
+            sequence: meta.stream_sequence,
+            deliveries: meta.delivery_count,
+        },
+        &reason,
+    );
     let wrap = |source: Error| Error::DeadLetter {
         stream: meta.stream.clone(),
         sequence: meta.stream_sequence,

@@ -169,6 +169,28 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// Subscribing to a core NATS subject failed.
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe {
+        /// The subject (or wildcard).
+        subject: String,
+        /// What the client reported.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Moving a message that exhausted its deliveries to the dead-letter stream failed.
+    #[error("cannot rescue message {sequence} of stream {stream}: {source}")]
+    Rescue {
+        /// The stream the message is in.
+        stream: String,
+        /// The stream sequence of the message.
+        sequence: u64,
+        /// What the server or client reported.
+        #[source]
+        source: BoxError,
+    },
+
     /// An operation on the live configuration bucket failed.
     #[error("config bucket {bucket}: cannot {operation}: {source}")]
     ConfigBucket {

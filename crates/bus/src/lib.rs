@@ -23,6 +23,7 @@ mod config_bucket;
 mod connect;
 mod consume;
 mod error;
+mod exhausted;
 pub mod headers;
 mod publish;
 mod topology;
@@ -39,6 +40,7 @@ pub use config_bucket::{ConfigBucket, ConfigEntry, ConfigOperation, ConfigWatch}
 pub use connect::connect;
 pub use consume::{ConsumerStats, Delivery, DeliveryMeta, Payload, RetryOutcome, TypedConsumer};
 pub use error::{BoxError, Error, Result};
+pub use exhausted::ExhaustedRescuer;
 pub use headers::ContentType;
 pub use publish::{PubAck, PublishOptions, Publisher};
 pub use topology::{

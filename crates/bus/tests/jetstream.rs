@@ -509,6 +509,66 @@ async fn a_message_that_exhausts_max_deliver_is_dead_lettered() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_message_nobody_answers_is_rescued_to_the_dead_letter_stream() -> Result<()> {
+    let config = TopologyConfig {
+        broker: ConsumerPolicy {
+            ack_wait: Duration::from_secs(1),
+            max_deliver: 2,
+            backoff: Vec::new(),
+            max_ack_pending: 100,
+        },
+        ..TopologyConfig::default()
+    };
+    let h = Harness::start(config).await?;
+    let _rescuer = h.bus.rescue_exhausted(StreamKind::Ingest).await?;
+    let consumer = h.consumer(ConsumerKind::Broker).await?;
+    h.bus
+        .publisher()
+        .publish(
+            &h.ingest_subject(),
+            &signal("crash"),
+            PublishOptions::new("crash-1"),
+        )
+        .await?;
+
+    // A handler that dies on every delivery: it takes the message and never answers.
+    let first = receive(&consumer, 1).await?.remove(0);
+    drop(first);
+    let second = receive(&consumer, 1).await?.remove(0);
+    assert!(second.is_last_attempt());
+    drop(second);
+
+    // The consumer goes on pulling, as a live service does; after the last ack wait the server
+    // gives up on the message (it never comes back) and the rescuer moves it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while h.stream_messages(StreamKind::Ingest).await? > 0 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the exhausted message was never rescued"
+        );
+        let again = consumer.next_batch(1, Duration::from_millis(200)).await?;
+        ensure!(again.is_empty(), "delivered a third time");
+    }
+    let dead = h.last_dead_letter(StreamKind::Ingest).await?;
+    let reason = header(&dead, headers::DLQ_REASON).unwrap_or_default();
+    assert!(reason.contains("without an answer"), "{reason}");
+    assert_eq!(header(&dead, headers::DLQ_DELIVERIES).as_deref(), Some("2"));
+    assert_eq!(
+        header(&dead, headers::DLQ_ORIGINAL_MSG_ID).as_deref(),
+        Some("crash-1")
+    );
+    let copy: TestSignal = prost::Message::decode(dead.payload.clone())?;
+    assert_eq!(copy, signal("crash"));
+    assert!(
+        consumer
+            .next_batch(1, Duration::from_millis(300))
+            .await?
+            .is_empty()
+    );
+    h.cleanup().await
+}
+
+#[tokio::test]
 async fn a_refused_message_is_dead_lettered_at_once() -> Result<()> {
     let h = Harness::start(TopologyConfig::default()).await?;
     let consumer = h.consumer(ConsumerKind::Broker).await?;

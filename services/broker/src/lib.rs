@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
-use vigil_bus::{Bus, ConsumerKind, Delivery, PublishOptions, WorkPriority};
+use vigil_bus::{Bus, ConsumerKind, Delivery, PublishOptions, StreamKind, WorkPriority};
 use vigil_config::Config;
 use vigil_domain::{EventType, SecurityEvent, Severity, ThreatSignal};
 use vigil_proto::v1;
@@ -54,6 +54,8 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let consumer = bus
         .consumer::<v1::ThreatSignal>(ConsumerKind::Broker)
         .await?;
+    // Signals that a crashed or hung broker never answered go to the dead-letter stream.
+    let _rescuer = bus.rescue_exhausted(StreamKind::Ingest).await?;
     let broker = Broker {
         bus: bus.clone(),
         metrics: BrokerMetrics::register(&ctx.metrics),

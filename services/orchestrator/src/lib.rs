@@ -72,6 +72,8 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 .await?,
         );
     }
+    // Work that a crashed or hung orchestrator never answered goes to the dead-letter stream.
+    let _rescuer = bus.rescue_exhausted(StreamKind::Work).await?;
     ctx.readiness.set("orchestrator", true);
     tracing::info!(
         max_workflows = config.orchestrator.max_workflows,
