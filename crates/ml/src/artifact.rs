@@ -115,7 +115,7 @@ impl ModelArtifact {
     ) -> Result<PredictionResult> {
         let started = Instant::now();
         let x = self.ensemble.spec.transform(signal)?;
-        let score = self.ensemble.score_features(&x);
+        let score = self.ensemble.score_features(signal, &x);
         let features_used = self.ensemble.explain(&x, EXPLAINED_FEATURES);
         Ok(self.result(signal, score, features_used, thresholds, started))
     }
@@ -135,7 +135,7 @@ impl ModelArtifact {
                 self.ensemble
                     .spec
                     .transform_into(signal, &mut scratch, &mut x)?;
-                let score = self.ensemble.score_features(&x);
+                let score = self.ensemble.score_features(signal, &x);
                 let features_used = self.ensemble.explain(&x, EXPLAINED_FEATURES);
                 Ok(self.result(signal, score, features_used, thresholds, started))
             })

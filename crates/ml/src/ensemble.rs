@@ -11,6 +11,7 @@ use crate::features::FeatureSpec;
 use crate::forest::RandomForest;
 use crate::metrics::brier;
 use crate::mlp::Mlp;
+use crate::novelty::NoveltyDetector;
 
 /// The member models, in the order used by every per-model array.
 pub const MEMBERS: [ModelType; 3] = [
@@ -135,10 +136,13 @@ pub fn weights_from_validation(calibrated: &[Vec<f64>; 3], labels: &[bool]) -> [
 /// One scored signal.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
-    /// Weighted mean of the calibrated member probabilities.
+    /// The larger of the weighted mean of the calibrated member probabilities and the novelty
+    /// member's probability.
     pub probability: f64,
     /// Calibrated probability of each member, in [`MEMBERS`] order.
     pub members: [f64; 3],
+    /// Probability from the novelty member (0 when the ensemble has none).
+    pub novelty: f64,
     /// Probability at or above the decision threshold.
     pub is_threat: bool,
     /// 0-10; the decision threshold maps to 5.
@@ -147,7 +151,8 @@ pub struct Score {
     pub confidence: f64,
 }
 
-/// Feature spec, the three trained members, their calibrations and weights.
+/// Feature spec, the three trained members, their calibrations and weights, and the novelty
+/// member fitted on benign traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
     pub spec: FeatureSpec,
@@ -160,6 +165,10 @@ pub struct Ensemble {
     pub decision_threshold: f64,
     /// Mean of the tree models' importances per feature, used to explain predictions.
     pub importances: Vec<f64>,
+    /// Flags signals far outside benign traffic, whatever the supervised members say (absent
+    /// in artifacts written before it existed, which then score as they always did).
+    #[serde(default)]
+    pub novelty: Option<NoveltyDetector>,
 }
 
 impl Ensemble {
@@ -195,6 +204,9 @@ impl Ensemble {
         if !w_ok || !t_ok {
             return bad("ensemble weights or threshold out of range");
         }
+        if let Some(novelty) = &self.novelty {
+            novelty.check()?;
+        }
         Ok(())
     }
 
@@ -207,21 +219,25 @@ impl Ensemble {
         ]
     }
 
-    /// Scores a feature vector.
-    pub fn score_features(&self, x: &[f32]) -> Score {
+    /// Scores a signal given its feature vector (the novelty member reads the signal itself).
+    pub fn score_features(&self, signal: &ThreatSignal, x: &[f32]) -> Score {
         let raw = self.raw_probabilities(x);
         let members = [0, 1, 2].map(|i| self.calibration[i].apply(raw[i]));
         let total: f64 = self.weights.iter().sum();
-        let probability = members
+        let supervised = members
             .iter()
             .zip(&self.weights)
             .map(|(p, w)| p * w)
             .sum::<f64>()
             / total;
-        self.score_from(probability, members)
+        let novelty = self
+            .novelty
+            .as_ref()
+            .map_or(0.0, |n| n.probability(signal, self.decision_threshold));
+        self.score_from(supervised.max(novelty), members, novelty)
     }
 
-    fn score_from(&self, probability: f64, members: [f64; 3]) -> Score {
+    fn score_from(&self, probability: f64, members: [f64; 3], novelty: f64) -> Score {
         let t = self.decision_threshold;
         let (risk_score, certainty) = if probability < t {
             (5.0 * probability / t, (t - probability) / t)
@@ -237,6 +253,7 @@ impl Ensemble {
         Score {
             probability,
             members,
+            novelty,
             is_threat: probability >= t,
             risk_score: risk_score.clamp(0.0, 10.0),
             confidence: (certainty * (0.5 + 0.5 * agreement)).clamp(0.0, 1.0),
@@ -246,7 +263,7 @@ impl Ensemble {
     /// Scores a signal.
     pub fn score(&self, signal: &ThreatSignal) -> Result<Score> {
         let x = self.spec.transform(signal)?;
-        Ok(self.score_features(&x))
+        Ok(self.score_features(signal, &x))
     }
 
     /// The `k` features that mattered most for this vector (importance times how far the value

@@ -9,7 +9,6 @@ use vigil_domain::{ModelMetrics, ModelType};
 use crate::Progress;
 use crate::ensemble::{Ensemble, MEMBERS};
 use crate::error::{Error, Result};
-use crate::features::Matrix;
 use crate::metrics::binary_metrics;
 use crate::pipeline::{DataPipeline, LabeledExample, SplitConfig, stratified_folds};
 use crate::train::{TrainConfig, fit_ensemble};
@@ -87,24 +86,24 @@ pub struct ModelEvaluator;
 impl ModelEvaluator {
     /// Metrics of the ensemble and its members on labelled examples.
     pub fn evaluate(ensemble: &Ensemble, examples: &[LabeledExample]) -> Result<EvaluationReport> {
-        let (x, y) = ensemble.spec.transform_examples(examples)?;
-        Ok(Self::evaluate_matrix(ensemble, &x, &y))
-    }
-
-    /// Metrics on already transformed feature vectors.
-    pub fn evaluate_matrix(ensemble: &Ensemble, x: &Matrix, y: &[bool]) -> EvaluationReport {
         let mut members: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        let mut combined = Vec::with_capacity(x.rows);
-        for i in 0..x.rows {
-            let score = ensemble.score_features(x.row(i));
+        let mut combined = Vec::with_capacity(examples.len());
+        let (mut scratch, mut x) = (Vec::new(), Vec::new());
+        for e in examples {
+            ensemble
+                .spec
+                .transform_into(&e.signal, &mut scratch, &mut x)?;
+            let score = ensemble.score_features(&e.signal, &x);
             combined.push(score.probability);
             for (m, p) in score.members.iter().enumerate() {
                 members[m].push(*p);
             }
         }
+        let y: Vec<bool> = examples.iter().map(|e| e.label).collect();
+        let y = &y[..];
         let t = ensemble.decision_threshold;
-        EvaluationReport {
-            rows: x.rows,
+        Ok(EvaluationReport {
+            rows: examples.len(),
             threshold: t,
             ensemble: binary_metrics(&combined, y, t),
             models: MEMBERS
@@ -112,7 +111,7 @@ impl ModelEvaluator {
                 .zip(&members)
                 .map(|(ty, p)| (*ty, binary_metrics(p, y, t)))
                 .collect(),
-        }
+        })
     }
 
     /// Stratified k-fold cross-validation of the whole training recipe: each fold trains on

@@ -191,7 +191,7 @@ impl Attribute {
         }
     }
 
-    fn value<'a>(&self, signal: &'a ThreatSignal) -> Option<&'a str> {
+    pub(crate) fn value<'a>(&self, signal: &'a ThreatSignal) -> Option<&'a str> {
         match self {
             Attribute::Protocol => signal.protocol.as_deref(),
             Attribute::Map(key) => signal.categorical.get(key).map(String::as_str),
@@ -709,7 +709,7 @@ fn check_signal(signal: &ThreatSignal) -> Result<()> {
     Ok(())
 }
 
-fn derived_value(d: Derived, s: &ThreatSignal) -> f64 {
+pub(crate) fn derived_value(d: Derived, s: &ThreatSignal) -> f64 {
     let flag = |b: bool| f64::from(u8::from(b));
     match d {
         Derived::Duration => s.duration_seconds,

@@ -21,6 +21,7 @@ mod forest;
 mod ingest;
 mod metrics;
 mod mlp;
+mod novelty;
 mod pipeline;
 mod train;
 
@@ -37,6 +38,7 @@ pub use ingest::{
 };
 pub use metrics::{binary_metrics, log_loss, roc_auc};
 pub use mlp::{Mlp, MlpConfig, train_mlp};
+pub use novelty::{NoveltyConfig, NoveltyDetector};
 pub use pipeline::{
     Balance, CleanIssue, CleanReport, DataPipeline, LabeledExample, SplitConfig, Splits,
     oversample, oversample_indices, sample_weights, stratified_folds,

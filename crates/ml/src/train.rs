@@ -17,6 +17,7 @@ use crate::evaluate::ModelEvaluator;
 use crate::features::{FeatureConfig, FeatureEngineer};
 use crate::forest::{ForestConfig, train_forest};
 use crate::mlp::{MlpConfig, train_mlp};
+use crate::novelty::{NoveltyConfig, NoveltyDetector};
 use crate::pipeline::{
     Balance, CleanReport, DataPipeline, LabeledExample, SplitConfig, oversample_indices,
     sample_weights,
@@ -32,6 +33,8 @@ pub struct TrainConfig {
     pub forest: ForestConfig,
     pub xgboost: BoostConfig,
     pub mlp: MlpConfig,
+    /// The novelty member fitted on benign training rows (docs/ml.md).
+    pub novelty: NoveltyConfig,
     /// Ensemble probability from which a signal counts as a threat. Below 0.5 on purpose:
     /// attacks of families absent from training get lower probabilities than known ones, and
     /// this threshold was chosen on held-out attack families (docs/ml.md).
@@ -47,6 +50,7 @@ impl Default for TrainConfig {
             forest: ForestConfig::default(),
             xgboost: BoostConfig::default(),
             mlp: MlpConfig::default(),
+            novelty: NoveltyConfig::default(),
             decision_threshold: 0.1,
         }
     }
@@ -71,7 +75,7 @@ pub struct TrainReport {
     pub validation_rows: usize,
     pub test_rows: usize,
     /// Wall-clock seconds per step (`features`, `random_forest`, `xgboost`, `neural_network`,
-    /// `ensemble`).
+    /// `novelty`, `ensemble`).
     pub seconds: BTreeMap<String, f64>,
 }
 
@@ -219,6 +223,14 @@ pub fn fit_ensemble(
         .zip(xgboost.importances())
         .map(|(a, b)| (a + b) / 2.0)
         .collect();
+    let novelty = if config.novelty.enabled {
+        let t = Instant::now();
+        let detector = NoveltyDetector::fit(&spec, train, validation, config.novelty)?;
+        seconds.insert("novelty".into(), t.elapsed().as_secs_f64());
+        Some(detector)
+    } else {
+        None
+    };
     let ensemble = Ensemble {
         spec,
         forest,
@@ -228,6 +240,7 @@ pub fn fit_ensemble(
         weights,
         decision_threshold: config.decision_threshold,
         importances,
+        novelty,
     };
     seconds.insert("ensemble".into(), t.elapsed().as_secs_f64());
     seconds.insert("total".into(), started.elapsed().as_secs_f64());

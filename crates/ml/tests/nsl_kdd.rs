@@ -204,3 +204,52 @@ fn model_versions_cover_every_member_and_the_ensemble() {
     );
     assert_eq!(versions[3].id, artifact.metadata.model_version_id);
 }
+
+#[test]
+fn novelty_member_flags_content_far_outside_benign_traffic() {
+    let artifact = trained();
+    let novelty = artifact
+        .ensemble
+        .novelty
+        .as_ref()
+        .expect("trained by default");
+    let benign = examples()
+        .iter()
+        .filter(|e| !e.label)
+        .find(|e| novelty.score(&e.signal) == 0.0)
+        .expect("most benign rows are unremarkable");
+    let before = artifact.score(&benign.signal).unwrap();
+    assert!(!before.is_threat, "{before:?}");
+
+    let mut odd = benign.signal.clone();
+    odd.numeric.insert("num_failed_logins".into(), 5.0);
+    odd.numeric.insert("hot".into(), 500.0);
+    odd.numeric.insert("num_compromised".into(), 50_000.0);
+    let after = artifact.score(&odd).unwrap();
+    assert!(
+        after.novelty >= artifact.ensemble.decision_threshold,
+        "{after:?}"
+    );
+    assert!(after.is_threat, "{after:?}");
+}
+
+#[test]
+fn artifacts_without_a_novelty_member_still_load_and_score_as_before() {
+    let artifact = trained();
+    let mut payload = serde_json::to_value(artifact).unwrap();
+    payload["ensemble"]
+        .as_object_mut()
+        .unwrap()
+        .remove("novelty")
+        .expect("written by this build");
+    let older: ModelArtifact = serde_json::from_value(payload).unwrap();
+    assert!(older.ensemble.novelty.is_none());
+    let loaded = ModelArtifact::from_bytes(&older.to_bytes().unwrap()).unwrap();
+    for example in examples().iter().step_by(211) {
+        let with = artifact.score(&example.signal).unwrap();
+        let without = loaded.score(&example.signal).unwrap();
+        assert_eq!(without.novelty, 0.0);
+        assert_eq!(with.members, without.members);
+        assert!(with.probability >= without.probability);
+    }
+}
