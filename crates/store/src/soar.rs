@@ -380,8 +380,10 @@ impl<'a> Incidents<'a> {
             event_id,
             action_ids: &[],
         };
-        let mut conn = self.pool.acquire().await?;
-        let mut attached = open_or_attach_many(&mut conn, &[event]).await?;
+        // The incident and its timeline entry land together.
+        let mut tx = self.pool.begin().await?;
+        let mut attached = open_or_attach_many(&mut tx, &[event]).await?;
+        tx.commit().await?;
         attached
             .pop()
             .ok_or_else(|| Error::Database(sqlx::Error::Protocol("no incident came back".into())))

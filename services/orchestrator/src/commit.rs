@@ -170,31 +170,26 @@ async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Re
         .iter()
         .map(|r| r.actions.iter().map(|a| a.id.clone()).collect())
         .collect();
-    let with_incident: Vec<usize> = (0..records.len())
-        .filter(|&i| records[i].incident.is_some())
-        .collect();
-    let events: Vec<IncidentEvent<'_>> = with_incident
+    // The records that open or join an incident, with the event each puts on a timeline.
+    let (with_incident, events): (Vec<usize>, Vec<IncidentEvent<'_>>) = records
         .iter()
-        .filter_map(|&i| {
-            let request = records[i].incident.as_ref()?;
-            Some(IncidentEvent {
+        .enumerate()
+        .filter_map(|(i, record)| {
+            let request = record.incident.as_ref()?;
+            let event = IncidentEvent {
                 threat_key: &request.threat_key,
                 title: &request.title,
                 severity: request.severity,
-                event_id: &records[i].workflow.event_id,
+                event_id: &record.workflow.event_id,
                 action_ids: &action_ids[i],
-            })
+            };
+            Some((i, event))
         })
-        .collect();
+        .unzip();
     let attachments = batch.open_or_attach_incidents(&events).await?;
-    drop(events);
     for (i, attachment) in with_incident.into_iter().zip(attachments) {
         let record = &mut records[i];
-        let key = record
-            .incident
-            .as_ref()
-            .map(|r| r.threat_key.clone())
-            .unwrap_or_default();
+        let key = record.incident.as_ref().map(|r| r.threat_key.as_str());
         record.results.incident = json!({
             "incident_id": attachment.incident_id,
             "threat_key": key,
