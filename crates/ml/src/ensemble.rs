@@ -205,7 +205,7 @@ impl Ensemble {
             return bad("ensemble weights or threshold out of range");
         }
         if let Some(novelty) = &self.novelty {
-            novelty.check()?;
+            novelty.check(&self.spec)?;
         }
         Ok(())
     }
@@ -219,7 +219,8 @@ impl Ensemble {
         ]
     }
 
-    /// Scores a signal given its feature vector (the novelty member reads the signal itself).
+    /// Scores a signal given its feature vector `x`, computed from that signal by
+    /// `self.spec` (the novelty member also reads the signal itself).
     pub fn score_features(&self, signal: &ThreatSignal, x: &[f32]) -> Score {
         let raw = self.raw_probabilities(x);
         let members = [0, 1, 2].map(|i| self.calibration[i].apply(raw[i]));
@@ -230,10 +231,9 @@ impl Ensemble {
             .map(|(p, w)| p * w)
             .sum::<f64>()
             / total;
-        let novelty = self
-            .novelty
-            .as_ref()
-            .map_or(0.0, |n| n.probability(signal, self.decision_threshold));
+        let novelty = self.novelty.as_ref().map_or(0.0, |n| {
+            n.probability_of_checked(&self.spec, signal, self.decision_threshold)
+        });
         self.score_from(supervised.max(novelty), members, novelty)
     }
 

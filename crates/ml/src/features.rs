@@ -532,6 +532,52 @@ impl FeatureSpec {
         Ok(())
     }
 
+    /// The base columns of `signal` as the novelty member's benign prototypes see them:
+    /// numeric columns log-transformed and standardised as in [`FeatureSpec::transform`],
+    /// categorical indicators left at 0 / 1 (standardised, a rare level would weigh more than
+    /// a common one), constant columns 0. No selection, no interactions.
+    pub fn base_space(&self, signal: &ThreatSignal) -> Result<Vec<f32>> {
+        check_signal(signal)?;
+        Ok(self.base_space_of_checked(signal))
+    }
+
+    /// [`FeatureSpec::base_space`] of a signal that already passed the spec's checks (its
+    /// feature vector was computed).
+    pub(crate) fn base_space_of_checked(&self, signal: &ThreatSignal) -> Vec<f32> {
+        let mut raw = Vec::with_capacity(self.base.len());
+        self.raw_base_values(signal, &mut raw);
+        let clip = self.config.clip;
+        raw.iter()
+            .zip(&self.base)
+            .map(|(&v, column)| match column.source {
+                Source::OneHot { .. } | Source::Hashed { .. } => v as f32,
+                _ if column.std > 0.0 => {
+                    let x = if column.log { v.max(0.0).ln_1p() } else { v };
+                    standardise(x, column.mean, column.std, clip) as f32
+                }
+                _ => 0.0,
+            })
+            .collect()
+    }
+
+    /// [`FeatureSpec::base_space`] of many signals.
+    pub fn base_space_all<'a>(
+        &self,
+        signals: impl IntoIterator<Item = &'a ThreatSignal>,
+    ) -> Result<Matrix> {
+        let mut data = Vec::new();
+        let mut rows = 0;
+        for signal in signals {
+            data.extend(self.base_space(signal)?);
+            rows += 1;
+        }
+        Ok(Matrix {
+            rows,
+            cols: self.base.len(),
+            data,
+        })
+    }
+
     /// Feature vectors of many signals.
     pub fn transform_all<'a>(
         &self,

@@ -23,6 +23,7 @@ mod metrics;
 mod mlp;
 mod novelty;
 mod pipeline;
+mod prototypes;
 mod train;
 
 pub use artifact::{ARTIFACT_FORMAT_VERSION, ARTIFACT_MAGIC, ArtifactMetadata, ModelArtifact};
@@ -43,6 +44,7 @@ pub use pipeline::{
     Balance, CleanIssue, CleanReport, DataPipeline, LabeledExample, SplitConfig, Splits,
     oversample, oversample_indices, sample_weights, stratified_folds,
 };
+pub use prototypes::Prototypes;
 pub use train::{TrainConfig, TrainReport, fit_ensemble, train_ensemble};
 
 /// Receives progress of long steps (tree building, boosting rounds, epochs); the CLI draws

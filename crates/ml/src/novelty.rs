@@ -21,6 +21,7 @@ use vigil_domain::ThreatSignal;
 use crate::error::{Error, Result};
 use crate::features::{Attribute, Derived, FeatureSpec, Source, derived_value};
 use crate::pipeline::LabeledExample;
+use crate::prototypes::Prototypes;
 
 /// Knobs of the novelty member.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,13 @@ pub struct NoveltyConfig {
     /// The cutoff is never below this score (nats), so a member calibrated on few benign rows
     /// does not flag every mildly unusual one.
     pub min_cutoff: f64,
+    /// Benign prototypes (k-means centroids of benign feature vectors) whose distance joins
+    /// the tails' score; 0 leaves them out.
+    pub prototypes: usize,
+    /// Lloyd iterations when fitting the prototypes.
+    pub prototype_iterations: usize,
+    /// The prototypes are fitted on at most this many benign training rows (evenly spaced).
+    pub prototype_rows: usize,
 }
 
 impl Default for NoveltyConfig {
@@ -48,6 +56,9 @@ impl Default for NoveltyConfig {
             false_positive_budget: 0.005,
             min_context_rows: 1000,
             min_cutoff: 1.0,
+            prototypes: 512,
+            prototype_iterations: 8,
+            prototype_rows: 20_000,
         }
     }
 }
@@ -211,6 +222,13 @@ pub struct NoveltyDetector {
     /// Score (nats) from which a signal is flagged: the member's probability equals the
     /// ensemble's decision threshold here.
     pub cutoff: f64,
+    /// Benign prototypes in the feature space (absent in artifacts made before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prototypes: Option<Prototypes>,
+    /// Nats per unit of distance to the nearest prototype: the tails' own cutoff divided by
+    /// the distance that flags the same share of validation benign rows.
+    #[serde(default)]
+    pub distance_scale: f64,
 }
 
 impl NoveltyDetector {
@@ -295,19 +313,100 @@ impl NoveltyDetector {
             global,
             groups,
             cutoff: f64::INFINITY,
+            prototypes: None,
+            distance_scale: 0.0,
         };
-        let mut scores: Vec<f64> = validation
+        let validation_benign: Vec<&ThreatSignal> = validation
             .iter()
             .filter(|e| !e.label)
-            .map(|e| detector.score(&e.signal))
+            .map(|e| &e.signal)
+            .collect();
+        let mut tail_scores: Vec<f64> = validation_benign
+            .iter()
+            .map(|s| detector.tail_score(s))
+            .collect();
+        let tail_cutoff = cutoff_for(
+            &mut tail_scores,
+            config.false_positive_budget,
+            config.min_cutoff,
+        );
+        detector.cutoff = tail_cutoff;
+        if config.prototypes == 0 || validation_benign.is_empty() {
+            return Ok(detector);
+        }
+
+        // Prototypes of evenly spaced benign training rows; their distance is put in nats so
+        // that the distance flagging the budget's share of validation benign rows counts as
+        // much as the tails' cutoff, and one cutoff is then set on the larger of the two.
+        let step = benign.len().div_ceil(config.prototype_rows.max(1)).max(1);
+        let sample = spec.base_space_all(benign.iter().step_by(step).copied())?;
+        let prototypes = Prototypes::fit(
+            &sample,
+            config.prototypes,
+            config.prototype_iterations,
+            0x5eed,
+        )?;
+        let vx = spec.base_space_all(validation_benign.iter().copied())?;
+        let mut distances: Vec<f64> = (0..vx.rows)
+            .map(|r| prototypes.distance(vx.row(r)))
+            .collect();
+        // At least one standard deviation: benign traffic so regular that every validation
+        // row sits on a prototype would otherwise flag any value never seen exactly.
+        let distance_cutoff = cutoff_for(&mut distances, config.false_positive_budget, 1.0);
+        detector.distance_scale = tail_cutoff / distance_cutoff;
+        detector.prototypes = Some(prototypes);
+        let mut scores: Vec<f64> = validation_benign
+            .iter()
+            .zip(0..vx.rows)
+            .map(|(s, r)| detector.score_in(s, vx.row(r)))
             .collect();
         detector.cutoff = cutoff_for(&mut scores, config.false_positive_budget, config.min_cutoff);
         Ok(detector)
     }
 
-    /// Novelty score in nats: per input, the largest rarity over the contexts that apply,
+    /// Novelty score in nats: the larger of the tails' score and the scaled distance from
+    /// the signal's base columns ([`FeatureSpec::base_space`]) to the nearest benign
+    /// prototype.
+    pub fn score(&self, spec: &FeatureSpec, signal: &ThreatSignal) -> Result<f64> {
+        match &self.prototypes {
+            Some(_) => Ok(self.score_in(signal, &spec.base_space(signal)?)),
+            None => Ok(self.tail_score(signal)),
+        }
+    }
+
+    /// [`NoveltyDetector::probability`] of a signal whose feature vector was computed (so it
+    /// passed the spec's checks): the ensemble's hot path.
+    pub(crate) fn probability_of_checked(
+        &self,
+        spec: &FeatureSpec,
+        signal: &ThreatSignal,
+        decision_threshold: f64,
+    ) -> f64 {
+        let score = match &self.prototypes {
+            Some(_) => self.score_in(signal, &spec.base_space_of_checked(signal)),
+            None => self.tail_score(signal),
+        };
+        self.probability_of_score(score, decision_threshold)
+    }
+
+    fn probability_of_score(&self, score: f64, decision_threshold: f64) -> f64 {
+        let t = decision_threshold.clamp(1e-6, 1.0 - 1e-6);
+        let z = (t / (1.0 - t)).ln() + score - self.cutoff;
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// [`NoveltyDetector::score`] given the base columns already computed.
+    fn score_in(&self, signal: &ThreatSignal, base: &[f32]) -> f64 {
+        let tails = self.tail_score(signal);
+        match &self.prototypes {
+            Some(p) => tails.max(self.distance_scale * p.distance(base)),
+            None => tails,
+        }
+    }
+
+    /// The tails' score in nats: per input, the largest rarity over the contexts that apply,
     /// summed. 0 for a signal whose every value lies inside the benign bulk.
-    pub fn score(&self, signal: &ThreatSignal) -> f64 {
+    pub fn tail_score(&self, signal: &ThreatSignal) -> f64 {
         let tail = self.config.tail;
         let profiles: Vec<&Profile> = std::iter::once(&self.global)
             .chain(self.groups.iter().filter_map(|g| {
@@ -331,14 +430,25 @@ impl NoveltyDetector {
 
     /// The member's probability: the ensemble's decision threshold at the cutoff, one nat of
     /// score per unit of log-odds around it.
-    pub fn probability(&self, signal: &ThreatSignal, decision_threshold: f64) -> f64 {
-        let t = decision_threshold.clamp(1e-6, 1.0 - 1e-6);
-        let z = (t / (1.0 - t)).ln() + self.score(signal) - self.cutoff;
-        1.0 / (1.0 + (-z).exp())
+    pub fn probability(
+        &self,
+        spec: &FeatureSpec,
+        signal: &ThreatSignal,
+        decision_threshold: f64,
+    ) -> Result<f64> {
+        Ok(self.probability_of_score(self.score(spec, signal)?, decision_threshold))
     }
 
-    /// Checks the shape of a loaded member.
-    pub fn check(&self) -> Result<()> {
+    /// Checks the shape of a loaded member against the spec's base columns.
+    pub fn check(&self, spec: &FeatureSpec) -> Result<()> {
+        if let Some(p) = &self.prototypes {
+            p.check(spec.base.len())?;
+            if !(self.distance_scale.is_finite() && self.distance_scale > 0.0) {
+                return Err(Error::CorruptArtifact(
+                    "novelty member: distance scale out of range".to_string(),
+                ));
+            }
+        }
         let n = self.inputs.len();
         let fits = |p: &Profile| p.tails.len() == n;
         let groups_ok = self
@@ -376,27 +486,38 @@ mod tests {
     use crate::features::FeatureEngineer;
     use chrono::{DateTime, Utc};
 
-    /// Benign rows: small byte counts varying smoothly, an occasional failed login, two
-    /// services; attacks: huge connection counts.
+    /// Benign rows: byte counts that grow with the connection count, an occasional failed
+    /// login, two services; attacks: huge connection counts.
     fn example(i: usize) -> LabeledExample {
         let attack = i.is_multiple_of(4);
         let mut s = ThreatSignal::new("x", 0.5, DateTime::<Utc>::UNIX_EPOCH);
         s.protocol = Some("tcp".into());
         let service = if i.is_multiple_of(3) { "http" } else { "ftp" };
         s.categorical.insert("service".into(), service.into());
-        s.bytes = 200 + (i as u64 * 7919) % 800;
+        let count = i % 10;
+        s.bytes = 200 + count as u64 * 80 + (i as u64 * 7919) % 20;
         s.numeric
-            .insert("count".into(), if attack { 500.0 } else { (i % 10) as f64 });
+            .insert("count".into(), if attack { 500.0 } else { count as f64 });
         let failed = if !attack && i % 500 == 1 { 1.0 } else { 0.0 };
         s.numeric.insert("failed_logins".into(), failed);
         LabeledExample::new(s, attack, "test")
     }
 
-    fn fitted() -> NoveltyDetector {
+    fn fitted() -> (NoveltyDetector, FeatureSpec) {
         let train: Vec<LabeledExample> = (0..8000).map(example).collect();
         let validation: Vec<LabeledExample> = (8000..12000).map(example).collect();
         let spec = FeatureEngineer::default().fit(&train).unwrap();
-        NoveltyDetector::fit(&spec, &train, &validation, NoveltyConfig::default()).unwrap()
+        let detector =
+            NoveltyDetector::fit(&spec, &train, &validation, NoveltyConfig::default()).unwrap();
+        (detector, spec)
+    }
+
+    /// Score and probability at threshold 0.1 of a signal.
+    fn judge(detector: &NoveltyDetector, spec: &FeatureSpec, s: &ThreatSignal) -> (f64, f64) {
+        (
+            detector.score(spec, s).unwrap(),
+            detector.probability(spec, s, 0.1).unwrap(),
+        )
     }
 
     #[test]
@@ -414,34 +535,86 @@ mod tests {
 
     #[test]
     fn flags_an_obviously_anomalous_row_and_not_a_typical_benign_one() {
-        let detector = fitted();
+        let (detector, spec) = fitted();
         assert!(detector.cutoff >= detector.config.min_cutoff);
         let typical = example(8001).signal;
         assert!(!example(8001).label);
-        assert_eq!(detector.score(&typical), 0.0);
-        assert!(detector.probability(&typical, 0.1) < 0.1);
+        assert_eq!(detector.tail_score(&typical), 0.0);
+        let (score, probability) = judge(&detector, &spec, &typical);
+        assert!(score < detector.cutoff, "{score} >= {}", detector.cutoff);
+        assert!(probability < 0.1);
 
         let mut odd = typical.clone();
         odd.bytes = 5_000_000;
         odd.numeric.insert("failed_logins".into(), 4.0);
-        let score = detector.score(&odd);
+        let (score, probability) = judge(&detector, &spec, &odd);
         assert!(score > detector.cutoff, "{score} <= {}", detector.cutoff);
-        assert!(detector.probability(&odd, 0.1) > 0.1);
+        assert!(probability > 0.1);
+    }
+
+    #[test]
+    fn prototypes_flag_a_combination_no_single_value_gives_away() {
+        let (detector, spec) = fitted();
+        assert!(detector.prototypes.is_some());
+        // Benign bytes grow with the connection count: 920 bytes on a first connection is
+        // inside the benign range of both attributes, but no benign row looks like it.
+        let mut odd = example(8001).signal;
+        odd.numeric.insert("count".into(), 0.0);
+        odd.bytes = 920;
+        assert_eq!(
+            detector.tail_score(&odd),
+            0.0,
+            "each value alone is ordinary"
+        );
+        let (score, probability) = judge(&detector, &spec, &odd);
+        assert!(score > detector.cutoff, "{score} <= {}", detector.cutoff);
+        assert!(probability > 0.1);
+
+        let without = NoveltyConfig {
+            prototypes: 0,
+            ..NoveltyConfig::default()
+        };
+        let train: Vec<LabeledExample> = (0..8000).map(example).collect();
+        let validation: Vec<LabeledExample> = (8000..12000).map(example).collect();
+        let tails_only = NoveltyDetector::fit(&spec, &train, &validation, without).unwrap();
+        let (score, _) = judge(&tails_only, &spec, &odd);
+        assert!(score < tails_only.cutoff, "tails alone miss it");
     }
 
     #[test]
     fn deterministic_and_identical_after_save_and_load() {
-        let a = fitted();
-        let b = fitted();
+        let (a, spec) = fitted();
+        let (b, _) = fitted();
         assert_eq!(a, b);
         let json = serde_json::to_string(&a).unwrap();
         let loaded: NoveltyDetector = serde_json::from_str(&json).unwrap();
         assert_eq!(loaded, a);
-        loaded.check().unwrap();
+        loaded.check(&spec).unwrap();
+        let mut other = loaded.clone();
+        other.prototypes.as_mut().unwrap().dim += 1;
+        assert!(other.check(&spec).is_err());
         for i in 12000..12400 {
             let s = example(i).signal;
-            assert_eq!(a.score(&s).to_bits(), loaded.score(&s).to_bits());
+            let (a, b) = (
+                a.score(&spec, &s).unwrap(),
+                loaded.score(&spec, &s).unwrap(),
+            );
+            assert_eq!(a.to_bits(), b.to_bits());
         }
+    }
+
+    #[test]
+    fn a_member_saved_before_prototypes_existed_still_loads() {
+        let (a, spec) = fitted();
+        let mut json = serde_json::to_value(&a).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("prototypes");
+        object.remove("distance_scale");
+        let old: NoveltyDetector = serde_json::from_value(json).unwrap();
+        assert!(old.prototypes.is_none());
+        old.check(&spec).unwrap();
+        let s = example(12001).signal;
+        assert_eq!(old.score(&spec, &s).unwrap(), old.tail_score(&s));
     }
 
     #[test]

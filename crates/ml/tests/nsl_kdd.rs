@@ -216,7 +216,7 @@ fn novelty_member_flags_content_far_outside_benign_traffic() {
     let benign = examples()
         .iter()
         .filter(|e| !e.label)
-        .find(|e| novelty.score(&e.signal) == 0.0)
+        .find(|e| novelty.tail_score(&e.signal) == 0.0)
         .expect("most benign rows are unremarkable");
     let before = artifact.score(&benign.signal).unwrap();
     assert!(!before.is_threat, "{before:?}");
@@ -231,6 +231,34 @@ fn novelty_member_flags_content_far_outside_benign_traffic() {
         "{after:?}"
     );
     assert!(after.is_threat, "{after:?}");
+}
+
+#[test]
+fn novelty_member_flags_password_guessing_that_no_single_attribute_gives_away() {
+    // One failed telnet login, reset by the client: each value is ordinary in benign telnet
+    // traffic, the combination is not. The member is fitted on benign rows only, so this
+    // owes nothing to the guess_passwd rows among the training labels.
+    let artifact = trained();
+    let novelty = artifact.ensemble.novelty.as_ref().unwrap();
+    assert!(novelty.prototypes.is_some(), "prototypes are on by default");
+    let guesses: Vec<&LabeledExample> = examples()
+        .iter()
+        .filter(|e| e.class_name.as_deref() == Some("guess_passwd"))
+        .collect();
+    assert_eq!(guesses.len(), 10);
+    let threshold = artifact.ensemble.decision_threshold;
+    let mut flagged = 0;
+    let mut by_tails = 0;
+    for e in &guesses {
+        let score = artifact.score(&e.signal).unwrap();
+        flagged += usize::from(score.novelty >= threshold);
+        by_tails += usize::from(novelty.tail_score(&e.signal) >= novelty.cutoff);
+    }
+    assert!(flagged >= 8, "novelty flagged {flagged} of 10");
+    assert!(
+        by_tails < flagged,
+        "tails alone flag {by_tails}, with prototypes {flagged}"
+    );
 }
 
 #[test]
