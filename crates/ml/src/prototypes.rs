@@ -88,6 +88,18 @@ impl Prototypes {
                 }
             }
         }
+        // Largest clusters first: most signals are nearest to one of them, and
+        // `distance` can then stop early on the others.
+        let assignment = prototypes.assign(x);
+        let mut sizes = vec![0_usize; prototypes.len()];
+        assignment.iter().for_each(|&c| sizes[c] += 1);
+        let mut order: Vec<usize> = (0..prototypes.len()).collect();
+        order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+        let dim = prototypes.dim;
+        prototypes.centroids = order
+            .iter()
+            .flat_map(|&c| prototypes.centroids[c * dim..(c + 1) * dim].to_vec())
+            .collect();
         Ok(prototypes)
     }
 
@@ -105,7 +117,7 @@ impl Prototypes {
     pub fn distance(&self, x: &[f32]) -> f64 {
         let mut best = f32::INFINITY;
         for centroid in self.centroids.chunks_exact(self.dim) {
-            best = best.min(squared_distance(x, centroid));
+            best = best.min(squared_distance_below(x, centroid, best));
         }
         f64::from(best).sqrt()
     }
@@ -157,6 +169,20 @@ fn par_rows<T: Send>(out: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
             });
         }
     });
+}
+
+/// [`squared_distance`], or any value not below `bound` as soon as the partial sum reaches
+/// it (checked every 32 dimensions, so the lanes still vectorise).
+fn squared_distance_below(a: &[f32], b: &[f32], bound: f32) -> f32 {
+    const BLOCK: usize = 32;
+    let mut total = 0.0;
+    for (x, y) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        total += squared_distance(x, y);
+        if total >= bound {
+            return total;
+        }
+    }
+    total
 }
 
 /// Squared Euclidean distance, summed in eight independent lanes so that the compiler can

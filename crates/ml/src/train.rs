@@ -178,12 +178,19 @@ pub fn fit_ensemble(
     seconds.insert("features".into(), started.elapsed().as_secs_f64());
 
     // XGBoost runs on its own thread (one OpenMP thread by default) while the forest and then
-    // the network use the rest: on a small machine this hides most of the boosting time.
-    let (forest, xgboost, mlp) = std::thread::scope(|scope| -> Result<_> {
+    // the network use the rest: on a small machine this hides most of the boosting time. The
+    // novelty member, which needs none of the three, is fitted on that thread afterwards.
+    let (forest, xgboost, mlp, novelty) = std::thread::scope(|scope| -> Result<_> {
         let boosting = scope.spawn(|| {
             let t = Instant::now();
             let model = train_xgboost(&x, &y, &w, &config.xgboost, progress);
-            (model, t.elapsed().as_secs_f64())
+            let boost_seconds = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let novelty = config
+                .novelty
+                .enabled
+                .then(|| NoveltyDetector::fit(&spec, train, validation, config.novelty));
+            (model, boost_seconds, novelty, t.elapsed().as_secs_f64())
         });
         let t = Instant::now();
         let forest = train_forest(&x, &y, &w, &config.forest, progress);
@@ -194,15 +201,18 @@ pub fn fit_ensemble(
             Err(_) => None,
         };
         let mlp_seconds = t.elapsed().as_secs_f64();
-        let (xgboost, xgboost_seconds) = boosting
+        let (xgboost, xgboost_seconds, novelty, novelty_seconds) = boosting
             .join()
             .map_err(|_| Error::Training("the xgboost training thread panicked".to_string()))?;
         seconds.insert("random_forest".into(), forest_seconds);
         seconds.insert("xgboost".into(), xgboost_seconds);
         seconds.insert("neural_network".into(), mlp_seconds);
+        if novelty.is_some() {
+            seconds.insert("novelty".into(), novelty_seconds);
+        }
         let forest = forest?;
         let mlp = mlp.expect("trained whenever the forest succeeded, checked above")?;
-        Ok((forest, xgboost?, mlp))
+        Ok((forest, xgboost?, mlp, novelty.transpose()?))
     })?;
 
     let t = Instant::now();
@@ -223,14 +233,6 @@ pub fn fit_ensemble(
         .zip(xgboost.importances())
         .map(|(a, b)| (a + b) / 2.0)
         .collect();
-    let novelty = if config.novelty.enabled {
-        let t = Instant::now();
-        let detector = NoveltyDetector::fit(&spec, train, validation, config.novelty)?;
-        seconds.insert("novelty".into(), t.elapsed().as_secs_f64());
-        Some(detector)
-    } else {
-        None
-    };
     let ensemble = Ensemble {
         spec,
         forest,
