@@ -213,11 +213,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     let seconds = |k: &str| report.seconds.get(k).copied().unwrap_or_default();
     println!(
-        "training time: features {:.1}s, random forest {:.1}s, xgboost {:.1}s, neural network {:.1}s, total {:.1}s",
+        "training time: features {:.1}s, random forest {:.1}s, xgboost {:.1}s, neural network {:.1}s, novelty {:.1}s (beside xgboost), total {:.1}s",
         seconds("features"),
         seconds("random_forest"),
         seconds("xgboost"),
         seconds("neural_network"),
+        seconds("novelty"),
         seconds("total")
     );
     println!(
