@@ -734,7 +734,7 @@ fn fit_encodings(examples: &[LabeledExample], config: &FeatureConfig) -> Vec<Cat
         .collect()
 }
 
-fn check_signal(signal: &ThreatSignal) -> Result<()> {
+pub(crate) fn check_signal(signal: &ThreatSignal) -> Result<()> {
     if !signal.duration_seconds.is_finite() {
         return Err(Error::InvalidSignal(format!(
             "duration_seconds is {}",

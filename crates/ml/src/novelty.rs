@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use vigil_domain::ThreatSignal;
 
 use crate::error::{Error, Result};
-use crate::features::{Attribute, Derived, FeatureSpec, Source, derived_value};
+use crate::features::{Attribute, Derived, FeatureSpec, Source, check_signal, derived_value};
 use crate::pipeline::LabeledExample;
 use crate::prototypes::Prototypes;
 
@@ -39,8 +39,8 @@ pub struct NoveltyConfig {
     /// The cutoff is never below this score (nats), so a member calibrated on few benign rows
     /// does not flag every mildly unusual one.
     pub min_cutoff: f64,
-    /// Benign prototypes (k-means centroids of benign feature vectors) whose distance joins
-    /// the tails' score; 0 leaves them out.
+    /// Number of benign prototypes (k-means centroids of benign rows' base columns) whose
+    /// distance joins the tails' score; 0 leaves them out.
     pub prototypes: usize,
     /// Lloyd iterations when fitting the prototypes.
     pub prototype_iterations: usize,
@@ -222,7 +222,8 @@ pub struct NoveltyDetector {
     /// Score (nats) from which a signal is flagged: the member's probability equals the
     /// ensemble's decision threshold here.
     pub cutoff: f64,
-    /// Benign prototypes in the feature space (absent in artifacts made before they existed).
+    /// Benign prototypes in the spec's base columns (absent in artifacts made before they
+    /// existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prototypes: Option<Prototypes>,
     /// Nats per unit of distance to the nearest prototype: the tails' own cutoff divided by
@@ -368,9 +369,15 @@ impl NoveltyDetector {
     /// the signal's base columns ([`FeatureSpec::base_space`]) to the nearest benign
     /// prototype.
     pub fn score(&self, spec: &FeatureSpec, signal: &ThreatSignal) -> Result<f64> {
+        check_signal(signal)?;
+        Ok(self.score_of_checked(spec, signal))
+    }
+
+    /// [`NoveltyDetector::score`] of a signal that passed the spec's checks.
+    fn score_of_checked(&self, spec: &FeatureSpec, signal: &ThreatSignal) -> f64 {
         match &self.prototypes {
-            Some(_) => Ok(self.score_in(signal, &spec.base_space(signal)?)),
-            None => Ok(self.tail_score(signal)),
+            Some(_) => self.score_in(signal, &spec.base_space_of_checked(signal)),
+            None => self.tail_score(signal),
         }
     }
 
@@ -382,11 +389,7 @@ impl NoveltyDetector {
         signal: &ThreatSignal,
         decision_threshold: f64,
     ) -> f64 {
-        let score = match &self.prototypes {
-            Some(_) => self.score_in(signal, &spec.base_space_of_checked(signal)),
-            None => self.tail_score(signal),
-        };
-        self.probability_of_score(score, decision_threshold)
+        self.probability_of_score(self.score_of_checked(spec, signal), decision_threshold)
     }
 
     fn probability_of_score(&self, score: f64, decision_threshold: f64) -> f64 {
