@@ -13,6 +13,7 @@
 mod batch;
 mod error;
 mod ids;
+mod lock;
 mod models;
 mod soar;
 mod store;
@@ -24,6 +25,7 @@ pub mod test_util;
 
 pub use batch::WorkflowBatch;
 pub use error::{Error, Result};
+pub use lock::ReplicaLock;
 pub use models::{
     ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,
 };

@@ -26,7 +26,9 @@ use vigil_runtime::ServiceContext;
 use vigil_store::Store;
 
 pub use import::{DatasetFormat, ImportReport, import_examples, read_dataset};
-pub use run::{ACTOR, ExampleCounts, RegisteredModel, RunOutcome, RunReport, Trainer, Trigger};
+pub use run::{
+    ACTOR, ExampleCounts, RUN_LOCK, RegisteredModel, RunOutcome, RunReport, Trainer, Trigger,
+};
 pub use schedule::Schedule;
 
 /// Why the trainer stopped, or could not do what was asked.
@@ -177,8 +179,17 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 }
             }
             () = tokio::time::sleep(until_schedule) => {
-                if next_fire.is_some() {
-                    trainer.run_once(Trigger::Schedule, &token).await;
+                if let Some(fired) = next_fire {
+                    // Replicas fire together; one that comes late must not train again what
+                    // another registered since this tick.
+                    match trainer.newest_ensemble_at().await {
+                        Ok(Some(registered)) if registered >= fired => {
+                            info!(%fired, %registered, "scheduled run already done by another replica");
+                        }
+                        _ => {
+                            trainer.run_once(Trigger::Schedule, &token).await;
+                        }
+                    }
                 }
             }
             _ = checks.tick() => {

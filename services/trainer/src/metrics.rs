@@ -8,6 +8,7 @@ use vigil_telemetry::Metrics;
 pub struct TrainerMetrics {
     pub runs_started: Counter,
     pub runs_failed: Counter,
+    pub runs_skipped: Counter,
     pub models_registered: Counter,
     pub promotions: Counter,
     pub promotions_refused: Counter,
@@ -27,6 +28,11 @@ impl TrainerMetrics {
             runs_failed: metrics.register(
                 "trainer_runs_failed",
                 "Training runs that ended in an error",
+                Counter::default(),
+            ),
+            runs_skipped: metrics.register(
+                "trainer_runs_skipped",
+                "Scheduled or threshold runs skipped: another replica was training",
                 Counter::default(),
             ),
             models_registered: metrics.register(

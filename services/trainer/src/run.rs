@@ -24,6 +24,13 @@ use crate::{Error, Result};
 /// Who the trainer's registry changes are recorded as.
 pub const ACTOR: &str = "trainer";
 
+/// The replica lock ([`vigil_store::ReplicaLock`]) a training run holds: one run at a time
+/// across every trainer replica on the same database.
+pub const RUN_LOCK: &str = "vigil-trainer.run";
+
+/// How often a requested run asks again for the lock while another replica trains.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What started a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -58,6 +65,9 @@ pub enum RunOutcome {
     Failed,
     /// Shutdown came while the models were training; nothing was registered.
     Abandoned,
+    /// Another trainer replica was running a training run, so this one did nothing (a
+    /// scheduled or threshold run; a requested run waits for the other one instead).
+    Skipped,
 }
 
 /// The examples a run used.
@@ -246,25 +256,67 @@ impl Trainer {
         &self.metrics
     }
 
-    /// Examples recorded since the last run started.
+    /// Examples recorded since the last run started here, or since the newest ensemble was
+    /// registered by any replica, whichever is later: examples another replica already
+    /// trained on do not start a second run.
     pub async fn new_examples(&self) -> Result<u64> {
-        let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
+        let own = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
+        let since = match self.newest_ensemble_at().await? {
+            Some(registered) => own.max(registered),
+            None => own,
+        };
         Ok(self.store.training().count_since(since).await?)
+    }
+
+    /// When the newest ensemble was registered, by this replica or another.
+    pub async fn newest_ensemble_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let newest = self.store.models().list(Some(ModelType::Ensemble)).await?;
+        Ok(newest.first().map(|r| r.created_at))
     }
 
     /// Runs once and reports; failures are in the report, never an `Err`. Cancelling `token`
     /// while the models train abandons the run (nothing is registered); once registration has
     /// begun the run completes, so the registry never holds half a run's promotions.
+    ///
+    /// One run at a time across replicas ([`RUN_LOCK`]): a scheduled or threshold run finds
+    /// another replica training and is skipped; a requested run waits for it.
     pub async fn run_once(&self, trigger: Trigger, token: &CancellationToken) -> RunReport {
-        let started_at = Utc::now();
         let clock = Instant::now();
-        *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = started_at;
+        let mut report = RunReport::new(trigger, Utc::now());
+        let lock = match self.run_lock(&report.trigger, token).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) if token.is_cancelled() => {
+                report.outcome = RunOutcome::Abandoned;
+                report.reason = "shut down while waiting for another replica's training run".into();
+                return report;
+            }
+            Ok(None) => {
+                report.outcome = RunOutcome::Skipped;
+                report.reason = "another trainer replica is running a training run".into();
+                self.metrics.runs_skipped.inc();
+                info!(run_id = %report.run_id, trigger = %report.trigger,
+                      "training run skipped: another replica is training");
+                return report;
+            }
+            Err(error) => {
+                report.outcome = RunOutcome::Failed;
+                report.reason = format!("cannot take the training run lock: {error}");
+                self.metrics.runs_failed.inc();
+                warn!(run_id = %report.run_id, reason = %report.reason, "training run failed");
+                return report;
+            }
+        };
+        report.started_at = Utc::now();
+        *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = report.started_at;
         self.metrics.runs_started.inc();
-        let mut report = RunReport::new(trigger, started_at);
         info!(run_id = %report.run_id, trigger = %report.trigger, "training run started");
         if let Err(error) = self.run_steps(&mut report, token).await {
             report.outcome = RunOutcome::Failed;
             report.reason = error.to_string();
+        }
+        if let Err(error) = lock.release().await {
+            // Its connection is closed instead, which frees the lock too.
+            warn!(%error, run_id = %report.run_id, "cannot release the training run lock");
         }
         report.duration_seconds = clock.elapsed().as_secs_f64();
         self.metrics
@@ -278,6 +330,7 @@ impl Trainer {
             RunOutcome::Abandoned => {
                 info!(run_id = %report.run_id, "training run abandoned at shutdown");
             }
+            RunOutcome::Skipped => {}
             RunOutcome::Promoted | RunOutcome::NotPromoted => info!(
                 run_id = %report.run_id,
                 outcome = ?report.outcome,
@@ -288,6 +341,32 @@ impl Trainer {
             ),
         }
         report
+    }
+
+    /// The run lock: at once or not at all for a scheduled or threshold run, waited for by a
+    /// requested one (`None` also when shutdown comes while waiting).
+    async fn run_lock(
+        &self,
+        trigger: &Trigger,
+        token: &CancellationToken,
+    ) -> Result<Option<vigil_store::ReplicaLock>> {
+        let mut waiting = false;
+        loop {
+            if let Some(lock) = self.store.try_lock(RUN_LOCK).await? {
+                return Ok(Some(lock));
+            }
+            if !matches!(trigger, Trigger::Request { .. }) {
+                return Ok(None);
+            }
+            if !waiting {
+                waiting = true;
+                info!(trigger = %trigger, "waiting for another replica's training run");
+            }
+            tokio::select! {
+                () = token.cancelled() => return Ok(None),
+                () = tokio::time::sleep(LOCK_RETRY) => {}
+            }
+        }
     }
 
     async fn run_steps(&self, report: &mut RunReport, token: &CancellationToken) -> Result<()> {

@@ -98,6 +98,90 @@ fn config(db: &TestDatabase, dir: &tempfile::TempDir, extra: &[String]) -> Confi
     config
 }
 
+/// The value of the trainer counter `name` in `/metrics`.
+fn counter(ctx: &ServiceContext, name: &str) -> u64 {
+    let metric = format!("vigil_trainer_{name}_total ");
+    ctx.metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&metric)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_replica_trains_at_a_time() {
+    let db = TestDatabase::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = vigil_trainer::read_dataset(&data_subset(&dir), DatasetFormat::NslKdd).unwrap();
+    vigil_trainer::import_examples(db.store(), &outcome.examples)
+        .await
+        .unwrap();
+    // Another replica's run, as far as this trainer can tell: the lock is taken.
+    let other_replica = db
+        .store()
+        .try_lock(vigil_trainer::RUN_LOCK)
+        .await
+        .unwrap()
+        .unwrap();
+    let config = config(
+        &db,
+        &dir,
+        &[
+            "trainer.min_new_examples=1".to_string(),
+            "trainer.check_interval_secs=1".to_string(),
+        ],
+    );
+    let subject = vigil_trainer::run_subject(&config.nats.prefix);
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(PATIENCE))
+        .connect(nats_url())
+        .await
+        .unwrap();
+    let (ctx, token, mut task) = start(config);
+    wait_ready(&ctx, &mut task).await;
+
+    // The threshold is met, but the other replica is training: the run is skipped.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while counter(&ctx, "runs_skipped") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no run was skipped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counter(&ctx, "runs_started"), 0);
+    assert!(db.store().models().list(None).await.unwrap().is_empty());
+
+    // A requested run waits for the other replica instead of giving up.
+    let requester = {
+        let client = client.clone();
+        tokio::spawn(async move { request(&client, &subject).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!requester.is_finished(), "the request did not wait");
+    assert_eq!(counter(&ctx, "runs_started"), 0);
+
+    other_replica.release().await.unwrap();
+    let report = requester.await.unwrap();
+    assert!(
+        matches!(
+            report.outcome,
+            RunOutcome::Promoted | RunOutcome::NotPromoted
+        ),
+        "{report:?}"
+    );
+    assert_eq!(report.registered.len(), 4);
+    token.cancel();
+    task.await.unwrap().unwrap();
+    remove_streams(&ctx.config).await;
+    // The request's run and at most the threshold run that may have taken the lock first,
+    // one after the other; never two at once (the lock would have refused the second).
+    let ensembles = db
+        .store()
+        .models()
+        .list(Some(ModelType::Ensemble))
+        .await
+        .unwrap();
+    assert!((1..=2).contains(&ensembles.len()), "{}", ensembles.len());
+}
+
 /// Deletes the test's prefixed streams, leaving the shared NATS server as it was.
 async fn remove_streams(config: &Config) {
     let bus = vigil_bus::Bus::connect(&config.nats, vigil_runtime::topology(config))
