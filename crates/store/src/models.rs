@@ -685,6 +685,19 @@ impl<'a> ModelRegistry<'a> {
         rows.into_iter().map(ModelRecord::try_from).collect()
     }
 
+    /// When the newest version of this type was registered (`None` before the first).
+    pub async fn newest_registered_at(
+        &self,
+        model_type: ModelType,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let at =
+            sqlx::query_scalar("SELECT max(created_at) FROM model_versions WHERE model_type = $1")
+                .bind(model_type.as_str())
+                .fetch_one(self.pool)
+                .await?;
+        Ok(at)
+    }
+
     /// The number the next version of this type will take (1 for the first). Only a hint:
     /// [`register`](Self::register) assigns the number itself.
     pub async fn next_version(&self, model_type: ModelType) -> Result<i32> {

@@ -253,9 +253,12 @@ async fn promote_to_active_keeps_one_active_version_per_type() -> anyhow::Result
     let pool = db.store().pool();
     let models = db.store().models();
     let t = ModelType::Ensemble;
+    assert_eq!(models.newest_registered_at(t).await?, None);
     let v1 = register(&models, t).await?;
     let v2 = register(&models, t).await?;
     let other = register(&models, ModelType::Xgboost).await?;
+    let newest = models.get(&v2).await?.map(|r| r.created_at);
+    assert_eq!(models.newest_registered_at(t).await?, newest);
 
     models.promote_to_active(&v1, "alice", "shadow run").await?;
     models

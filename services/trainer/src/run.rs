@@ -270,8 +270,11 @@ impl Trainer {
 
     /// When the newest ensemble was registered, by this replica or another.
     pub async fn newest_ensemble_at(&self) -> Result<Option<DateTime<Utc>>> {
-        let newest = self.store.models().list(Some(ModelType::Ensemble)).await?;
-        Ok(newest.first().map(|r| r.created_at))
+        Ok(self
+            .store
+            .models()
+            .newest_registered_at(ModelType::Ensemble)
+            .await?)
     }
 
     /// Runs once and reports; failures are in the report, never an `Err`. Cancelling `token`
