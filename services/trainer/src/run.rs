@@ -220,6 +220,8 @@ pub struct Trainer {
     metrics: TrainerMetrics,
     /// When the last run started: examples recorded after it count as new.
     watermark: Mutex<DateTime<Utc>>,
+    /// When this replica last registered an ensemble, to tell its own runs from others'.
+    registered_here: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Trainer {
@@ -244,6 +246,7 @@ impl Trainer {
             margin: settings.promotion_margin,
             metrics: TrainerMetrics::register(metrics),
             watermark: Mutex::new(watermark),
+            registered_here: Mutex::new(None),
         })
     }
 
@@ -256,14 +259,19 @@ impl Trainer {
         &self.metrics
     }
 
-    /// Examples recorded since the last run started here, or since the newest ensemble was
-    /// registered by any replica, whichever is later: examples another replica already
-    /// trained on do not start a second run.
+    /// Examples recorded since the last run started here or, when the newest ensemble was
+    /// registered by another replica, since that registration if it is later: examples
+    /// another replica already trained on do not start a second run. (Examples recorded
+    /// while that replica trained then count for neither; the next run still uses them.)
     pub async fn new_examples(&self) -> Result<u64> {
         let own = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = *self
+            .registered_here
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let since = match self.newest_ensemble_at().await? {
-            Some(registered) => own.max(registered),
-            None => own,
+            Some(newest) if Some(newest) != mine => own.max(newest),
+            _ => own,
         };
         Ok(self.store.training().count_since(since).await?)
     }
@@ -492,6 +500,12 @@ impl Trainer {
             };
             let record = registry.register(&new, ACTOR, &reason).await?;
             self.metrics.models_registered.inc();
+            if record.version.model_type == ModelType::Ensemble {
+                *self
+                    .registered_here
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(record.created_at);
+            }
             report.registered.push(RegisteredModel::of(&record));
         }
         let active_reason = format!("newest trained version (run {})", report.run_id);

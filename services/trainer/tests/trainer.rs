@@ -182,6 +182,59 @@ async fn only_one_replica_trains_at_a_time() {
     assert!((1..=2).contains(&ensembles.len()), "{}", ensembles.len());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_another_replica_trained_on_do_not_count_as_new() {
+    let db = TestDatabase::new().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = vigil_trainer::read_dataset(&data_subset(&dir), DatasetFormat::NslKdd).unwrap();
+    let (first, later) = outcome.examples.split_at(2_000);
+    let imported = vigil_trainer::import_examples(db.store(), first)
+        .await
+        .unwrap();
+    let config = config(&db, &dir, &[]);
+    let bus = vigil_bus::Bus::connect(&config.nats, vigil_runtime::topology(&config))
+        .await
+        .unwrap();
+    bus.declare().await.unwrap();
+    let train_config = vigil_trainer::train_config(&config.trainer).unwrap();
+    let replica = |metrics| {
+        vigil_trainer::Trainer::new(
+            db.store().clone(),
+            bus.clone(),
+            train_config.clone(),
+            &config.trainer,
+            metrics,
+        )
+    };
+    let (metrics_a, metrics_b) = (
+        vigil_telemetry::Metrics::new(),
+        vigil_telemetry::Metrics::new(),
+    );
+    let a = replica(&metrics_a).await.unwrap();
+    let b = replica(&metrics_b).await.unwrap();
+    assert_eq!(a.new_examples().await.unwrap(), imported.inserted);
+
+    // Replica B trains on everything recorded so far.
+    let report = b
+        .run_once(vigil_trainer::Trigger::Schedule, &CancellationToken::new())
+        .await;
+    assert_eq!(report.outcome, RunOutcome::Promoted, "{report:?}");
+    assert_eq!(
+        a.new_examples().await.unwrap(),
+        0,
+        "A must not train again what B just trained on"
+    );
+    assert_eq!(b.new_examples().await.unwrap(), 0);
+
+    let more = vigil_trainer::import_examples(db.store(), &later[..300])
+        .await
+        .unwrap();
+    assert_eq!(more.inserted, 300);
+    assert_eq!(a.new_examples().await.unwrap(), 300);
+    assert_eq!(b.new_examples().await.unwrap(), 300);
+    remove_streams(&config).await;
+}
+
 /// Deletes the test's prefixed streams, leaving the shared NATS server as it was.
 async fn remove_streams(config: &Config) {
     let bus = vigil_bus::Bus::connect(&config.nats, vigil_runtime::topology(config))
