@@ -131,12 +131,7 @@ async fn only_one_replica_trains_at_a_time() {
             "trainer.check_interval_secs=1".to_string(),
         ],
     );
-    let subject = vigil_trainer::run_subject(&config.nats.prefix);
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(PATIENCE))
-        .connect(nats_url())
-        .await
-        .unwrap();
+    let (subject, client) = requester_for(&config).await;
     let (ctx, token, mut task) = start(config);
     wait_ready(&ctx, &mut task).await;
 
@@ -241,6 +236,16 @@ async fn remove_streams(config: &Config) {
         .await
         .unwrap();
     bus.topology().delete(bus.jetstream()).await.unwrap();
+}
+
+/// The run-request subject of `config` and a client that waits as long as a run may take.
+async fn requester_for(config: &Config) -> (String, async_nats::Client) {
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(PATIENCE))
+        .connect(nats_url())
+        .await
+        .unwrap();
+    (vigil_trainer::run_subject(&config.nats.prefix), client)
 }
 
 /// Starts the trainer through `run_in`; returns its context, token and task.
@@ -416,12 +421,7 @@ async fn a_request_runs_the_trainer_and_a_model_that_is_not_better_stays_out_of_
             "trainer.promotion_margin=1.0".to_string(),
         ],
     );
-    let subject = vigil_trainer::run_subject(&config.nats.prefix);
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(PATIENCE))
-        .connect(nats_url())
-        .await
-        .unwrap();
+    let (subject, client) = requester_for(&config).await;
     let (ctx, token, mut task) = start(config);
     wait_ready(&ctx, &mut task).await;
     let store = db.store();
@@ -512,12 +512,7 @@ async fn a_run_without_both_classes_fails_with_a_reason_and_registers_nothing() 
         &dir,
         &["trainer.min_new_examples=1000000000".to_string()],
     );
-    let subject = vigil_trainer::run_subject(&config.nats.prefix);
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(PATIENCE))
-        .connect(nats_url())
-        .await
-        .unwrap();
+    let (subject, client) = requester_for(&config).await;
     let (ctx, token, mut task) = start(config);
     wait_ready(&ctx, &mut task).await;
     let report = request(&client, &subject).await;
@@ -545,12 +540,7 @@ async fn shutdown_during_training_abandons_the_run_cleanly() {
     );
     // The full-size models: training takes far longer than the shutdown below needs.
     config.trainer.train_config = None;
-    let subject = vigil_trainer::run_subject(&config.nats.prefix);
-    let client = async_nats::ConnectOptions::new()
-        .request_timeout(Some(PATIENCE))
-        .connect(nats_url())
-        .await
-        .unwrap();
+    let (subject, client) = requester_for(&config).await;
     let (ctx, token, mut task) = start(config);
     wait_ready(&ctx, &mut task).await;
     let requester = {
