@@ -20,6 +20,23 @@ pub struct Matrix {
 }
 
 impl Matrix {
+    /// The rows `fill` writes for each signal, `cols` values each.
+    fn from_rows<'a>(
+        cols: usize,
+        signals: impl IntoIterator<Item = &'a ThreatSignal>,
+        mut fill: impl FnMut(&'a ThreatSignal, &mut Vec<f32>) -> Result<()>,
+    ) -> Result<Self> {
+        let mut data = Vec::new();
+        let mut row = Vec::new();
+        let mut rows = 0;
+        for signal in signals {
+            fill(signal, &mut row)?;
+            data.extend_from_slice(&row);
+            rows += 1;
+        }
+        Ok(Self { rows, cols, data })
+    }
+
     /// An all-zero matrix.
     pub fn zeros(rows: usize, cols: usize) -> Self {
         Self {
@@ -229,6 +246,15 @@ pub struct BaseColumn {
     pub log: bool,
     pub mean: f64,
     pub std: f64,
+}
+
+impl BaseColumn {
+    /// A raw value as the models see it: `ln(1 + x)` for log columns, then standardised and
+    /// clipped to `±clip` (0 for a constant column).
+    fn scale(&self, v: f64, clip: f64) -> f64 {
+        let x = if self.log { v.max(0.0).ln_1p() } else { v };
+        standardise(x, self.mean, self.std, clip)
+    }
 }
 
 /// A fitted product of two standardised base columns (a square when `a == b`).
@@ -510,8 +536,7 @@ impl FeatureSpec {
         self.raw_base_values(signal, scratch);
         let clip = self.config.clip;
         for (v, column) in scratch.iter_mut().zip(&self.base) {
-            let x = if column.log { v.max(0.0).ln_1p() } else { *v };
-            *v = standardise(x, column.mean, column.std, clip);
+            *v = column.scale(*v, clip);
         }
         out.clear();
         let n_base = self.base.len();
@@ -551,11 +576,7 @@ impl FeatureSpec {
             .zip(&self.base)
             .map(|(&v, column)| match column.source {
                 Source::OneHot { .. } | Source::Hashed { .. } => v as f32,
-                _ if column.std > 0.0 => {
-                    let x = if column.log { v.max(0.0).ln_1p() } else { v };
-                    standardise(x, column.mean, column.std, clip) as f32
-                }
-                _ => 0.0,
+                _ => column.scale(v, clip) as f32,
             })
             .collect()
     }
@@ -565,16 +586,9 @@ impl FeatureSpec {
         &self,
         signals: impl IntoIterator<Item = &'a ThreatSignal>,
     ) -> Result<Matrix> {
-        let mut data = Vec::new();
-        let mut rows = 0;
-        for signal in signals {
-            data.extend(self.base_space(signal)?);
-            rows += 1;
-        }
-        Ok(Matrix {
-            rows,
-            cols: self.base.len(),
-            data,
+        Matrix::from_rows(self.base.len(), signals, |signal, row| {
+            *row = self.base_space(signal)?;
+            Ok(())
         })
     }
 
@@ -583,19 +597,9 @@ impl FeatureSpec {
         &self,
         signals: impl IntoIterator<Item = &'a ThreatSignal>,
     ) -> Result<Matrix> {
-        let mut data = Vec::new();
         let mut scratch = Vec::new();
-        let mut row = Vec::new();
-        let mut rows = 0;
-        for signal in signals {
-            self.transform_into(signal, &mut scratch, &mut row)?;
-            data.extend_from_slice(&row);
-            rows += 1;
-        }
-        Ok(Matrix {
-            rows,
-            cols: self.len(),
-            data,
+        Matrix::from_rows(self.len(), signals, |signal, row| {
+            self.transform_into(signal, &mut scratch, row)
         })
     }
 

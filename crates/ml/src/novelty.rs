@@ -322,12 +322,12 @@ impl NoveltyDetector {
             .filter(|e| !e.label)
             .map(|e| &e.signal)
             .collect();
-        let mut tail_scores: Vec<f64> = validation_benign
+        let tail_scores: Vec<f64> = validation_benign
             .iter()
             .map(|s| detector.tail_score(s))
             .collect();
         let tail_cutoff = cutoff_for(
-            &mut tail_scores,
+            &mut tail_scores.clone(),
             config.false_positive_budget,
             config.min_cutoff,
         );
@@ -348,18 +348,19 @@ impl NoveltyDetector {
             0x5eed,
         )?;
         let vx = spec.base_space_all(validation_benign.iter().copied())?;
-        let mut distances: Vec<f64> = (0..vx.rows)
+        let distances: Vec<f64> = (0..vx.rows)
             .map(|r| prototypes.distance(vx.row(r)))
             .collect();
         // At least one standard deviation: benign traffic so regular that every validation
         // row sits on a prototype would otherwise flag any value never seen exactly.
-        let distance_cutoff = cutoff_for(&mut distances, config.false_positive_budget, 1.0);
+        let distance_cutoff = cutoff_for(&mut distances.clone(), config.false_positive_budget, 1.0);
         detector.distance_scale = tail_cutoff / distance_cutoff;
         detector.prototypes = Some(prototypes);
-        let mut scores: Vec<f64> = validation_benign
+        // The member's score of each validation row, from the two parts already computed.
+        let mut scores: Vec<f64> = tail_scores
             .iter()
-            .zip(0..vx.rows)
-            .map(|(s, r)| detector.score_in(s, vx.row(r)))
+            .zip(&distances)
+            .map(|(&tails, &d)| detector.combined(tails, d))
             .collect();
         detector.cutoff = cutoff_for(&mut scores, config.false_positive_budget, config.min_cutoff);
         Ok(detector)
@@ -375,10 +376,16 @@ impl NoveltyDetector {
 
     /// [`NoveltyDetector::score`] of a signal that passed the spec's checks.
     fn score_of_checked(&self, spec: &FeatureSpec, signal: &ThreatSignal) -> f64 {
+        let tails = self.tail_score(signal);
         match &self.prototypes {
-            Some(_) => self.score_in(signal, &spec.base_space_of_checked(signal)),
-            None => self.tail_score(signal),
+            Some(p) => self.combined(tails, p.distance(&spec.base_space_of_checked(signal))),
+            None => tails,
         }
+    }
+
+    /// The member's score from the tails' score and the distance to the nearest prototype.
+    fn combined(&self, tails: f64, distance: f64) -> f64 {
+        tails.max(self.distance_scale * distance)
     }
 
     /// [`NoveltyDetector::probability`] of a signal whose feature vector was computed (so it
@@ -396,15 +403,6 @@ impl NoveltyDetector {
         let t = decision_threshold.clamp(1e-6, 1.0 - 1e-6);
         let z = (t / (1.0 - t)).ln() + score - self.cutoff;
         1.0 / (1.0 + (-z).exp())
-    }
-
-    /// [`NoveltyDetector::score`] given the base columns already computed.
-    fn score_in(&self, signal: &ThreatSignal, base: &[f32]) -> f64 {
-        let tails = self.tail_score(signal);
-        match &self.prototypes {
-            Some(p) => tails.max(self.distance_scale * p.distance(base)),
-            None => tails,
-        }
     }
 
     /// The tails' score in nats: per input, the largest rarity over the contexts that apply,
