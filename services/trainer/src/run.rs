@@ -234,10 +234,11 @@ impl Trainer {
         settings: &vigil_config::TrainerSettings,
         metrics: &vigil_telemetry::Metrics,
     ) -> Result<Self> {
-        let newest = store.models().list(Some(ModelType::Ensemble)).await?;
-        let watermark = newest
-            .first()
-            .map_or(DateTime::<Utc>::UNIX_EPOCH, |r| r.created_at);
+        let watermark = store
+            .models()
+            .newest_registered_at(ModelType::Ensemble)
+            .await?
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
         Ok(Self {
             store,
             bus,
