@@ -1,25 +1,48 @@
 # vigil — common tasks. `make help` lists them.
-CARGO_TARGET_DIR ?= /var/tmp/vigil-target
-export CARGO_TARGET_DIR
+# Builds go to the clone's own target/ unless CARGO_TARGET_DIR says otherwise (CI sets one that
+# outlives the clone, so later runs reuse the compiled dependencies).
 
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
+ifeq ($(NEXTEST),yes)
+RUN_TESTS := cargo nextest run --workspace --all-features --no-fail-fast
+else
+RUN_TESTS := cargo test --workspace --all-features --no-fail-fast
+endif
+# Tests that need no NATS and no PostgreSQL: every unit test, and the integration tests of
+# packages that do not use the test sandbox (vigil-testkit).
+UNIT_FILTER := not (rdeps(vigil-testkit) & kind(test))
 
-.PHONY: help build test lint lint-proto fmt bench bench-ml bench-events bench-predictor up clean-tests
+.PHONY: help setup build up demo test test-unit lint lint-proto fmt bench bench-ml bench-events bench-predictor
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
+setup: ## Install build packages, start NATS (JetStream) and PostgreSQL when absent (idempotent)
+	@bash scripts/setup
+
+up: setup ## Run every vigil service in one process against local NATS and PostgreSQL
+	cargo run --release -p vigil-cli -- up
+
+demo: setup ## Five-minute tour: train, replay NSL-KDD, feedback, retrain, report
+	cargo run --release -p vigil-cli -- demo
+
 build: ## Build every crate and the `vigil` binary (release)
+	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 	cargo build --release --workspace
 
-test: ## Run the whole test suite (needs NATS on :4222 and PostgreSQL on :5432)
+test: setup ## Run the whole test suite against the real NATS and PostgreSQL
+	$(RUN_TESTS)
+
+test-unit: ## Run the tests that need no servers (no NATS, no PostgreSQL)
+	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 ifeq ($(NEXTEST),yes)
-	cargo nextest run --workspace --all-features --no-fail-fast
+	cargo nextest run --workspace --all-features --no-fail-fast -E '$(UNIT_FILTER)'
 else
-	cargo test --workspace --all-features --no-fail-fast
+	cargo test --workspace --all-features --lib --bins
 endif
 
 lint: ## rustfmt check and clippy with warnings as errors
+	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 
@@ -31,14 +54,13 @@ fmt: ## Format the code
 
 bench: bench-events bench-ml bench-predictor ## Run every benchmark (results: docs/benchmarks.md)
 
-bench-events: ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
+bench-events: setup ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
 	cargo bench -p vigil-orchestrator --bench events
 
 bench-ml: ## ML core: vigil-ml vs scikit-learn + xgboost + MLP on KDDTrain+ (Python venv in bench/.venv)
+	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 	bash bench/ml/run.sh
 
 bench-predictor: ## Predictor over gRPC on loopback vs a no-op tonic service
+	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 	cargo bench -p vigil-predictor --bench grpc
-
-up: ## Run every vigil service in one process against local NATS and PostgreSQL
-	cargo run --release -p vigil-cli -- up

@@ -1,6 +1,11 @@
 //! Generates the prost/tonic code and serde (proto3 JSON mapping) impls for `proto/`.
+//!
+//! The `.proto` files are parsed by protox, a protobuf compiler written in Rust, so building
+//! vigil needs no system `protoc`.
 
 use std::path::PathBuf;
+
+use prost::Message;
 
 const PROTOS: &[&str] = &[
     "vigil/v1/signal.proto",
@@ -20,18 +25,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", file.display());
     }
 
+    let descriptors = protox::compile(&files, [&root])?;
+    let encoded = descriptors.encode_to_vec();
+    // Server reflection serves the same descriptors (`crate::FILE_DESCRIPTOR_SET`).
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let descriptor_path = out_dir.join("vigil_descriptor.bin");
+    std::fs::write(out_dir.join("vigil_descriptor.bin"), &encoded)?;
 
     tonic_prost_build::configure()
-        .file_descriptor_set_path(&descriptor_path)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
-        .compile_protos(&files, &[root])?;
+        .compile_fds(descriptors)?;
 
-    let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()
-        .register_descriptors(&descriptors)?
+        .register_descriptors(&encoded)?
         .build(&[".vigil", ".inference"])?;
     Ok(())
 }

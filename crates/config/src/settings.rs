@@ -69,7 +69,7 @@ pub struct DatabaseSettings {
 impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
-            url: "postgres://postgres@127.0.0.1:5432/test".into(),
+            url: "postgres://postgres@127.0.0.1:5432/vigil".into(),
             max_connections: 10,
             acquire_timeout_ms: 5_000,
         }
