@@ -147,7 +147,7 @@ fn settings_for(url: &str) -> DatabaseSettings {
 fn drop_database_blocking(admin: &PgConnectOptions, name: &str) {
     let admin = admin.clone();
     let name = name.to_owned();
-    crate::block_on_helper_thread(format!("dropping {name}"), async move {
+    crate::block_on_helper_thread(format!("dropping {name}"), move || async move {
         let mut conn = admin.connect().await?;
         drop_database(&mut conn, &name).await?;
         conn.close().await?;

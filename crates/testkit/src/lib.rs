@@ -41,10 +41,11 @@ fn unix_seconds() -> u64 {
 /// Runs a clean-up future to completion from a helper thread with a runtime of its own: `Drop`
 /// cannot await, and clean-up must also work while the test's runtime unwinds from a panic.
 /// Failures only print: a clean-up that fails must not hide the test's own outcome.
-fn block_on_helper_thread(
-    what: String,
-    work: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-) {
+fn block_on_helper_thread<F, Fut>(what: String, work: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let joined = std::thread::spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -56,7 +57,7 @@ fn block_on_helper_thread(
                 return;
             }
         };
-        if let Err(err) = runtime.block_on(work) {
+        if let Err(err) = runtime.block_on(work()) {
             eprintln!("vigil-testkit: {what}: {err:#}");
         }
     })

@@ -225,7 +225,7 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let url = self.config.nats.url.clone();
         let prefix = self.prefix.clone();
-        crate::block_on_helper_thread(format!("deleting the streams of {prefix}"), async move {
+        crate::block_on_helper_thread(format!("deleting the streams of {prefix}"), move || async move {
             let client = async_nats::connect(url).await?;
             let js = async_nats::jetstream::new(client);
             for name in stream_names(&js).await? {
@@ -360,13 +360,13 @@ pub async fn stream_subjects(bus: &Bus, kind: StreamKind) -> Vec<String> {
         .get_stream(&name)
         .await
         .unwrap_or_else(|e| panic!("no stream {name}: {e}"));
-    let state = stream
+    let info = stream
         .info()
         .await
-        .unwrap_or_else(|e| panic!("no info on stream {name}: {e}"))
-        .state;
+        .unwrap_or_else(|e| panic!("no info on stream {name}: {e}"));
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let mut subjects = Vec::new();
-    for sequence in state.first_sequence..=state.last_sequence {
+    for sequence in first..=last {
         // Sequences of deleted messages (acked work, purged) are gaps, not errors.
         if let Ok(message) = stream.get_raw_message(sequence).await {
             subjects.push(message.subject.to_string());
