@@ -290,12 +290,36 @@ fn print_promotion(slot: &str, promotion: &Promotion) {
 async fn train(config: &Config, timeout: Duration, json: bool) -> anyhow::Result<()> {
     let client = vigil_bus::connect(&config.nats).await?;
     let subject = vigil_trainer::run_subject(&config.nats.prefix);
-    let body = serde_json::to_vec(&RunRequest {
-        requested_by: actor(),
-    })?;
     eprintln!("requested a training run on {subject}; waiting for the report");
+    let request = RunRequest {
+        requested_by: actor(),
+        ..RunRequest::default()
+    };
+    let report = request_run(&client, &config.nats.prefix, &request, timeout).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    match report.outcome {
+        RunOutcome::Promoted | RunOutcome::NotPromoted => Ok(()),
+        RunOutcome::Failed => bail!("the training run failed: {}", report.reason),
+        RunOutcome::Abandoned => bail!("the training run was abandoned: {}", report.reason),
+        RunOutcome::Skipped => bail!("the training run was skipped: {}", report.reason),
+    }
+}
+
+/// Asks the trainer answering under `prefix` for a training run and waits up to `timeout` for
+/// its report (which may say the run failed).
+pub async fn request_run(
+    client: &async_nats::Client,
+    prefix: &str,
+    request: &RunRequest,
+    timeout: Duration,
+) -> anyhow::Result<RunReport> {
+    let subject = vigil_trainer::run_subject(prefix);
     let request = async_nats::Request::new()
-        .payload(body.into())
+        .payload(serde_json::to_vec(request)?.into())
         .timeout(Some(timeout));
     let reply = client
         .send_request(subject.clone(), request)
@@ -310,19 +334,8 @@ async fn train(config: &Config, timeout: Duration, json: bool) -> anyhow::Result
             ),
             _ => anyhow::anyhow!("requesting a training run on {subject}: {e}"),
         })?;
-    let report: RunReport = serde_json::from_slice(&reply.payload)
-        .context("the trainer answered with something that is not a run report")?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report);
-    }
-    match report.outcome {
-        RunOutcome::Promoted | RunOutcome::NotPromoted => Ok(()),
-        RunOutcome::Failed => bail!("the training run failed: {}", report.reason),
-        RunOutcome::Abandoned => bail!("the training run was abandoned: {}", report.reason),
-        RunOutcome::Skipped => bail!("the training run was skipped: {}", report.reason),
-    }
+    serde_json::from_slice(&reply.payload)
+        .context("the trainer answered with something that is not a run report")
 }
 
 fn print_report(report: &RunReport) {

@@ -76,45 +76,22 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
 
     let config = args.config.load()?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let (published, duplicates, elapsed) = runtime.block_on(async {
+    let tally = runtime.block_on(async {
         let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
         bus.declare().await?;
-        let subject = bus.topology().ingest_subject("nsl-kdd")?;
-        let publisher = bus.publisher();
         let bar = ProgressBar::new(signals.len() as u64).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} signals  {per_sec}  eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let started = Instant::now();
-        let mut pending = FuturesUnordered::new();
-        let (mut published, mut duplicates) = (0usize, 0usize);
-        for (i, signal) in signals.iter().enumerate() {
-            if args.rate > 0 {
-                // Open-loop pacing: row i goes out at i / rate seconds.
-                let due = started + Duration::from_secs_f64(i as f64 / args.rate as f64);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            while pending.len() >= IN_FLIGHT {
-                if let Some(ack) = pending.next().await {
-                    tally(ack, &mut published, &mut duplicates)?;
-                    bar.inc(1);
-                }
-            }
-            let publisher = publisher.clone();
-            let subject = subject.clone();
-            pending.push(async move {
-                publisher
-                    .publish(&subject, signal, PublishOptions::new(signal.id.clone()))
-                    .await
-            });
-        }
-        while let Some(ack) = pending.next().await {
-            tally(ack, &mut published, &mut duplicates)?;
-            bar.inc(1);
-        }
+        let tally = publish_signals(&bus, "nsl-kdd", &signals, args.rate, |_| bar.inc(1)).await;
         bar.finish_and_clear();
-        anyhow::Ok((published, duplicates, started.elapsed()))
+        tally
     })?;
+    let PublishTally {
+        published,
+        duplicates,
+        elapsed,
+    } = tally;
     println!(
         "replayed {} rows in {:.1} s: published {published}, duplicates {duplicates}, malformed {malformed}",
         published + duplicates,
@@ -123,15 +100,68 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tally(
-    ack: vigil_bus::Result<vigil_bus::PubAck>,
-    published: &mut usize,
-    duplicates: &mut usize,
-) -> anyhow::Result<()> {
-    if ack?.duplicate {
-        *duplicates += 1;
-    } else {
-        *published += 1;
+/// What [`publish_signals`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishTally {
+    /// Signals the ingest stream stored.
+    pub published: usize,
+    /// Signals it recognised as already stored (same id within the dedup window).
+    pub duplicates: usize,
+    /// From the first publish to the last acknowledgement.
+    pub elapsed: Duration,
+}
+
+/// Publishes `signals` to `vigil.ingest.<kind>`, keyed by their ids, with at most 512
+/// acknowledgements outstanding, at `rate` signals per second (0 = as fast as NATS takes them).
+/// `on_ack` sees each acknowledgement as it arrives (`true` for a duplicate).
+pub async fn publish_signals(
+    bus: &Bus,
+    kind: &str,
+    signals: &[v1::ThreatSignal],
+    rate: u64,
+    mut on_ack: impl FnMut(bool),
+) -> anyhow::Result<PublishTally> {
+    let subject = bus.topology().ingest_subject(kind)?;
+    let publisher = bus.publisher();
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut tally = PublishTally {
+        published: 0,
+        duplicates: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut count = |ack: vigil_bus::Result<vigil_bus::PubAck>| -> anyhow::Result<()> {
+        let duplicate = ack?.duplicate;
+        if duplicate {
+            tally.duplicates += 1;
+        } else {
+            tally.published += 1;
+        }
+        on_ack(duplicate);
+        Ok(())
+    };
+    for (i, signal) in signals.iter().enumerate() {
+        if rate > 0 {
+            // Open-loop pacing: row i goes out at i / rate seconds.
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        while pending.len() >= IN_FLIGHT {
+            if let Some(ack) = pending.next().await {
+                count(ack)?;
+            }
+        }
+        let publisher = publisher.clone();
+        let subject = subject.clone();
+        pending.push(async move {
+            publisher
+                .publish(&subject, signal, PublishOptions::new(signal.id.clone()))
+                .await
+        });
     }
-    Ok(())
+    while let Some(ack) = pending.next().await {
+        count(ack)?;
+    }
+    tally.elapsed = started.elapsed();
+    Ok(tally)
 }

@@ -1,8 +1,13 @@
 //! `vigil up`: every service in one process, each as a task through its own `run_in`.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use vigil_config::Config;
 use vigil_runtime::{ConfigArgs, ServiceContext};
 
@@ -15,12 +20,7 @@ pub struct UpArgs {
 
 /// Checks NATS and PostgreSQL answer, then runs the services until Ctrl-C or SIGTERM.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let mut config = args.config.load()?;
-    // In one process the orchestrator scores through the predictor next to it.
-    if config.orchestrator.predictor_url.is_none() {
-        let addr = config.predictor.grpc_addr.replace("0.0.0.0", "127.0.0.1");
-        config.orchestrator.predictor_url = Some(format!("http://{addr}"));
-    }
+    let config = args.config.load()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let _guard = vigil_telemetry::init(&config.telemetry, "vigil")?;
@@ -28,72 +28,182 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let token = vigil_runtime::token_from(vigil_runtime::shutdown_signal());
         let ctx = ServiceContext::new(config);
         let http = vigil_runtime::serve_http(&ctx, &token).await?;
+        let services = match spawn_services(&ctx, &token).await {
+            Ok(services) => services,
+            Err(error) => {
+                token.cancel();
+                http.wait().await;
+                return Err(error);
+            }
+        };
         println!(
             "vigil is up: metrics, health and readiness on http://{}  (Ctrl-C stops it)",
             http.local_addr
         );
+        let outcome = services.supervise(&token).await;
+        http.wait().await;
+        outcome
+    })
+}
 
-        let mut services = tokio::task::JoinSet::new();
-        let (c, t) = (ctx.clone(), token.clone());
-        services.spawn(async move {
-            (
-                "broker",
-                vigil_broker::run_in(c, t)
-                    .await
-                    .map_err(anyhow::Error::from),
-            )
-        });
-        let (c, t) = (ctx.clone(), token.clone());
-        services.spawn(async move {
-            (
-                "predictor",
-                vigil_predictor::run_in(c, t)
-                    .await
-                    .map_err(anyhow::Error::from),
-            )
-        });
-        let (c, t) = (ctx.clone(), token.clone());
-        services.spawn(async move {
-            (
-                "trainer",
-                vigil_trainer::run_in(c, t)
-                    .await
-                    .map_err(anyhow::Error::from),
-            )
-        });
-        let (c, t) = (ctx.clone(), token.clone());
-        services.spawn(async move {
-            (
-                "orchestrator",
-                vigil_orchestrator::run_in(c, t)
-                    .await
-                    .map_err(anyhow::Error::from),
-            )
-        });
+/// The services one process runs, as [`spawn_services`] started them.
+#[derive(Debug)]
+pub struct Services {
+    tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+    /// Where the predictor's gRPC server listens (the bound port when the config said 0).
+    pub predictor_addr: SocketAddr,
+}
 
+/// The readiness checks of the services [`spawn_services`] starts.
+pub const SERVICE_NAMES: [&str; 4] = ["broker", "predictor", "trainer", "orchestrator"];
+
+/// Starts every vigil service as a task of this process, all sharing `ctx` (one metrics
+/// registry, one readiness) and stopping when `token` is cancelled.
+///
+/// Each service's readiness check starts as not ready, so `/readyz` (and
+/// [`Services::wait_ready`]) say "not ready" until the service itself reports in. The predictor
+/// starts first: when `orchestrator.predictor_url` is not set, the orchestrator scores through
+/// the address the predictor actually bound (port 0 in the config picks a free one). Fails,
+/// with nothing left running, when the predictor cannot start (its port is taken, ...).
+pub async fn spawn_services(
+    ctx: &ServiceContext,
+    token: &CancellationToken,
+) -> anyhow::Result<Services> {
+    for name in SERVICE_NAMES {
+        ctx.readiness.set(name, false);
+    }
+    let predictor = vigil_predictor::Predictor::start(ctx.clone())
+        .await
+        .context("the predictor cannot start")?;
+    let predictor_addr = predictor.local_addr();
+    let mut orchestrator_config = (*ctx.config).clone();
+    if orchestrator_config.orchestrator.predictor_url.is_none() {
+        orchestrator_config.orchestrator.predictor_url = Some(local_url(predictor_addr));
+    }
+    let orchestrator_ctx = ServiceContext {
+        config: Arc::new(orchestrator_config),
+        ..ctx.clone()
+    };
+
+    let mut tasks = JoinSet::new();
+    spawn(&mut tasks, "predictor", predictor.run(token.clone()));
+    spawn(
+        &mut tasks,
+        "broker",
+        vigil_broker::run_in(ctx.clone(), token.clone()),
+    );
+    spawn(
+        &mut tasks,
+        "trainer",
+        vigil_trainer::run_in(ctx.clone(), token.clone()),
+    );
+    spawn(
+        &mut tasks,
+        "orchestrator",
+        vigil_orchestrator::run_in(orchestrator_ctx, token.clone()),
+    );
+    Ok(Services {
+        tasks,
+        predictor_addr,
+    })
+}
+
+/// `http://HOST:PORT` for a client of this machine: an unspecified bind address (`0.0.0.0`,
+/// `::`) is reached on loopback.
+fn local_url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("http://{host}:{}", addr.port())
+}
+
+fn spawn<E>(
+    tasks: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
+    name: &'static str,
+    service: impl Future<Output = Result<(), E>> + Send + 'static,
+) where
+    E: Into<anyhow::Error>,
+{
+    tasks.spawn(async move { (name, service.await.map_err(Into::into)) });
+}
+
+impl Services {
+    /// The predictor's gRPC URL as a client on this machine reaches it.
+    pub fn predictor_url(&self) -> String {
+        local_url(self.predictor_addr)
+    }
+
+    /// Waits until every service has stopped; the first one that fails (or panics) cancels
+    /// `token`, so the others drain and stop, and its error is returned.
+    pub async fn supervise(mut self, token: &CancellationToken) -> anyhow::Result<()> {
         let mut failure = None;
-        while let Some(joined) = services.join_next().await {
-            match joined {
-                Ok((name, Ok(()))) => tracing::info!(service = name, "service stopped"),
-                Ok((name, Err(error))) => {
-                    tracing::error!(service = name, %error, "service failed; stopping the others");
-                    failure.get_or_insert(anyhow::anyhow!("{name}: {error:#}"));
-                    token.cancel();
-                }
+        while let Some(stopped) = self.next_stopped().await {
+            match stopped {
+                Ok(name) => tracing::info!(service = name, "service stopped"),
                 Err(error) => {
-                    failure.get_or_insert(anyhow::anyhow!("a service task panicked: {error}"));
+                    tracing::error!(%error, "service failed; stopping the others");
+                    failure.get_or_insert(error);
                     token.cancel();
                 }
             }
         }
         token.cancel();
-        http.wait().await;
         failure.map_or(Ok(()), Err)
-    })
+    }
+
+    /// The next service to stop: its name when it stopped cleanly, its error when it failed;
+    /// `None` once every service has stopped.
+    pub async fn next_stopped(&mut self) -> Option<anyhow::Result<&'static str>> {
+        let joined = self.tasks.join_next().await?;
+        Some(match joined {
+            Ok((name, Ok(()))) => Ok(name),
+            Ok((name, Err(error))) => Err(anyhow::anyhow!("{name}: {error:#}")),
+            Err(error) => Err(anyhow::anyhow!("a service task panicked: {error}")),
+        })
+    }
+
+    /// Waits until every service except `except` reports ready in `ctx`'s readiness, or one of
+    /// them stops (its error, or why it stopped, is returned).
+    pub async fn wait_ready(
+        &mut self,
+        ctx: &ServiceContext,
+        except: &[&str],
+        patience: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let (_, pending) = ctx.readiness.status();
+            let pending: Vec<String> = pending
+                .into_iter()
+                .filter(|name| !except.contains(&name.as_str()))
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "{} did not report ready within {} s",
+                    pending.join(", "),
+                    patience.as_secs()
+                );
+            }
+            // Readiness has no change notification; a short poll of it is the observation.
+            tokio::select! {
+                stopped = self.next_stopped() => match stopped {
+                    Some(Err(error)) => return Err(error),
+                    Some(Ok(name)) => anyhow::bail!("{name} stopped while starting"),
+                    None => anyhow::bail!("every service stopped while starting"),
+                },
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
 }
 
 /// Fails with one line naming the dependency that does not answer.
-async fn check_dependencies(config: &Config) -> anyhow::Result<()> {
+pub async fn check_dependencies(config: &Config) -> anyhow::Result<()> {
     let nats = tokio::time::timeout(Duration::from_secs(5), vigil_bus::connect(&config.nats)).await;
     match nats {
         Ok(Ok(_client)) => {}
