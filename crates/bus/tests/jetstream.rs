@@ -1,6 +1,6 @@
 //! Integration tests against the real NATS server at `NATS_URL` (default
-//! `nats://127.0.0.1:4222`). Every test declares its own topology under a random prefix and
-//! deletes it at the end, so tests run in parallel without colliding.
+//! `nats://127.0.0.1:4222`). Every test declares its own topology in a sandbox of its own (a
+//! random prefix, deleted with it), so tests run in parallel without colliding.
 
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use vigil_bus::{
     WorkPriority,
 };
 use vigil_config::NatsSettings;
+use vigil_testkit::{Sandbox, stream_messages};
 
 /// A stand-in for the real ThreatSignal until the proto crate exists.
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
@@ -45,60 +46,19 @@ fn signal(id: &str) -> TestSignal {
 /// Long enough never to fire on a slow machine, short enough that a broken test ends.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
-
-fn random_prefix() -> String {
-    format!("t{:08x}", rand::random::<u32>())
-}
-
+/// One test's sandbox (its own prefix, deleted with it) and a bus with the topology under test.
 struct Harness {
     bus: Bus,
-    cleaned_up: bool,
-}
-
-/// A failed test still deletes its streams, from a thread of its own because the test's runtime
-/// may be unwinding.
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if self.cleaned_up {
-            return;
-        }
-        let topology = self.bus.topology().clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for cleanup");
-            runtime.block_on(async move {
-                let client = async_nats::connect(nats_url()).await?;
-                let js = async_nats::jetstream::new(client);
-                topology.delete(&js).await?;
-                Ok::<_, anyhow::Error>(())
-            })
-        });
-        match cleanup.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => eprintln!("cleanup failed: {err:#}"),
-            Err(_) => eprintln!("cleanup panicked"),
-        }
-    }
+    _sandbox: Sandbox,
 }
 
 impl Harness {
     async fn start(config: TopologyConfig) -> Result<Self> {
-        let settings = NatsSettings {
-            url: nats_url(),
-            prefix: random_prefix(),
-            client_name: Some("vigil-bus-tests".to_owned()),
-            ..NatsSettings::default()
-        };
-        let bus = Bus::connect(&settings, config).await?;
-        bus.declare().await?;
+        let sandbox = Sandbox::start().await;
+        let bus = sandbox.bus_with(config).await;
         Ok(Self {
             bus,
-            cleaned_up: false,
+            _sandbox: sandbox,
         })
     }
 
@@ -114,9 +74,7 @@ impl Harness {
     }
 
     async fn stream_messages(&self, kind: StreamKind) -> Result<u64> {
-        let name = self.bus.topology().stream_name(kind);
-        let mut stream = self.bus.jetstream().get_stream(&name).await?;
-        Ok(stream.info().await?.state.messages)
+        Ok(stream_messages(&self.bus, kind).await)
     }
 
     /// The last dead letter stored for `from`.
@@ -133,12 +91,6 @@ impl Harness {
         Ok(stream
             .get_last_raw_message_by_subject(&topology.dlq_subject(from))
             .await?)
-    }
-
-    async fn cleanup(mut self) -> Result<()> {
-        self.bus.topology().delete(self.bus.jetstream()).await?;
-        self.cleaned_up = true;
-        Ok(())
     }
 }
 
@@ -225,7 +177,10 @@ async fn declaring_the_topology_twice_changes_nothing() -> Result<()> {
     );
 
     // A second declaration, from a fresh connection as a restarted service would do.
-    let again = Bus::from_client(async_nats::connect(nats_url()).await?, topology.clone());
+    let again = Bus::from_client(
+        async_nats::connect(vigil_testkit::nats_url()).await?,
+        topology.clone(),
+    );
     again.declare().await?;
     h.bus.declare().await?;
 
@@ -251,7 +206,7 @@ async fn declaring_the_topology_twice_changes_nothing() -> Result<()> {
         assert_eq!(after.config, before.config, "{kind:?} config changed");
         assert_eq!(after.created, before.created, "{kind:?} was recreated");
     }
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -282,7 +237,7 @@ async fn a_repeated_msg_id_is_stored_once() -> Result<()> {
         h.bus.topology().stream_name(StreamKind::Ingest)
     );
     assert_eq!(h.stream_messages(StreamKind::Ingest).await?, 2);
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -319,7 +274,7 @@ async fn trace_context_and_msg_id_travel_with_the_message() -> Result<()> {
         delivery.double_ack().await?;
     }
     assert_eq!(h.stream_messages(StreamKind::Ingest).await?, 0);
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -358,7 +313,7 @@ async fn a_nakd_message_comes_back_after_its_delay_not_before() -> Result<()> {
     assert_eq!(again.delivery_count(), 2);
     assert_eq!(again.stream_sequence(), first.stream_sequence());
     again.double_ack().await?;
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -440,7 +395,7 @@ async fn undecodable_messages_are_dead_lettered_and_consumption_goes_on() -> Res
 
     // Terminated messages leave the work queue.
     assert_eq!(h.stream_messages(StreamKind::Ingest).await?, 0);
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -505,7 +460,7 @@ async fn a_message_that_exhausts_max_deliver_is_dead_lettered() -> Result<()> {
     assert!(consumer.next_batch(1, retry * 3).await?.is_empty());
     assert_eq!(h.stream_messages(StreamKind::Ingest).await?, 0);
     assert_eq!(consumer.stats().dead_lettered, 1);
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -565,7 +520,7 @@ async fn a_message_nobody_answers_is_rescued_to_the_dead_letter_stream() -> Resu
             .await?
             .is_empty()
     );
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -597,7 +552,7 @@ async fn a_refused_message_is_dead_lettered_at_once() -> Result<()> {
             .await?
             .is_empty()
     );
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -648,7 +603,7 @@ async fn json_and_protobuf_twins_decode_to_the_same_value() -> Result<()> {
     for d in &got {
         d.ack().await?;
     }
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -685,7 +640,7 @@ async fn a_full_work_queue_refuses_publishes_with_a_distinct_error() -> Result<(
     publisher
         .publish(&subject, &signal("w"), PublishOptions::new("w-3"))
         .await?;
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -725,7 +680,7 @@ async fn orchestrator_consumers_each_see_only_their_priority() -> Result<()> {
     let got = receive(&low, 1).await?;
     assert_eq!(got[0].payload().id, "l");
     got[0].ack().await?;
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -769,7 +724,7 @@ async fn a_config_change_is_seen_by_a_watcher() -> Result<()> {
         .ok_or_else(|| anyhow!("watch ended"))??;
     assert_eq!(deleted.operation, ConfigOperation::Delete);
     ensure!(bucket.get("thresholds.critical").await?.is_none());
-    h.cleanup().await
+    Ok(())
 }
 
 #[tokio::test]

@@ -3,9 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use vigil_bus::StreamKind;
+use vigil_testkit::{Sandbox, nsl_kdd};
 
 fn vigil(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
@@ -21,23 +24,17 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn data_file() -> PathBuf {
-    std::env::var("VIGIL_DATA_DIR")
-        .map_or_else(
-            |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/nsl-kdd"),
-            PathBuf::from,
-        )
-        .join("KDDTrain+_20Percent.txt")
+    nsl_kdd::train_20_percent()
 }
 
 /// The first `rows` rows of the 20 % file, with a malformed row as line 3.
 fn slice_with_a_bad_row(rows: usize) -> tempfile::NamedTempFile {
-    let file = std::fs::File::open(data_file()).unwrap();
     let mut out = tempfile::NamedTempFile::new().unwrap();
-    for (i, line) in std::io::BufReader::new(file).lines().take(rows).enumerate() {
+    for (i, line) in nsl_kdd::lines(rows).into_iter().enumerate() {
         if i == 2 {
             writeln!(out, "0,tcp,http,SF,not-a-number").unwrap();
         }
-        writeln!(out, "{}", line.unwrap()).unwrap();
+        writeln!(out, "{line}").unwrap();
     }
     out
 }
@@ -156,9 +153,9 @@ fn evaluate_refuses_a_file_that_is_not_a_model() {
     );
 }
 
-#[test]
-fn publish_names_the_bad_line_and_sends_the_rest() {
-    let prefix = format!("tc{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+#[tokio::test]
+async fn publish_names_the_bad_line_and_sends_the_rest() {
+    let sandbox = Sandbox::start().await;
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(
         file,
@@ -175,20 +172,14 @@ fn publish_names_the_bad_line_and_sends_the_rest() {
         r#"{{"id":"cli-1","threatType":"port_scan","confidence":0.5}}"#
     )
     .unwrap();
-    let set_prefix = format!("nats.prefix=\"{prefix}\"");
-    let mut args = vec![
-        "publish",
-        "--file",
-        file.path().to_str().unwrap(),
-        "--set",
-        &set_prefix,
-    ];
-    let nats_url;
-    if let Ok(url) = std::env::var("NATS_URL") {
-        nats_url = format!("nats.url=\"{url}\"");
-        args.extend(["--set", &nats_url]);
-    }
-    let out = vigil(&args, &[]);
+    let path = file.path().to_str().unwrap().to_owned();
+    let env = sandbox.cli_env();
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        vigil(&["publish", "--file", &path], &env)
+    })
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("line 2"),
@@ -199,27 +190,6 @@ fn publish_names_the_bad_line_and_sends_the_rest() {
         text(&out.stdout).trim(),
         "published 1, duplicates 1, refused 1"
     );
-    remove_streams(&args);
-}
-
-/// Deletes the streams the command declared under its test prefix (the `--set` arguments say
-/// where), leaving the shared NATS server as it was.
-fn remove_streams(args: &[&str]) {
-    let overrides = args
-        .windows(2)
-        .filter(|w| w[0] == "--set")
-        .map(|w| w[1].to_owned())
-        .collect();
-    let config = vigil_config::Config::load(&vigil_config::Sources {
-        overrides,
-        ..Default::default()
-    })
-    .unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let bus = vigil_bus::Bus::connect(&config.nats, vigil_runtime::topology(&config))
-            .await
-            .unwrap();
-        bus.topology().delete(bus.jetstream()).await.unwrap();
-    });
+    // What the command said is what reached the ingest stream.
+    assert_eq!(sandbox.stream_messages(StreamKind::Ingest).await, 1);
 }

@@ -6,9 +6,6 @@
 //! schema make processing idempotent by event id; a write that hits one comes back as
 //! [`Error::AlreadyExists`] (or as [`InsertOutcome::AlreadyPresent`] from the `insert_if_absent`
 //! calls), never as a generic failure.
-//!
-//! With the `test-util` feature, [`test_util::TestDatabase`] hands each test its own freshly
-//! created and migrated database.
 
 mod batch;
 mod error;
@@ -19,9 +16,6 @@ mod soar;
 mod store;
 mod training;
 mod workflows;
-
-#[cfg(feature = "test-util")]
-pub mod test_util;
 
 pub use batch::WorkflowBatch;
 pub use error::{Error, Result};

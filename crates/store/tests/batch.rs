@@ -6,8 +6,8 @@ use common::{new_id, now, running_workflow};
 use vigil_domain::{
     ActionKind, ActionStatus, RemediationAction, Severity, ThreatSignal, WorkflowStatus,
 };
-use vigil_store::test_util::TestDatabase;
 use vigil_store::{ExampleSource, IncidentEvent, NewExample, Store};
+use vigil_testkit::TestDatabase;
 
 fn action(event_id: &str, target: &str) -> RemediationAction {
     RemediationAction {

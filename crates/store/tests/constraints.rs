@@ -6,8 +6,8 @@ use common::{active, model_version, new_id, now, production, running_workflow};
 use sqlx::PgPool;
 use uuid::Uuid;
 use vigil_domain::ModelType;
-use vigil_store::test_util::TestDatabase;
 use vigil_store::{Error, InsertOutcome};
+use vigil_testkit::TestDatabase;
 
 fn expect_already_exists<T: std::fmt::Debug>(result: Result<T, Error>, constraint: &str) {
     match result {

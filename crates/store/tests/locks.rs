@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use vigil_store::Store;
-use vigil_store::test_util::TestDatabase;
+use vigil_testkit::{TestDatabase, eventually};
 
 #[tokio::test]
 async fn one_holder_at_a_time_across_replicas_and_released_when_dropped() {
@@ -27,13 +27,11 @@ async fn one_holder_at_a_time_across_replicas_and_released_when_dropped() {
     // Dropped without a release (a panicking run): the session closes and PostgreSQL frees
     // the lock, instead of the pool keeping a connection that holds it.
     drop(theirs);
-    let mut retaken = None;
-    for _ in 0..100 {
-        retaken = db.store().try_lock("training-run").await.unwrap();
-        if retaken.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(retaken.is_some(), "a dropped lock is freed");
+    let retaken = eventually(
+        Duration::from_secs(30),
+        "the dropped lock to be freed",
+        || async { db.store().try_lock("training-run").await.unwrap() },
+    )
+    .await;
+    assert_eq!(retaken.name(), "training-run");
 }

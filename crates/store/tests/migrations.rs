@@ -3,7 +3,7 @@
 
 use sqlx::PgPool;
 use vigil_store::MIGRATOR;
-use vigil_store::test_util::TestDatabase;
+use vigil_testkit::TestDatabase;
 
 const TABLES: [&str; 10] = [
     "alerts",
@@ -127,32 +127,4 @@ async fn unreachable_database_is_reported_with_its_host_and_without_password() {
     assert!(matches!(err, vigil_store::Error::Connect { .. }), "{err:?}");
     assert!(message.contains("127.0.0.1:1"), "{message}");
     assert!(!message.contains("s3cret-pw"), "{message}");
-}
-
-#[tokio::test]
-async fn test_database_is_dropped_with_its_guard() -> anyhow::Result<()> {
-    let db = TestDatabase::new().await?;
-    let name = db.name().to_owned();
-    let admin = vigil_store::Store::connect(&vigil_config::DatabaseSettings {
-        url: vigil_store::test_util::admin_url(),
-        max_connections: 1,
-        acquire_timeout_ms: 5_000,
-    })
-    .await?;
-    let exists = |name: String| {
-        let pool = admin.pool().clone();
-        async move {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-            )
-            .bind(name)
-            .fetch_one(&pool)
-            .await
-        }
-    };
-    assert!(exists(name.clone()).await?);
-    drop(db);
-    assert!(!exists(name).await?, "database left behind");
-    admin.close().await;
-    Ok(())
 }

@@ -11,8 +11,8 @@ use common::model_version;
 use sqlx::PgPool;
 use tokio::sync::Barrier;
 use vigil_domain::ModelType;
-use vigil_store::test_util::TestDatabase;
 use vigil_store::{Error, ModelEventKind, ModelRecord, ModelRegistry, Store};
+use vigil_testkit::TestDatabase;
 
 /// Registers a fresh version of `model_type` (its number is assigned by the registry).
 async fn register(models: &ModelRegistry<'_>, model_type: ModelType) -> anyhow::Result<String> {

@@ -4,8 +4,8 @@ mod common;
 
 use common::{model_version, new_id, now, production, running_workflow};
 use vigil_domain::{ModelType, StepOutcome, WorkflowStatus, WorkflowStep};
-use vigil_store::test_util::TestDatabase;
 use vigil_store::{Error, InsertOutcome, ModelEventKind};
+use vigil_testkit::TestDatabase;
 
 #[tokio::test]
 async fn a_workflow_round_trips_and_is_completed_in_place() -> anyhow::Result<()> {

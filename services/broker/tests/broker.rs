@@ -7,55 +7,16 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use prost::Message;
 use vigil_bus::{Bus, ConsumerKind, StreamKind, WorkPriority};
-use vigil_config::Config;
 use vigil_proto::v1;
+use vigil_testkit::{Sandbox, Service, eventually};
 
-fn config() -> Config {
-    let mut config = Config::default();
-    if let Ok(url) = std::env::var("NATS_URL") {
-        config.nats.url = url;
-    }
-    config.nats.prefix = format!("tb{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    config.telemetry.http_addr = "127.0.0.1:0".into();
-    config.broker.backpressure_delay_ms = 200;
-    config
-}
-
-struct Running {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<vigil_broker::Result<()>>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("broker stops within 20 s")
-            .expect("task joins")
-            .expect("broker ran cleanly");
-    }
-}
-
-fn start(config: Config) -> Running {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(vigil_broker::run(config, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        stop: Some(stop),
-        task,
-    }
-}
-
-async fn bus(config: &Config) -> Bus {
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config))
-        .await
-        .expect("connects");
-    bus.declare().await.expect("declares");
-    bus
+/// A sandbox whose broker holds a signal 200 ms when the work queue is full, and the broker.
+async fn start(overrides: &[&str]) -> (Sandbox, Service) {
+    let mut all = vec!["broker.backpressure_delay_ms=200"];
+    all.extend_from_slice(overrides);
+    let sandbox = Sandbox::with(&all).await;
+    let broker = sandbox.spawn("broker", vigil_broker::run_in);
+    (sandbox, broker)
 }
 
 fn json_signal(id: &str, confidence: f64, severity: &str) -> String {
@@ -106,30 +67,23 @@ async fn drain(bus: &Bus, priority: WorkPriority, want: usize) -> Vec<v1::Threat
     got
 }
 
-async fn stream_messages(bus: &Bus, kind: StreamKind) -> u64 {
-    let name = bus.topology().stream_name(kind);
-    let mut stream = bus.jetstream().get_stream(name).await.unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
 #[tokio::test]
 async fn signals_are_validated_deduplicated_and_prioritised() {
-    let config = config();
-    let bus = bus(&config).await;
-    let broker = start(config.clone());
+    let (sandbox, broker) = start(&[]).await;
+    let bus = sandbox.bus();
 
-    publish_json(&bus, json_signal("s-critical", 0.5, "SEVERITY_CRITICAL")).await;
-    publish_json(&bus, json_signal("s-high", 0.75, "SEVERITY_UNSPECIFIED")).await;
-    publish_json(&bus, json_signal("s-high", 0.75, "SEVERITY_UNSPECIFIED")).await; // duplicate
-    publish_json(&bus, json_signal("s-bad", 3.0, "SEVERITY_LOW")).await; // confidence > 1
-    publish_json(&bus, "{not json".into()).await; // undecodable
+    publish_json(bus, json_signal("s-critical", 0.5, "SEVERITY_CRITICAL")).await;
+    publish_json(bus, json_signal("s-high", 0.75, "SEVERITY_UNSPECIFIED")).await;
+    publish_json(bus, json_signal("s-high", 0.75, "SEVERITY_UNSPECIFIED")).await; // duplicate
+    publish_json(bus, json_signal("s-bad", 3.0, "SEVERITY_LOW")).await; // confidence > 1
+    publish_json(bus, "{not json".into()).await; // undecodable
 
-    let critical = drain(&bus, WorkPriority::Critical, 1).await;
+    let critical = drain(bus, WorkPriority::Critical, 1).await;
     assert_eq!(
         critical.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
         ["s-critical"]
     );
-    let high = drain(&bus, WorkPriority::High, 1).await;
+    let high = drain(bus, WorkPriority::High, 1).await;
     assert_eq!(
         high.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
         ["s-high"],
@@ -145,16 +99,12 @@ async fn signals_are_validated_deduplicated_and_prioritised() {
         .unwrap();
     let mut reasons = Vec::new();
     for seq in 1..=2 {
-        let msg = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Ok(m) = dlq.get_raw_message(seq).await {
-                    return m;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .expect("dead letter arrives");
+        let msg = eventually(
+            Duration::from_secs(30),
+            &format!("dead letter {seq}"),
+            || async { dlq.get_raw_message(seq).await.map_err(|e| e.to_string()) },
+        )
+        .await;
         let reason = msg
             .headers
             .get("Vigil-Dlq-Reason")
@@ -174,18 +124,14 @@ async fn signals_are_validated_deduplicated_and_prioritised() {
     );
 
     // THREAT_DETECTED went out once per queued signal.
-    assert_eq!(stream_messages(&bus, StreamKind::Events).await, 2);
+    assert_eq!(sandbox.stream_messages(StreamKind::Events).await, 2);
     broker.stop().await;
-    // Leave the shared NATS server as we found it.
-    bus.topology().delete(bus.jetstream()).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_full_work_queue_delays_input_and_loses_nothing() {
-    let mut config = config();
-    config.streams.work_max_messages = 5;
-    let bus = bus(&config).await;
-    let broker = start(config.clone());
+    let (sandbox, broker) = start(&["streams.work_max_messages=5"]).await;
+    let bus = sandbox.bus();
 
     for i in 0..12 {
         let signal = v1::ThreatSignal {
@@ -202,15 +148,28 @@ async fn a_full_work_queue_delays_input_and_loses_nothing() {
             .await
             .unwrap();
     }
-    // Only 5 fit; the rest wait on the ingest stream until the queue drains.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(stream_messages(&bus, StreamKind::Work).await, 5);
-    let got = drain(&bus, WorkPriority::Medium, 12).await;
+    // Only 5 fit; the broker holds the next one and the rest wait on the ingest stream until
+    // the queue drains.
+    eventually(
+        Duration::from_secs(30),
+        "a full work queue (5) holding back the other 7 signals",
+        || async {
+            let held = broker.counter("vigil_broker_backpressure");
+            let work = sandbox.stream_messages(StreamKind::Work).await;
+            let ingest = sandbox.stream_messages(StreamKind::Ingest).await;
+            if held >= 1 && work == 5 && ingest == 7 {
+                Ok(())
+            } else {
+                Err(format!("held {held} times, work {work}, ingest {ingest}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(sandbox.stream_messages(StreamKind::Work).await, 5);
+    let got = drain(bus, WorkPriority::Medium, 12).await;
     let mut ids: Vec<String> = got.into_iter().map(|s| s.id).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 12, "every signal of the burst arrives: {ids:?}");
     broker.stop().await;
-    // Leave the shared NATS server as we found it.
-    bus.topology().delete(bus.jetstream()).await.unwrap();
 }

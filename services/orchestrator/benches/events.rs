@@ -17,7 +17,7 @@ use prost::Message;
 use vigil_bus::{Bus, ConsumerKind, PublishOptions, StreamKind, WorkPriority};
 use vigil_config::{Config, Sources};
 use vigil_proto::v1;
-use vigil_store::test_util::TestDatabase;
+use vigil_testkit::TestDatabase;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -3,70 +3,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
-use axum::routing::post;
 use prost::Message;
 use vigil_bus::{Bus, StreamKind};
-use vigil_config::{Config, Sources};
 use vigil_proto::v1;
-use vigil_store::test_util::TestDatabase;
+use vigil_testkit::{Receiver, Sandbox, eventually, stream_subjects};
 
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(String, serde_json::Value)>>>);
+/// A guard against a hung system, not a speed requirement.
+const PATIENCE: Duration = Duration::from_secs(180);
 
-impl Received {
-    fn paths(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect()
-    }
-    fn body(&self, path: &str) -> Option<serde_json::Value> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, b)| b.clone())
-    }
-}
-
-/// One loopback server for every channel: it records each request and answers 200.
-async fn receivers() -> (String, Received) {
-    let received = Received::default();
-    async fn record(
-        State(r): State<Received>,
-        uri: Uri,
-        _headers: HeaderMap,
-        body: String,
-    ) -> &'static str {
-        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-        r.0.lock().unwrap().push((uri.path().to_owned(), json));
-        "ok"
-    }
-    let app = Router::new()
-        .route("/slack", post(record))
-        .route("/v2/enqueue", post(record))
-        .route("/hook", post(record))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), received)
-}
-
-fn config(db: &TestDatabase, base: &str) -> Config {
-    let prefix = format!("to{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+/// A sandbox whose alert channels all point at the loopback receivers at `base`.
+async fn sandbox(base: &str, extra: &[&str]) -> Sandbox {
     let mut overrides = vec![
-        format!("nats.prefix=\"{prefix}\""),
-        "telemetry.http_addr=\"127.0.0.1:0\"".to_string(),
         format!("soar.channels.slack.webhook_url=\"{base}/slack\""),
         "soar.channels.pagerduty.routing_key=\"R0UTINGKEY\"".to_string(),
         format!("soar.channels.pagerduty.api_url=\"{base}\""),
@@ -79,65 +28,22 @@ fn config(db: &TestDatabase, base: &str) -> Config {
         "soar.remediation.max_actions_per_minute=100000".to_string(),
         "streams.ack_wait_secs=3".to_string(),
     ];
-    if let Ok(url) = std::env::var("NATS_URL") {
-        overrides.push(format!("nats.url=\"{url}\""));
+    overrides.extend(extra.iter().map(|o| (*o).to_owned()));
+    Sandbox::with(&overrides).await
+}
+
+/// Every signal published has been taken off the ingest stream and every queued one has been
+/// acked by the orchestrator: nothing is left that could still make a workflow.
+async fn drained(sandbox: &Sandbox) -> Result<(), String> {
+    let ingest = sandbox.stream_messages(StreamKind::Ingest).await;
+    let work = sandbox.stream_messages(StreamKind::Work).await;
+    if ingest == 0 && work == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{ingest} signals on ingest, {work} on the work queue"
+        ))
     }
-    let mut config = Config::load(&Sources {
-        overrides,
-        ..Default::default()
-    })
-    .expect("valid test config");
-    config.database = db.settings();
-    config
-}
-
-struct Service {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Service {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops")
-            .expect("joins");
-    }
-}
-
-fn start_broker(config: &Config) -> Service {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = config.clone();
-    let task = tokio::spawn(async move {
-        vigil_broker::run(config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("broker runs");
-    });
-    Service { stop, task }
-}
-
-fn start_orchestrator(config: &Config) -> Service {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = config.clone();
-    let task = tokio::spawn(async move {
-        vigil_orchestrator::run(config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("orchestrator runs");
-    });
-    Service { stop, task }
-}
-
-async fn bus(config: &Config) -> Bus {
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config))
-        .await
-        .unwrap();
-    bus.declare().await.unwrap();
-    bus
 }
 
 fn signal(id: &str, source_ip: &str) -> v1::ThreatSignal {
@@ -166,60 +72,31 @@ async fn publish(bus: &Bus, signal: &v1::ThreatSignal) {
         .unwrap();
 }
 
-async fn count(db: &TestDatabase, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(db.store().pool())
-        .await
-        .unwrap()
-}
-
-async fn wait_for(db: &TestDatabase, sql: &str, want: i64, within: Duration) -> i64 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let n = count(db, sql).await;
-        if n >= want || tokio::time::Instant::now() > deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn event_subjects(bus: &Bus) -> Vec<String> {
-    let stream = bus
-        .jetstream()
-        .get_stream(bus.topology().stream_name(StreamKind::Events))
+    stream_subjects(bus, StreamKind::Events)
         .await
-        .unwrap();
-    let mut subjects = Vec::new();
-    let mut seq = 1;
-    while let Ok(msg) = stream.get_raw_message(seq).await {
-        subjects.push(
-            msg.subject
-                .to_string()
-                .rsplit('.')
-                .next()
-                .unwrap()
-                .to_owned(),
-        );
-        seq += 1;
-    }
-    subjects
+        .into_iter()
+        .map(|subject| subject.rsplit('.').next().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
 async fn a_high_risk_signal_runs_one_complete_workflow() {
-    let db = TestDatabase::new().await.unwrap();
-    let (base, received) = receivers().await;
-    let mut config = config(&db, &base);
+    let received = Receiver::start().await;
+    let base = received.base().to_owned();
     // A predictor that is down: the predict step is skipped, the workflow still succeeds.
-    config.orchestrator.predictor_url = Some("http://127.0.0.1:9".into());
-    let bus = bus(&config).await;
-    let broker = start_broker(&config);
-    let orchestrator = start_orchestrator(&config);
+    let sandbox = sandbox(
+        &base,
+        &["orchestrator.predictor_url=\"http://127.0.0.1:9\""],
+    )
+    .await;
+    let bus = sandbox.bus();
+    let broker = sandbox.spawn("broker", vigil_broker::run_in);
+    let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
 
     let s = signal("e2e-high-1", "203.0.113.7");
-    publish(&bus, &s).await;
-    publish(&bus, &s).await; // the same signal again, inside the dedup window
+    publish(bus, &s).await;
+    publish(bus, &s).await; // the same signal again, inside the dedup window
     // A malformed message: it is dead-lettered and processing goes on.
     bus.jetstream()
         .publish(
@@ -231,22 +108,27 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
         .await
         .unwrap();
     // An allow-listed source that is also a known-bad indicator: high risk, never blocked.
-    publish(&bus, &signal("e2e-allowed-1", "10.1.2.3")).await;
+    publish(bus, &signal("e2e-allowed-1", "10.1.2.3")).await;
 
-    let done = wait_for(
-        &db,
-        "SELECT count(*) FROM workflows WHERE status = 'SUCCESS'",
-        2,
-        Duration::from_secs(30),
-    )
+    eventually(PATIENCE, "every signal handled", || async {
+        let done = sandbox
+            .count("SELECT count(*) FROM workflows WHERE status = 'SUCCESS'")
+            .await;
+        if done < 2 {
+            return Err(format!("{done} workflows done"));
+        }
+        drained(&sandbox).await
+    })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let done = sandbox
+        .count("SELECT count(*) FROM workflows WHERE status = 'SUCCESS'")
+        .await;
     assert_eq!(done, 2, "one workflow per distinct signal");
-    assert_eq!(count(&db, "SELECT count(*) FROM workflows").await, 2);
+    assert_eq!(sandbox.count("SELECT count(*) FROM workflows").await, 2);
 
     let wf: (String, serde_json::Value) =
         sqlx::query_as("SELECT status, steps FROM workflows WHERE event_id = 'e2e-high-1'")
-            .fetch_one(db.store().pool())
+            .fetch_one(sandbox.store().pool())
             .await
             .unwrap();
     assert_eq!(wf.0, "SUCCESS");
@@ -263,11 +145,11 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
 
     // Alerts: one per configured channel, delivered, with the channels' wire shapes.
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM alerts WHERE event_id = 'e2e-high-1' AND status = 'delivered'"
-        )
-        .await,
+        sandbox
+            .count(
+                "SELECT count(*) FROM alerts WHERE event_id = 'e2e-high-1' AND status = 'delivered'"
+            )
+            .await,
         3
     );
     let pd = received
@@ -286,10 +168,10 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
     assert!(received.body("/hook").is_some());
 
     // One remediation for the high-risk source; none for the allow-listed one.
-    assert_eq!(count(&db, "SELECT count(*) FROM remediations WHERE event_id = 'e2e-high-1' AND target = '203.0.113.7'").await, 1);
+    assert_eq!(sandbox.count("SELECT count(*) FROM remediations WHERE event_id = 'e2e-high-1' AND target = '203.0.113.7'").await, 1);
     assert_eq!(
-        count(
-            &db,
+        sandbox
+            .count(
             "SELECT count(*) FROM remediations WHERE target = '10.1.2.3' AND status <> 'refused'"
         )
         .await,
@@ -297,26 +179,24 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
         "an allow-listed address is never acted upon"
     );
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM remediations WHERE target = '10.1.2.3' AND status = 'refused'"
-        )
-        .await,
+        sandbox
+            .count(
+                "SELECT count(*) FROM remediations WHERE target = '10.1.2.3' AND status = 'refused'"
+            )
+            .await,
         1,
         "the refusal is recorded with its reason"
     );
     // One incident per threat.
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM incidents WHERE threat_key = 'port_scan:203.0.113.7'"
-        )
-        .await,
+        sandbox
+            .count("SELECT count(*) FROM incidents WHERE threat_key = 'port_scan:203.0.113.7'")
+            .await,
         1
     );
 
     // The six domain events of the high-risk signal (prediction skipped: no predictor).
-    let subjects = event_subjects(&bus).await;
+    let subjects = event_subjects(bus).await;
     for expected in [
         "threat_detected",
         "assessment_complete",
@@ -348,64 +228,68 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
     );
     orchestrator.stop().await;
     broker.stop().await;
-    // Leave the shared NATS server as we found it.
-    bus.topology().delete(bus.jetstream()).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
-    let db = TestDatabase::new().await.unwrap();
-    let (base, _received) = receivers().await;
-    let mut config = config(&db, &base);
+    let received = Receiver::start().await;
+    let base = received.base().to_owned();
     // Low-risk signals: no alert channels, only the workflow path under test.
-    config.orchestrator.max_workflows = 32;
-    let bus = bus(&config).await;
-    let broker = start_broker(&config);
-    let orchestrator = start_orchestrator(&config);
+    let sandbox = sandbox(&base, &["orchestrator.max_workflows=32"]).await;
+    let bus = sandbox.bus();
+    let broker = sandbox.spawn("broker", vigil_broker::run_in);
+    let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
 
     for i in 0..1000 {
         let mut s = signal(&format!("restart-{i}"), "198.51.100.9");
         s.severity = v1::Severity::Low as i32;
         s.confidence = 0.2;
-        publish(&bus, &s).await;
+        publish(bus, &s).await;
     }
-    wait_for(
-        &db,
-        "SELECT count(*) FROM workflows",
-        500,
-        Duration::from_secs(60),
-    )
+    eventually(PATIENCE, "half of the workflows", || async {
+        let n = sandbox.count("SELECT count(*) FROM workflows").await;
+        if n >= 500 { Ok(()) } else { Err(n) }
+    })
     .await;
     // Killed half-way: in-flight work is not acked and comes back after ack_wait.
-    orchestrator.task.abort();
-    let _ = orchestrator.task.await;
-    let at_kill = count(&db, "SELECT count(*) FROM workflows").await;
+    orchestrator.kill().await;
+    let at_kill = sandbox.count("SELECT count(*) FROM workflows").await;
     assert!(
         at_kill < 1000,
         "the restart must happen mid-stream (had {at_kill})"
     );
 
-    let orchestrator = start_orchestrator(&config);
-    let done = wait_for(
-        &db,
-        "SELECT count(*) FROM workflows WHERE status = 'SUCCESS'",
-        1000,
-        Duration::from_secs(120),
+    let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
+    // Until every signal is acked a redelivery could still add a workflow; after, none can.
+    eventually(
+        PATIENCE,
+        "every signal handled after the restart",
+        || async {
+            let done = sandbox
+                .count("SELECT count(*) FROM workflows WHERE status = 'SUCCESS'")
+                .await;
+            if done < 1000 {
+                return Err(format!("{done} workflows done"));
+            }
+            drained(&sandbox).await
+        },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await; // a late redelivery would show up here
+    let done = sandbox
+        .count("SELECT count(*) FROM workflows WHERE status = 'SUCCESS'")
+        .await;
     assert_eq!(done, 1000);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM workflows").await,
+        sandbox.count("SELECT count(*) FROM workflows").await,
         1000,
         "exactly one workflow per signal"
     );
     assert_eq!(
-        count(&db, "SELECT count(DISTINCT event_id) FROM workflows").await,
+        sandbox
+            .count("SELECT count(DISTINCT event_id) FROM workflows")
+            .await,
         1000
     );
     orchestrator.stop().await;
     broker.stop().await;
-    // Leave the shared NATS server as we found it.
-    bus.topology().delete(bus.jetstream()).await.unwrap();
 }

@@ -8,53 +8,35 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use common::{NOT_SERVING, SERVING, artifact_a, artifact_b, signal};
-use tokio_util::sync::CancellationToken;
 use vigil_bus::{Bus, PublishOptions};
-use vigil_config::{Config, Sources};
 use vigil_domain::{EventType, ModelType, SecurityEvent};
 use vigil_ml::ModelArtifact;
 use vigil_predictor::Predictor;
 use vigil_proto::v1;
-use vigil_runtime::ServiceContext;
-use vigil_store::NewModelVersion;
-use vigil_store::test_util::TestDatabase;
+use vigil_store::{NewModelVersion, Store};
+use vigil_testkit::{Sandbox, Service, eventually};
 
-fn config(db: &TestDatabase, extra: &[String]) -> Config {
-    let prefix = format!("tp{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let mut overrides = vec![
-        format!("nats.prefix=\"{prefix}\""),
-        "telemetry.http_addr=\"127.0.0.1:0\"".to_string(),
-        "predictor.grpc_addr=\"127.0.0.1:0\"".to_string(),
-        // Only events move the model, so these tests show the event path works.
-        "predictor.refresh_secs=0".to_string(),
-    ];
+/// A sandbox where only events (or the given refresh) move the predictor's model.
+async fn sandbox(extra: &[String]) -> Sandbox {
+    // Only events move the model, so these tests show the event path works.
+    let mut overrides = vec!["predictor.refresh_secs=0".to_string()];
     overrides.extend_from_slice(extra);
-    if let Ok(url) = std::env::var("NATS_URL") {
-        overrides.push(format!("nats.url=\"{url}\""));
-    }
-    let mut config = Config::load(&Sources {
-        overrides,
-        ..Default::default()
-    })
-    .expect("valid test config");
-    config.database = db.settings();
-    config
+    Sandbox::with(&overrides).await
 }
 
 /// Registers an artifact (or any bytes standing for one) as a new ensemble version.
-async fn register(db: &TestDatabase, artifact: &ModelArtifact, bytes: Vec<u8>) -> String {
+async fn register(store: &Store, artifact: &ModelArtifact, bytes: Vec<u8>) -> String {
     let mut version = artifact
         .model_versions(1)
         .into_iter()
         .find(|v| v.model_type == ModelType::Ensemble)
         .unwrap();
     version.id = uuid::Uuid::new_v4().to_string();
-    let record = db
-        .store()
+    let record = store
         .models()
         .register(
             &NewModelVersion {
@@ -70,14 +52,14 @@ async fn register(db: &TestDatabase, artifact: &ModelArtifact, bytes: Vec<u8>) -
     record.version.id
 }
 
-async fn register_and_promote(db: &TestDatabase, artifact: &ModelArtifact) -> String {
-    let id = register(db, artifact, artifact.to_bytes().unwrap()).await;
-    promote(db, &id).await;
+async fn register_and_promote(store: &Store, artifact: &ModelArtifact) -> String {
+    let id = register(store, artifact, artifact.to_bytes().unwrap()).await;
+    promote(store, &id).await;
     id
 }
 
-async fn promote(db: &TestDatabase, id: &str) {
-    db.store()
+async fn promote(store: &Store, id: &str) {
+    store
         .models()
         .promote_to_production(id, "test", "predictor test")
         .await
@@ -85,11 +67,7 @@ async fn promote(db: &TestDatabase, id: &str) {
 }
 
 /// Publishes `model_promoted` as the trainer does.
-async fn announce(config: &Config, model_id: &str) {
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config))
-        .await
-        .unwrap();
-    bus.declare().await.unwrap();
+async fn announce(bus: &Bus, model_id: &str) {
     let event = SecurityEvent {
         id: format!("model_promoted:{model_id}"),
         event_type: EventType::ModelPromoted,
@@ -113,50 +91,32 @@ async fn announce(config: &Config, model_id: &str) {
         .unwrap();
 }
 
+/// The predictor started in a sandbox, and the address its gRPC server bound.
 struct Running {
     addr: SocketAddr,
-    ctx: ServiceContext,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<vigil_predictor::Result<()>>,
+    service: Service,
 }
 
 impl Running {
-    async fn start(config: Config) -> Self {
-        let ctx = ServiceContext::new(config);
-        let predictor = Predictor::start(ctx.clone()).await.unwrap();
-        let addr = predictor.local_addr();
-        let token = CancellationToken::new();
-        let task = tokio::spawn(predictor.run(token.clone()));
-        Self {
-            addr,
-            ctx,
-            token,
-            task,
-        }
+    async fn start(sandbox: &Sandbox) -> Self {
+        let (bound, addr) = tokio::sync::oneshot::channel();
+        let service = sandbox.spawn("predictor", |ctx, token| async move {
+            let predictor = Predictor::start(ctx).await?;
+            let _ = bound.send(predictor.local_addr());
+            predictor.run(token).await
+        });
+        let addr = addr
+            .await
+            .expect("the predictor started and bound its port");
+        Self { addr, service }
     }
 
     async fn stop(self) {
-        self.token.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops")
-            .expect("joins")
-            .expect("stops cleanly");
-        // Leave the shared NATS server as we found it.
-        let config = &self.ctx.config;
-        let bus = Bus::connect(&config.nats, vigil_runtime::topology(config))
-            .await
-            .unwrap();
-        bus.topology().delete(bus.jetstream()).await.unwrap();
+        self.service.stop().await;
     }
 
     fn metric(&self, name: &str) -> u64 {
-        self.ctx
-            .metrics
-            .render()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("vigil_{name}_total ")))
-            .map_or(0, |v| v.trim().parse().unwrap())
+        self.service.counter(&format!("vigil_{name}"))
     }
 
     async fn serving_id(&self) -> String {
@@ -172,28 +132,35 @@ impl Running {
     }
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// A guard against a hung predictor, not a speed requirement.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn swaps_to_the_promoted_version_under_load_without_a_single_error() {
-    let db = TestDatabase::new().await.unwrap();
-    let id_a = register_and_promote(&db, artifact_a()).await;
-    let config = config(&db, &[]);
-    let predictor = Running::start(config.clone()).await;
+    let sandbox = sandbox(&[]).await;
+    let store = sandbox.store();
+    let id_a = register_and_promote(store, artifact_a()).await;
+    let predictor = Running::start(&sandbox).await;
     assert_eq!(predictor.serving_id().await, id_a);
 
     // Four clients on two connections score continuously through the swap.
     let stop = Arc::new(AtomicBool::new(false));
+    let answered: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    // Every client has had at least `more` answers since `since` (answers per client).
+    let each_answered = |since: [u64; 4], more: u64| {
+        let answered = answered.clone();
+        move || {
+            let now: [u64; 4] = std::array::from_fn(|c| answered[c].load(Ordering::Relaxed));
+            let ok = now.iter().zip(since).all(|(n, s)| *n >= s + more);
+            let result = if ok { Ok(now) } else { Err(now) };
+            std::future::ready(result)
+        }
+    };
     let mut clients = Vec::new();
     for c in 0..4 {
         let channel = common::channel(predictor.addr).await;
         let stop = stop.clone();
+        let answered = answered.clone();
         clients.push(tokio::spawn(async move {
             let mut client = v1::predictor_client::PredictorClient::new(channel);
             let mut seen: Vec<String> = Vec::new();
@@ -212,6 +179,7 @@ async fn swaps_to_the_promoted_version_under_load_without_a_single_error() {
                         if seen.last() != Some(&id) {
                             seen.push(id);
                         }
+                        answered[c].fetch_add(1, Ordering::Relaxed);
                     }
                     Err(status) => errors.push(status),
                 }
@@ -219,15 +187,28 @@ async fn swaps_to_the_promoted_version_under_load_without_a_single_error() {
             (n, seen, errors)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every client is scoring with A before B is promoted.
+    eventually(
+        PATIENCE,
+        "20 answers per client from A",
+        each_answered([0; 4], 20),
+    )
+    .await;
 
-    let id_b = register_and_promote(&db, artifact_b()).await;
-    announce(&config, &id_b).await;
-    eventually("the swap to B", async || {
+    let id_b = register_and_promote(store, artifact_b()).await;
+    announce(sandbox.bus(), &id_b).await;
+    eventually(PATIENCE, "the swap to B", || async {
         predictor.serving_id().await == id_b
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // And every client goes on scoring, now with B, after the swap.
+    let at_swap = each_answered([0; 4], 0)().await.unwrap();
+    eventually(
+        PATIENCE,
+        "20 more answers per client after the swap",
+        each_answered(at_swap, 20),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
 
     let mut total = 0;
@@ -246,26 +227,26 @@ async fn swaps_to_the_promoted_version_under_load_without_a_single_error() {
 
 #[tokio::test]
 async fn a_corrupt_artifact_is_refused_and_the_previous_model_keeps_serving() {
-    let db = TestDatabase::new().await.unwrap();
-    let id_a = register_and_promote(&db, artifact_a()).await;
-    let config = config(&db, &[]);
-    let predictor = Running::start(config.clone()).await;
+    let sandbox = sandbox(&[]).await;
+    let store = sandbox.store();
+    let id_a = register_and_promote(store, artifact_a()).await;
+    let predictor = Running::start(&sandbox).await;
     let mut client = common::predictor(predictor.addr).await;
 
     // 1: bytes altered after promotion (the registry checks them when promoting); its
     // checksum catches it when the predictor loads them.
-    let id_c = register(&db, artifact_b(), artifact_b().to_bytes().unwrap()).await;
-    promote(&db, &id_c).await;
+    let id_c = register(store, artifact_b(), artifact_b().to_bytes().unwrap()).await;
+    promote(store, &id_c).await;
     sqlx::query(
         "UPDATE model_versions SET artifact = overlay(artifact placing '\\x00'::bytea from 100) \
          WHERE id = $1::uuid",
     )
     .bind(&id_c)
-    .execute(db.store().pool())
+    .execute(store.pool())
     .await
     .unwrap();
-    announce(&config, &id_c).await;
-    eventually("the checksum refusal", async || {
+    announce(sandbox.bus(), &id_c).await;
+    eventually(PATIENCE, "the checksum refusal", || async {
         predictor.metric("predictor_model_load_failures") == 1
     })
     .await;
@@ -284,10 +265,10 @@ async fn a_corrupt_artifact_is_refused_and_the_previous_model_keeps_serving() {
     // 2: bytes that match their checksum but are no artifact; the format check catches it.
     let mut garbage = artifact_b().to_bytes().unwrap();
     garbage.truncate(garbage.len() / 2);
-    let id_d = register(&db, artifact_b(), garbage).await;
-    promote(&db, &id_d).await;
-    announce(&config, &id_d).await;
-    eventually("the format refusal", async || {
+    let id_d = register(store, artifact_b(), garbage).await;
+    promote(store, &id_d).await;
+    announce(sandbox.bus(), &id_d).await;
+    eventually(PATIENCE, "the format refusal", || async {
         predictor.metric("predictor_model_load_failures") == 2
     })
     .await;
@@ -298,9 +279,9 @@ async fn a_corrupt_artifact_is_refused_and_the_previous_model_keeps_serving() {
     );
 
     // A good version after the refusals is taken.
-    let id_b = register_and_promote(&db, artifact_b()).await;
-    announce(&config, &id_b).await;
-    eventually("the swap to B", async || {
+    let id_b = register_and_promote(store, artifact_b()).await;
+    announce(sandbox.bus(), &id_b).await;
+    eventually(PATIENCE, "the swap to B", || async {
         predictor.serving_id().await == id_b
     })
     .await;
@@ -309,9 +290,9 @@ async fn a_corrupt_artifact_is_refused_and_the_previous_model_keeps_serving() {
 
 #[tokio::test]
 async fn with_an_empty_registry_it_is_not_serving_until_a_version_is_promoted() {
-    let db = TestDatabase::new().await.unwrap();
-    let config = config(&db, &[]);
-    let predictor = Running::start(config.clone()).await;
+    let sandbox = sandbox(&[]).await;
+    let store = sandbox.store();
+    let predictor = Running::start(&sandbox).await;
     assert_eq!(common::health_status(predictor.addr, "").await, NOT_SERVING);
     let mut client = common::predictor(predictor.addr).await;
     let status = client
@@ -322,9 +303,9 @@ async fn with_an_empty_registry_it_is_not_serving_until_a_version_is_promoted() 
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
 
-    let id_a = register_and_promote(&db, artifact_a()).await;
-    announce(&config, &id_a).await;
-    eventually("serving", async || {
+    let id_a = register_and_promote(store, artifact_a()).await;
+    announce(sandbox.bus(), &id_a).await;
+    eventually(PATIENCE, "serving", || async {
         common::health_status(predictor.addr, "").await == SERVING
     })
     .await;
@@ -343,24 +324,21 @@ async fn with_an_empty_registry_it_is_not_serving_until_a_version_is_promoted() 
 
 #[tokio::test]
 async fn a_model_file_serves_until_the_registry_has_a_production_version() {
-    let db = TestDatabase::new().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.vgl");
     std::fs::write(&path, artifact_a().to_bytes().unwrap()).unwrap();
-    let config = config(
-        &db,
-        &[format!("predictor.model_file=\"{}\"", path.display())],
-    );
-    let predictor = Running::start(config.clone()).await;
+    let sandbox = sandbox(&[format!("predictor.model_file=\"{}\"", path.display())]).await;
+    let store = sandbox.store();
+    let predictor = Running::start(&sandbox).await;
     assert_eq!(
         predictor.serving_id().await,
         artifact_a().metadata.model_version_id
     );
     assert_eq!(common::health_status(predictor.addr, "").await, SERVING);
 
-    let id_b = register_and_promote(&db, artifact_b()).await;
-    announce(&config, &id_b).await;
-    eventually("the swap to B", async || {
+    let id_b = register_and_promote(store, artifact_b()).await;
+    announce(sandbox.bus(), &id_b).await;
+    eventually(PATIENCE, "the swap to B", || async {
         predictor.serving_id().await == id_b
     })
     .await;
@@ -369,14 +347,14 @@ async fn a_model_file_serves_until_the_registry_has_a_production_version() {
 
 #[tokio::test]
 async fn a_missed_event_is_caught_up_by_the_periodic_refresh() {
-    let db = TestDatabase::new().await.unwrap();
-    let id_a = register_and_promote(&db, artifact_a()).await;
-    let config = config(&db, &["predictor.refresh_secs=1".to_string()]);
-    let predictor = Running::start(config.clone()).await;
+    let sandbox = sandbox(&["predictor.refresh_secs=1".to_string()]).await;
+    let store = sandbox.store();
+    let id_a = register_and_promote(store, artifact_a()).await;
+    let predictor = Running::start(&sandbox).await;
     assert_eq!(predictor.serving_id().await, id_a);
     // Promoted without an event.
-    let id_b = register_and_promote(&db, artifact_b()).await;
-    eventually("the swap to B", async || {
+    let id_b = register_and_promote(store, artifact_b()).await;
+    eventually(PATIENCE, "the swap to B", || async {
         predictor.serving_id().await == id_b
     })
     .await;

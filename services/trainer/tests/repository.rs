@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use vigil_domain::ThreatSignal;
-use vigil_store::test_util::TestDatabase;
 use vigil_store::{ExampleSource, InsertOutcome, NewExample};
+use vigil_testkit::TestDatabase;
 
 fn signal(id: &str, port: u16) -> ThreatSignal {
     let mut signal = ThreatSignal::new("port_scan", 0.8, Utc::now());

@@ -3,38 +3,21 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::fs::File;
-use std::io::BufReader;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tonic::transport::Channel;
 use vigil_ml::{
     BoostConfig, ForestConfig, LabeledExample, MlpConfig, ModelArtifact, NoProgress, TrainConfig,
-    read_nsl_kdd, train_ensemble,
+    train_ensemble,
 };
 use vigil_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use vigil_proto::v1;
 use vigil_proto::v1::predictor_client::PredictorClient;
 
-pub fn data_dir() -> PathBuf {
-    std::env::var("VIGIL_DATA_DIR").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/nsl-kdd"),
-        PathBuf::from,
-    )
-}
-
 /// The 20 % NSL-KDD training file, read once.
 pub fn examples() -> &'static [LabeledExample] {
-    static EXAMPLES: OnceLock<Vec<LabeledExample>> = OnceLock::new();
-    EXAMPLES.get_or_init(|| {
-        let path = data_dir().join("KDDTrain+_20Percent.txt");
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let outcome = read_nsl_kdd(BufReader::new(file));
-        assert!(outcome.errors.is_empty(), "{:?}", &outcome.errors[..1]);
-        outcome.examples
-    })
+    vigil_testkit::nsl_kdd::examples()
 }
 
 /// Small models, so training takes seconds; still the real pipeline.
