@@ -77,7 +77,12 @@ pub fn lines(rows: usize) -> Vec<String> {
         .take(rows)
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    assert_eq!(lines.len(), rows, "{} is shorter than {rows} rows", path.display());
+    assert_eq!(
+        lines.len(),
+        rows,
+        "{} is shorter than {rows} rows",
+        path.display()
+    );
     lines
 }
 

@@ -46,13 +46,13 @@ impl Receiver {
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start() -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new()
-            .fallback(record)
-            .with_state(requests.clone());
+        let app = Router::new().fallback(record).with_state(requests.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free loopback port");
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 eprintln!("vigil-testkit: the receiver on {addr} stopped: {error}");

@@ -83,7 +83,10 @@ impl Sandbox {
             .unwrap_or_else(|e| panic!("the sandbox configuration is invalid: {e}"));
 
         let nats = vigil_bus::connect(&config.nats).await.unwrap_or_else(|e| {
-            panic!("the sandbox cannot reach NATS at {} (set NATS_URL): {e}", config.nats.url)
+            panic!(
+                "the sandbox cannot reach NATS at {} (set NATS_URL): {e}",
+                config.nats.url
+            )
         });
         static SWEEP: Once = Once::new();
         let mut sweep_needed = false;
@@ -158,7 +161,10 @@ impl Sandbox {
         vec![
             ("VIGIL_NATS__URL".into(), self.config.nats.url.clone()),
             ("VIGIL_NATS__PREFIX".into(), self.prefix.clone()),
-            ("VIGIL_DATABASE__URL".into(), self.config.database.url.clone()),
+            (
+                "VIGIL_DATABASE__URL".into(),
+                self.config.database.url.clone(),
+            ),
         ]
     }
 
@@ -225,16 +231,19 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let url = self.config.nats.url.clone();
         let prefix = self.prefix.clone();
-        crate::block_on_helper_thread(format!("deleting the streams of {prefix}"), move || async move {
-            let client = async_nats::connect(url).await?;
-            let js = async_nats::jetstream::new(client);
-            for name in stream_names(&js).await? {
-                if belongs_to(&name, &prefix) {
-                    delete_stream(&js, &name).await?;
+        crate::block_on_helper_thread(
+            format!("deleting the streams of {prefix}"),
+            move || async move {
+                let client = async_nats::connect(url).await?;
+                let js = async_nats::jetstream::new(client);
+                for name in stream_names(&js).await? {
+                    if belongs_to(&name, &prefix) {
+                        delete_stream(&js, &name).await?;
+                    }
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            },
+        );
     }
 }
 

@@ -101,10 +101,7 @@ mod tests {
         .await
         .expect_err("the wait must fail");
         let panic = failed.into_panic();
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default();
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(message.contains("waiting for two workflows"), "{message}");
         assert!(message.contains("timed out after"), "{message}");
         assert!(message.contains("last observed: \"1 row\""), "{message}");

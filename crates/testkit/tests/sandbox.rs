@@ -27,12 +27,13 @@ async fn database_exists(name: &str) -> bool {
     })
     .await
     .unwrap();
-    let exists =
-        sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(name)
-            .fetch_one(admin.pool())
-            .await
-            .unwrap();
+    let exists = sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+    )
+    .bind(name)
+    .fetch_one(admin.pool())
+    .await
+    .unwrap();
     admin.close().await;
     exists
 }
@@ -51,7 +52,9 @@ async fn dropping_a_sandbox_deletes_its_streams_and_its_database() {
         })
         .await;
     assert_eq!(other.topology().prefix(), sandbox.prefix());
-    let client = async_nats::connect(vigil_testkit::nats_url()).await.unwrap();
+    let client = async_nats::connect(vigil_testkit::nats_url())
+        .await
+        .unwrap();
     let ours = |names: Vec<String>, prefix: &str| -> Vec<String> {
         names
             .into_iter()
@@ -70,7 +73,10 @@ async fn dropping_a_sandbox_deletes_its_streams_and_its_database() {
     assert!(database_exists(&database).await);
 
     drop(sandbox);
-    assert_eq!(ours(stream_names(&client).await, &prefix), Vec::<String>::new());
+    assert_eq!(
+        ours(stream_names(&client).await, &prefix),
+        Vec::<String>::new()
+    );
     assert!(!database_exists(&database).await, "database left behind");
 }
 
@@ -93,7 +99,10 @@ async fn a_spawned_service_gets_its_own_context_stops_and_reports_its_end() {
         token.cancelled().await;
         Ok::<(), String>(())
     });
-    assert!(!svc.ctx().readiness.status().0, "not ready before it says so");
+    assert!(
+        !svc.ctx().readiness.status().0,
+        "not ready before it says so"
+    );
     svc.ready(Duration::from_secs(30)).await;
     svc.stop().await;
 
@@ -128,6 +137,9 @@ async fn a_spawned_service_gets_its_own_context_stops_and_reports_its_end() {
 #[should_panic(expected = "ready")]
 async fn a_service_that_stops_before_it_is_ready_fails_the_wait() {
     let sandbox = Sandbox::start().await;
-    let mut svc = sandbox.spawn("quitter", |_ctx, _token| async move { Ok::<(), String>(()) });
+    let mut svc = sandbox.spawn(
+        "quitter",
+        |_ctx, _token| async move { Ok::<(), String>(()) },
+    );
     svc.ready(Duration::from_secs(30)).await;
 }
