@@ -238,7 +238,6 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
     let sandbox = sandbox(&base, &["orchestrator.max_workflows=32"]).await;
     let bus = sandbox.bus();
     let broker = sandbox.spawn("broker", vigil_broker::run_in);
-    let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
 
     for i in 0..1000 {
         let mut s = signal(&format!("restart-{i}"), "198.51.100.9");
@@ -246,12 +245,20 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
         s.confidence = 0.2;
         publish(bus, &s).await;
     }
-    eventually(PATIENCE, "half of the workflows", || async {
-        let n = sandbox.count("SELECT count(*) FROM workflows").await;
-        if n >= 500 { Ok(()) } else { Err(n) }
+    // Every signal is queued before the orchestrator starts, so it is stopped mid-stream
+    // however fast it works.
+    eventually(PATIENCE, "1000 signals on the work queue", || async {
+        let queued = sandbox.stream_messages(StreamKind::Work).await;
+        if queued == 1000 { Ok(()) } else { Err(queued) }
     })
     .await;
-    // Killed half-way: in-flight work is not acked and comes back after ack_wait.
+    let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
+    eventually(PATIENCE, "the first 100 workflows", || async {
+        let n = sandbox.count("SELECT count(*) FROM workflows").await;
+        if n >= 100 { Ok(()) } else { Err(n) }
+    })
+    .await;
+    // Killed mid-stream: in-flight work is not acked and comes back after ack_wait.
     orchestrator.kill().await;
     let at_kill = sandbox.count("SELECT count(*) FROM workflows").await;
     assert!(
