@@ -1,10 +1,12 @@
 //! Conversions between the wire types (`v1::*`) and the domain types (`vigil_domain::*`).
 //!
 //! Wire -> domain is `TryFrom` and validates: a score outside 0-10, a confidence outside 0-1, an
-//! empty id, a malformed address or a missing timestamp is a [`ConversionError`] naming the
-//! field. Domain -> wire is `From` and cannot fail.
+//! empty id, a malformed address or a missing timestamp is a [`ConversionError`] whose message
+//! names the field (by its proto name), the value and what would be accepted. Domain -> wire is
+//! `From` and cannot fail.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -15,21 +17,120 @@ use vigil_domain::ValidationError;
 
 use crate::v1;
 
-/// Why a wire message could not become a domain value.
+/// What a severity may be written as, in JSON and in messages.
+pub const SEVERITY_EXPECTED: &str =
+    "one of critical, high, medium, low (any case, SEVERITY_ prefix optional)";
+
+/// Why a wire message (protobuf or JSON) could not become a domain value; every message names
+/// the field, the value and what is expected.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ConversionError {
-    #[error(transparent)]
-    Invalid(#[from] ValidationError),
-    #[error("{field} is required")]
+    /// A domain rule refused the value.
+    #[error("{}", Refusal(.0))]
+    Invalid(ValidationError),
+    #[error("field {field:?} is missing; expected a value")]
     Missing { field: &'static str },
-    #[error("{field} has an unknown or unspecified value {value}")]
-    UnknownEnum { field: &'static str, value: i32 },
-    #[error("{field} is not an IP address: {value:?}")]
+    #[error("field {field:?} is missing or empty; expected {expected}")]
+    Empty {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("field {field:?}: {value} is not a known value; expected {expected}")]
+    UnknownEnum {
+        field: &'static str,
+        value: i32,
+        expected: &'static str,
+    },
+    #[error(
+        "field {field:?}: {value:?} is not an IP address; expected an IPv4 or IPv6 address such \
+         as 203.0.113.7 (empty for none)"
+    )]
     BadAddress { field: &'static str, value: String },
-    #[error("{field} is not a port number (1-65535): {value}")]
+    #[error(
+        "field {field:?}: {value} is out of range; expected a port number 1 to 65535 (0 for none)"
+    )]
     BadPort { field: &'static str, value: u32 },
-    #[error("{field} is not a valid timestamp")]
+    #[error(
+        "field {field:?} is not a valid timestamp; expected seconds and nanos (0 to 999999999) \
+         of a representable time"
+    )]
     BadTimestamp { field: &'static str },
+    /// A value of the wrong kind, e.g. a string where a number belongs (`field` as written).
+    #[error("field {field:?}: {value} is not {kind}; expected {expected}")]
+    BadValue {
+        field: String,
+        value: String,
+        kind: &'static str,
+        expected: &'static str,
+    },
+    /// A JSON object key that names no field.
+    #[error("unknown field {field:?}; expected one of {expected}")]
+    UnknownField { field: String, expected: String },
+    /// Two spellings of one field (an alias and its canonical name) with different values.
+    #[error(
+        "fields {first:?} and {second:?} name the same field but disagree ({first_value} vs \
+         {second_value}); give only one of them"
+    )]
+    Conflict {
+        first: String,
+        second: String,
+        first_value: String,
+        second_value: String,
+    },
+    /// Not JSON, or not a JSON object; the message is serde's, with line and column.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+}
+
+// Not `#[from]`: that would make the domain error the source as well, and a chain-printing
+// caller (`{err:#}`) would say everything twice.
+impl From<ValidationError> for ConversionError {
+    fn from(error: ValidationError) -> Self {
+        ConversionError::Invalid(error)
+    }
+}
+
+/// A domain refusal in the field / value / expected form of the other messages.
+struct Refusal<'a>(&'a ValidationError);
+
+impl fmt::Display for Refusal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            ValidationError::Empty { field } => {
+                write!(
+                    f,
+                    "field {field:?} is missing or empty; expected a non-empty value"
+                )
+            }
+            ValidationError::OutOfRange {
+                field,
+                min,
+                max,
+                value,
+            } if *max == f64::MAX => {
+                write!(
+                    f,
+                    "field {field:?}: {value} is out of range; expected {min} or more"
+                )
+            }
+            ValidationError::OutOfRange {
+                field,
+                min,
+                max,
+                value,
+            } => write!(
+                f,
+                "field {field:?}: {value} is out of range; expected {min} to {max}"
+            ),
+            ValidationError::NotFinite { field, value } => write!(
+                f,
+                "field {field:?}: {value} is not a finite number; expected a finite number"
+            ),
+            ValidationError::Invalid { field, reason } => {
+                write!(f, "field {field:?} is invalid: {reason}")
+            }
+        }
+    }
 }
 
 /// Result of a wire -> domain conversion.
@@ -72,6 +173,18 @@ fn non_empty(field: &'static str, value: String) -> Result<String> {
         return Err(ValidationError::Empty { field }.into());
     }
     Ok(value)
+}
+
+fn attribute_name(field: &'static str, name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(ConversionError::BadValue {
+            field: field.to_owned(),
+            value: format!("{name:?}"),
+            kind: "an attribute name",
+            expected: "a non-empty name",
+        });
+    }
+    Ok(())
 }
 
 fn optional_string(value: String) -> Option<String> {
@@ -158,12 +271,24 @@ fn json_to_value(v: &serde_json::Value) -> Value {
 // Enums
 
 fn unknown(field: &'static str, value: i32) -> ConversionError {
-    ConversionError::UnknownEnum { field, value }
+    ConversionError::UnknownEnum {
+        field,
+        value,
+        expected: "a value the .proto defines, other than the UNSPECIFIED one",
+    }
+}
+
+fn unknown_severity(field: &'static str, value: i32) -> ConversionError {
+    ConversionError::UnknownEnum {
+        field,
+        value,
+        expected: SEVERITY_EXPECTED,
+    }
 }
 
 /// `SEVERITY_UNSPECIFIED` means "no severity given".
 fn optional_severity(field: &'static str, value: i32) -> Result<Option<domain::Severity>> {
-    match v1::Severity::try_from(value).map_err(|_| unknown(field, value))? {
+    match v1::Severity::try_from(value).map_err(|_| unknown_severity(field, value))? {
         v1::Severity::Unspecified => Ok(None),
         v1::Severity::Low => Ok(Some(domain::Severity::Low)),
         v1::Severity::Medium => Ok(Some(domain::Severity::Medium)),
@@ -173,7 +298,7 @@ fn optional_severity(field: &'static str, value: i32) -> Result<Option<domain::S
 }
 
 fn severity(field: &'static str, value: i32) -> Result<domain::Severity> {
-    optional_severity(field, value)?.ok_or(unknown(field, value))
+    optional_severity(field, value)?.ok_or(unknown_severity(field, value))
 }
 
 impl From<domain::Severity> for v1::Severity {
@@ -435,6 +560,28 @@ impl TryFrom<v1::ThreatSignal> for domain::ThreatSignal {
 
     /// The id may be empty (the broker fingerprints such signals); the rest is validated.
     fn try_from(w: v1::ThreatSignal) -> Result<Self> {
+        if w.threat_type.trim().is_empty() {
+            return Err(ConversionError::Empty {
+                field: "threat_type",
+                expected: "a threat type such as \"port_scan\" (JSON: threatType or type)",
+            });
+        }
+        // The domain checks these too (below); checked here first so that the message has the
+        // attribute's name and the accepted values.
+        for (name, value) in &w.numeric {
+            attribute_name("numeric", name)?;
+            if !value.is_finite() {
+                return Err(ConversionError::BadValue {
+                    field: format!("numeric.{name}"),
+                    value: value.to_string(),
+                    kind: "a finite number",
+                    expected: "a finite number",
+                });
+            }
+        }
+        for name in w.categorical.keys() {
+            attribute_name("categorical", name)?;
+        }
         let signal = domain::ThreatSignal {
             id: w.id,
             threat_type: w.threat_type,
@@ -443,13 +590,13 @@ impl TryFrom<v1::ThreatSignal> for domain::ThreatSignal {
             source_port: port("source_port", w.source_port)?,
             destination_port: port("destination_port", w.destination_port)?,
             protocol: optional_string(w.protocol.trim().to_ascii_lowercase()),
-            confidence: w.confidence,
+            confidence: in_range("confidence", w.confidence, 0.0, 1.0)?,
             severity: optional_severity("severity", w.severity)?,
             sensor: w.sensor,
             timestamp: timestamp("timestamp", w.timestamp)?,
             bytes: w.bytes,
             packets: w.packets,
-            duration_seconds: w.duration_seconds,
+            duration_seconds: in_range("duration_seconds", w.duration_seconds, 0.0, f64::MAX)?,
             numeric: w.numeric.into_iter().collect(),
             categorical: w.categorical.into_iter().collect(),
         };

@@ -2,9 +2,11 @@
 //! the canonical proto3 JSON mapping, and the conversions to and from domain types.
 //!
 //! Domain code never sees these structs: it converts at the edge with `TryFrom` (validating) and
-//! `From` (infallible), both in [`convert`].
+//! `From` (infallible), both in [`convert`]. JSON signals from outside are read by
+//! [`signal_json::decode`], which accepts the aliases and spellings people write.
 
 pub mod convert;
+pub mod signal_json;
 
 /// `vigil.v1`: messages and the `Predictor` service.
 pub mod v1 {

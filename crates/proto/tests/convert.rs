@@ -65,7 +65,8 @@ fn threat_signal_refusals_name_the_field() {
     w.threat_type = "  ".into();
     let err = d::ThreatSignal::try_from(w).unwrap_err();
     assert!(
-        err.to_string().contains("threat_type must not be empty"),
+        err.to_string()
+            .starts_with(r#"field "threat_type" is missing or empty; expected a threat type"#),
         "{err}"
     );
 
@@ -115,7 +116,8 @@ fn threat_signal_refusals_name_the_field() {
         d::ThreatSignal::try_from(w).unwrap_err(),
         ConversionError::UnknownEnum {
             field: "severity",
-            value: 42
+            value: 42,
+            ..
         }
     ));
 }
@@ -230,7 +232,8 @@ fn assessment_round_trips_and_refuses_bad_scores() {
     w.risk_score = 10.5;
     let err = d::Assessment::try_from(w).unwrap_err();
     assert!(
-        err.to_string().contains("risk_score must be within 0..=10"),
+        err.to_string()
+            .contains(r#"field "risk_score": 10.5 is out of range; expected 0 to 10"#),
         "{err}"
     );
 
@@ -249,7 +252,7 @@ fn assessment_round_trips_and_refuses_bad_scores() {
         d::Assessment::try_from(w)
             .unwrap_err()
             .to_string()
-            .contains("threat_id must not be empty")
+            .contains(r#"field "threat_id" is missing or empty"#)
     );
 
     let mut w: v1::Assessment = assessment().into();
@@ -307,7 +310,7 @@ fn model_version_round_trips_and_refuses_bad_metrics() {
         d::ModelVersion::try_from(w)
             .unwrap_err()
             .to_string()
-            .contains("id must not be empty")
+            .contains(r#"field "id" is missing or empty"#)
     );
 
     let mut w: v1::ModelVersion = model_version().into();
@@ -501,7 +504,7 @@ fn feedback_round_trips_and_refuses_bad_confidence() {
         d::FeedbackRecord::try_from(w)
             .unwrap_err()
             .to_string()
-            .contains("id must not be empty")
+            .contains(r#"field "id" is missing or empty"#)
     );
 }
 
@@ -540,6 +543,6 @@ fn health_messages_round_trip() {
         d::Heartbeat::try_from(w)
             .unwrap_err()
             .to_string()
-            .contains("instance must not be empty")
+            .contains(r#"field "instance" is missing or empty"#)
     );
 }
