@@ -28,6 +28,10 @@ pub trait Payload: prost::Message + Default + DeserializeOwned + Send + Sync + '
 
 impl<T> Payload for T where T: prost::Message + Default + DeserializeOwned + Send + Sync + 'static {}
 
+/// Reads a JSON payload in place of `T`'s own serde impl (see
+/// [`TypedConsumer::with_json_decoder`]); the error is the dead-letter reason.
+pub type JsonDecoder<T> = fn(&[u8]) -> std::result::Result<T, String>;
+
 /// Counters of one consumer since it was bound.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConsumerStats {
@@ -95,6 +99,7 @@ struct Shared {
 /// subject with the reason in headers, terminated, logged and counted.
 pub struct TypedConsumer<T> {
     shared: Arc<Shared>,
+    json: Option<JsonDecoder<T>>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -102,6 +107,7 @@ impl<T> Clone for TypedConsumer<T> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            json: self.json,
             _payload: PhantomData,
         }
     }
@@ -169,8 +175,16 @@ impl<T: Payload> TypedConsumer<T> {
         };
         Self {
             shared: Arc::new(shared),
+            json: None,
             _payload: PhantomData,
         }
+    }
+
+    /// Reads JSON payloads with `decode` instead of `T`'s serde impl: for a format more lenient
+    /// than proto3 JSON, or refusals that say more. Protobuf payloads are unaffected.
+    pub fn with_json_decoder(mut self, decode: JsonDecoder<T>) -> Self {
+        self.json = Some(decode);
+        self
     }
 
     /// The stream this consumer reads.
@@ -334,7 +348,7 @@ impl<T: Payload> TypedConsumer<T> {
                 return None;
             }
         };
-        match decode::<T>(message.headers.as_ref(), &message.payload) {
+        match decode::<T>(message.headers.as_ref(), &message.payload, self.json) {
             Ok((payload, content_type)) => {
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
                 Some(Delivery {
@@ -554,11 +568,12 @@ fn delivery_meta(message: &jetstream::Message) -> Result<DeliveryMeta, BoxError>
     })
 }
 
-/// Decodes a payload by its `Content-Type` (protobuf when absent); the error is the reason
-/// recorded on the dead letter.
+/// Decodes a payload by its `Content-Type` (protobuf when absent), JSON with `json` when given;
+/// the error is the reason recorded on the dead letter.
 pub(crate) fn decode<T: Payload>(
     headers: Option<&HeaderMap>,
     payload: &[u8],
+    json: Option<JsonDecoder<T>>,
 ) -> std::result::Result<(T, ContentType), String> {
     let type_name = std::any::type_name::<T>();
     let content_type = match header_value(headers, headers::CONTENT_TYPE) {
@@ -574,8 +589,11 @@ pub(crate) fn decode<T: Payload>(
     let decoded = match content_type {
         ContentType::Protobuf => T::decode(payload)
             .map_err(|err| format!("cannot decode {type_name} from protobuf: {err}"))?,
-        ContentType::Json => serde_json::from_slice(payload)
-            .map_err(|err| format!("cannot decode {type_name} from JSON: {err}"))?,
+        ContentType::Json => match json {
+            Some(decode) => decode(payload)?,
+            None => serde_json::from_slice(payload)
+                .map_err(|err| format!("cannot decode {type_name} from JSON: {err}"))?,
+        },
     };
     Ok((decoded, content_type))
 }
@@ -701,7 +719,7 @@ mod tests {
             count: 3,
         };
         let bytes = prost::Message::encode_to_vec(&probe);
-        let (decoded, ct) = decode::<Probe>(None, &bytes).expect("valid protobuf");
+        let (decoded, ct) = decode::<Probe>(None, &bytes, None).expect("valid protobuf");
         assert_eq!(decoded, probe);
         assert_eq!(ct, ContentType::Protobuf);
     }
@@ -709,21 +727,48 @@ mod tests {
     #[test]
     fn decodes_json_when_asked() {
         let headers = with_content_type("application/json; charset=utf-8");
-        let (decoded, ct) =
-            decode::<Probe>(Some(&headers), br#"{"name":"a","count":3}"#).expect("valid JSON");
+        let (decoded, ct) = decode::<Probe>(Some(&headers), br#"{"name":"a","count":3}"#, None)
+            .expect("valid JSON");
         assert_eq!(decoded.count, 3);
         assert_eq!(ct, ContentType::Json);
     }
 
     #[test]
+    fn a_json_decoder_reads_json_and_leaves_protobuf_alone() {
+        fn name_only(json: &[u8]) -> std::result::Result<Probe, String> {
+            match json.strip_prefix(b"name=") {
+                Some(name) => Ok(Probe {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    count: 0,
+                }),
+                None => Err("not name=...".to_owned()),
+            }
+        }
+        let headers = with_content_type("application/json");
+        let (decoded, _) =
+            decode::<Probe>(Some(&headers), b"name=x", Some(name_only)).expect("custom JSON");
+        assert_eq!(decoded.name, "x");
+        let err = decode::<Probe>(Some(&headers), br#"{"name":"a"}"#, Some(name_only))
+            .expect_err("the decoder, not serde, decides");
+        assert_eq!(err, "not name=...");
+        let probe = Probe {
+            name: "p".into(),
+            count: 1,
+        };
+        let bytes = prost::Message::encode_to_vec(&probe);
+        let (decoded, _) = decode::<Probe>(None, &bytes, Some(name_only)).expect("protobuf");
+        assert_eq!(decoded, probe);
+    }
+
+    #[test]
     fn explains_what_cannot_be_decoded() {
-        let err = decode::<Probe>(None, &[0xff, 0xff, 0xff]).expect_err("garbage");
+        let err = decode::<Probe>(None, &[0xff, 0xff, 0xff], None).expect_err("garbage");
         assert!(err.contains("protobuf"), "{err}");
         let headers = with_content_type("application/json");
-        let err = decode::<Probe>(Some(&headers), b"{nope").expect_err("bad JSON");
+        let err = decode::<Probe>(Some(&headers), b"{nope", None).expect_err("bad JSON");
         assert!(err.contains("JSON"), "{err}");
         let headers = with_content_type("text/csv");
-        let err = decode::<Probe>(Some(&headers), b"a,b").expect_err("unsupported");
+        let err = decode::<Probe>(Some(&headers), b"a,b", None).expect_err("unsupported");
         assert!(err.contains("text/csv"), "{err}");
     }
 }

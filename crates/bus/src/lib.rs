@@ -38,7 +38,9 @@ use vigil_config::NatsSettings;
 pub use async_nats;
 pub use config_bucket::{ConfigBucket, ConfigEntry, ConfigOperation, ConfigWatch};
 pub use connect::connect;
-pub use consume::{ConsumerStats, Delivery, DeliveryMeta, Payload, RetryOutcome, TypedConsumer};
+pub use consume::{
+    ConsumerStats, Delivery, DeliveryMeta, JsonDecoder, Payload, RetryOutcome, TypedConsumer,
+};
 pub use error::{BoxError, Error, Result};
 pub use exhausted::ExhaustedRescuer;
 pub use headers::ContentType;

@@ -1,5 +1,6 @@
-//! The broker: pulls threat signals from `VIGIL_INGEST`, validates them (refusals become dead
-//! letters with a reason), deduplicates by fingerprint through JetStream's `Nats-Msg-Id` on
+//! The broker: pulls threat signals from `VIGIL_INGEST` (protobuf, or JSON read by
+//! [`vigil_proto::signal_json`]), validates them (refusals become dead letters with a reason
+//! naming the field), deduplicates by fingerprint through JetStream's `Nats-Msg-Id` on
 //! `VIGIL_WORK` (so dedup holds across replicas and restarts), and queues them by priority on
 //! `vigil.work.<critical|high|medium|low>`. A full work queue pushes back: the signal is held
 //! and retried (and the pull loop stalls), never dropped.
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use vigil_bus::{Bus, ConsumerKind, Delivery, PublishOptions, StreamKind, WorkPriority};
 use vigil_config::Config;
 use vigil_domain::{EventType, SecurityEvent, Severity, ThreatSignal};
-use vigil_proto::v1;
+use vigil_proto::{signal_json, v1};
 use vigil_runtime::ServiceContext;
 
 pub use fingerprint::{FINGERPRINT_FIELDS, fingerprint};
@@ -51,9 +52,14 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     fingerprint::validate_fields(&config.broker.fingerprint_fields).map_err(Error::Config)?;
     let bus = Bus::connect(&config.nats, vigil_runtime::topology(config)).await?;
     bus.declare().await?;
+    // JSON signals are read leniently (aliases, severities as people write them); a refusal's
+    // dead-letter reason names the field, the value and what would be accepted.
     let consumer = bus
         .consumer::<v1::ThreatSignal>(ConsumerKind::Broker)
-        .await?;
+        .await?
+        .with_json_decoder(|json| {
+            signal_json::decode(json).map_err(|error| format!("invalid threat signal: {error}"))
+        });
     // Signals that a crashed or hung broker never answered go to the dead-letter stream.
     let _rescuer = bus.rescue_exhausted(StreamKind::Ingest).await?;
     let broker = Broker {

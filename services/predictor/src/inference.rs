@@ -2,9 +2,10 @@
 //! Triton and Seldon clients).
 //!
 //! The model takes one input, `signals`: a BYTES tensor of shape `[N]` whose elements are threat
-//! signals in proto3 JSON (`{"threatType": "neptune", "confidence": 0.8, ...}`), in `contents`
-//! or length-prefixed in `raw_input_contents`. It answers `risk_score` (FP64 `[N]`, 0-10),
-//! `confidence` (FP64 `[N]`, 0-1) and `risk_level` (BYTES `[N]`: `low` ... `critical`).
+//! signals in JSON as every vigil entry point reads it (`{"threatType": "neptune", "confidence":
+//! 0.8, ...}`, or `type`, `port`, `"severity": "high"`: see [`vigil_proto::signal_json`]), in
+//! `contents` or length-prefixed in `raw_input_contents`. It answers `risk_score` (FP64 `[N]`,
+//! 0-10), `confidence` (FP64 `[N]`, 0-1) and `risk_level` (BYTES `[N]`: `low` ... `critical`).
 
 use tonic::{Request, Response, Status};
 use vigil_proto::inference::grpc_inference_service_server::GrpcInferenceService;
@@ -17,7 +18,7 @@ use vigil_proto::inference::{
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse,
 };
-use vigil_proto::v1;
+use vigil_proto::signal_json;
 
 use crate::error::ApiError;
 use crate::predictor::{Shared, signal_from_wire};
@@ -97,9 +98,8 @@ impl InferenceApi {
             .iter()
             .enumerate()
             .map(|(i, bytes)| {
-                let wire = serde_json::from_slice::<v1::ThreatSignal>(bytes).map_err(|e| {
-                    ApiError::invalid(format!("not a threat signal in proto3 JSON: {e}"))
-                });
+                let wire = signal_json::decode(bytes)
+                    .map_err(|e| ApiError::invalid(format!("not a threat signal: {e}")));
                 wire.and_then(signal_from_wire)
                     .map_err(|e| e.at(&format!("{INPUT_SIGNALS}[{i}]")))
             })

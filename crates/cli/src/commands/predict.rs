@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use vigil_domain::PredictionResult;
-use vigil_proto::v1;
 use vigil_proto::v1::predictor_client::PredictorClient;
+use vigil_proto::{signal_json, v1};
 use vigil_runtime::ConfigArgs;
 
 /// Arguments of `vigil predict`.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
-    /// The signal as JSON (proto3 JSON: `threatType` or `threat_type`, ...); `-` reads it from
-    /// standard input.
+    /// The signal as JSON, read as the broker reads it: `{"type": "port_scan", "port": 22,
+    /// "confidence": 0.9, "severity": "high"}` (proto3 JSON names such as `threatType` work
+    /// too); `-` reads it from standard input. It is checked before the predictor is called.
     #[arg(long, short = 's')]
     pub signal: String,
     /// The predictor's gRPC address (`HOST:PORT` or `http://HOST:PORT`); defaults to
@@ -78,7 +79,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 }
 
 fn parse(json: &str) -> anyhow::Result<v1::ThreatSignal> {
-    serde_json::from_str(json.trim()).context("--signal is not a threat signal in JSON")
+    signal_json::decode_checked(json.trim().as_bytes(), chrono::Utc::now())
+        .map_err(|error| anyhow::anyhow!("--signal is not a valid threat signal: {error}"))
 }
 
 /// `HOST:PORT` as a URL; a wildcard bind address means this machine.
@@ -122,12 +124,15 @@ mod tests {
     }
 
     #[test]
-    fn signals_parse_from_proto3_json() {
+    fn signals_parse_from_proto3_json_and_the_seed_designs_spelling() {
         let signal = parse(r#"{"threatType": "neptune", "confidence": 0.8}"#);
         assert_eq!(
             signal.map(|s| s.threat_type).ok().as_deref(),
             Some("neptune")
         );
-        assert!(parse("{not json").is_err());
+        let signal = parse(r#"{"type": "neptune", "port": 80, "confidence": 0.8}"#).unwrap();
+        assert_eq!(signal.destination_port, 80);
+        let err = parse("{not json").unwrap_err().to_string();
+        assert!(err.contains("line 1 column 2"), "{err}");
     }
 }

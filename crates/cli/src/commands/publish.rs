@@ -1,18 +1,21 @@
 //! `vigil publish`: send threat signals to the ingest stream from JSON or a JSONL file.
+//!
+//! Signals are read by [`signal_json::decode_checked`], as the broker reads JSON: proto3 JSON
+//! plus the aliases `type` and `port` and severities in any case (`"severity": "critical"`).
 
 use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use vigil_bus::{Bus, PublishOptions};
-use vigil_domain::ThreatSignal;
-use vigil_proto::v1;
+use vigil_proto::{signal_json, v1};
 use vigil_runtime::ConfigArgs;
 
 /// Arguments of `vigil publish`.
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
-    /// One signal as JSON (proto3 JSON: `threatType` or `threat_type`, ...).
+    /// One signal as JSON: `{"type": "port_scan", "port": 22, "confidence": 0.9, "severity":
+    /// "high"}` (proto3 JSON names such as `threatType`, `destinationPort` work too).
     #[arg(conflicts_with = "file")]
     pub json: Option<String>,
     /// A JSONL file: one signal per line (`-` reads standard input).
@@ -25,7 +28,8 @@ pub struct PublishArgs {
     pub config: ConfigArgs,
 }
 
-/// Validates every signal first (refusals name their line), then publishes the valid ones.
+/// Validates every signal first (refusals name their line, field and value), then publishes the
+/// valid ones; when none is valid it fails without connecting.
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     let lines: Vec<String> = match (&args.json, &args.file) {
         (Some(json), None) => vec![json.clone()],
@@ -43,17 +47,22 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     };
     let mut signals = Vec::new();
     let mut refused = 0usize;
+    let now = chrono::Utc::now();
     for (index, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        match parse(line) {
+        match signal_json::decode_checked(line.as_bytes(), now) {
             Ok(signal) => signals.push(signal),
             Err(error) => {
                 refused += 1;
                 eprintln!("line {}: {error}", index + 1);
             }
         }
+    }
+    if signals.is_empty() && refused > 0 {
+        println!("published 0, duplicates 0, refused {refused}");
+        anyhow::bail!("no valid signal to publish");
     }
     let config = args.config.load()?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -81,20 +90,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         anyhow::Ok((published, duplicates))
     })?;
     println!("published {published}, duplicates {duplicates}, refused {refused}");
-    if refused > 0 && published == 0 && duplicates == 0 {
-        anyhow::bail!("no valid signal to publish");
-    }
     Ok(())
-}
-
-fn parse(line: &str) -> anyhow::Result<v1::ThreatSignal> {
-    let mut wire: v1::ThreatSignal = serde_json::from_str(line).context("not a threat signal")?;
-    if wire.timestamp.is_none() {
-        wire.timestamp = Some(chrono::Utc::now().into());
-    }
-    // Validate as the broker would, so mistakes show here with their line number.
-    ThreatSignal::try_from(wire.clone())?;
-    Ok(wire)
 }
 
 /// Signals without an id get a fresh message id: the broker fingerprints their content.
