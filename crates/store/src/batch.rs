@@ -1,6 +1,6 @@
 //! One transaction for the records of many workflows (group commit).
 //!
-//! A workflow writes its training example, its remediation actions, its incident and its own row;
+//! A workflow writes its remediation actions, its incident, its own row and its signal;
 //! written one commit each, PostgreSQL's commits bound the event path. A [`WorkflowBatch`] takes
 //! the writes of many workflows and commits them together: all of them land, or none does.
 
@@ -8,7 +8,7 @@ use sqlx::{Postgres, Transaction};
 use vigil_domain::{RemediationAction, WorkflowExecution};
 
 use crate::soar::{self, IncidentAttachment, IncidentEvent};
-use crate::{NewExample, Result, training, workflows};
+use crate::{NewExample, Result, signals, training, workflows};
 
 /// An open transaction that records workflows; dropped without [`commit`](Self::commit), it
 /// rolls back.
@@ -54,6 +54,16 @@ impl WorkflowBatch {
     /// id and start time are kept). Each event id may appear once per call.
     pub async fn save_workflows(&mut self, workflows: &[&WorkflowExecution]) -> Result<()> {
         workflows::save_all(&mut self.tx, workflows).await
+    }
+
+    /// The signal each workflow processed (event id, signal), unlabelled: observed traffic,
+    /// never a training example by itself. Write the workflows first; an event that already
+    /// has its signal keeps it. Returns how many were new.
+    pub async fn record_signals(
+        &mut self,
+        signals: &[(&str, &vigil_domain::ThreatSignal)],
+    ) -> Result<u64> {
+        signals::insert_signals(&mut self.tx, signals).await
     }
 
     /// Makes every write of the batch durable at once.

@@ -12,6 +12,7 @@ mod error;
 mod ids;
 mod lock;
 mod models;
+mod signals;
 mod soar;
 mod store;
 mod training;
@@ -23,9 +24,10 @@ pub use lock::ReplicaLock;
 pub use models::{
     ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,
 };
+pub use signals::WorkflowSignals;
 pub use soar::{Alerts, IncidentAttachment, IncidentEvent, Incidents, Remediations};
 pub use store::{MIGRATOR, MigrationReport, Store};
-pub use training::{ExampleSource, NewExample, TrainingExample, TrainingExamples};
+pub use training::{EVICTION_ORDER, ExampleSource, NewExample, TrainingExample, TrainingExamples};
 pub use workflows::Workflows;
 
 /// Whether an idempotent insert wrote a new row or found one already there under the same key.

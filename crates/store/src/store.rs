@@ -152,6 +152,11 @@ impl Store {
         ModelRegistry::new(&self.pool)
     }
 
+    /// The signals workflows processed, unlabelled.
+    pub fn workflow_signals(&self) -> crate::WorkflowSignals<'_> {
+        crate::WorkflowSignals::new(&self.pool)
+    }
+
     /// The labelled examples the trainer learns from.
     pub fn training(&self) -> crate::TrainingExamples<'_> {
         crate::TrainingExamples::new(&self.pool)

@@ -1,8 +1,12 @@
 //! The `training_examples` table: labelled threat signals the trainer learns from.
 //!
+//! A label comes from a person (an analyst's verdict) or an imported data set, never from
+//! vigil's own assessment: the signals workflows process are kept unlabelled beside them
+//! ([`crate::WorkflowSignals`]) and reach this table only through an analyst's verdict.
+//!
 //! One row per (source, source_ref), so collecting the same item twice stores it once. The same
-//! signal can be labelled by several sources under one `source_ref` (the event id): analyst
-//! feedback overrides a curated data set, which overrides vigil's own assessment.
+//! signal can be labelled by both sources under one `source_ref` (the event id): the analyst's
+//! verdict overrides the data set's label.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,29 +19,24 @@ use vigil_domain::{ThreatSignal, ValidationError};
 
 use crate::{Error, InsertOutcome, Result};
 
-/// Where a label came from.
+/// Where a label came from: a person or a data set. There is deliberately no source for
+/// vigil's own verdicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExampleSource {
-    /// vigil's own assessment of a signal (threat when the final risk level is high or above).
-    Assessment,
-    /// An analyst's verdict on a signal; `source_ref` is the event id it corrects.
+    /// An analyst's verdict on a workflow's signal; `source_ref` is the workflow's event id.
     Feedback,
     /// A curated, labelled data set (NSL-KDD, a CSV file).
     Dataset,
 }
 
 impl ExampleSource {
-    /// Every source.
-    pub const ALL: [ExampleSource; 3] = [
-        ExampleSource::Assessment,
-        ExampleSource::Feedback,
-        ExampleSource::Dataset,
-    ];
+    /// Every source, in the order the trainer's cap keeps them: analyst-labelled rows first,
+    /// then data-set rows (see [`TrainingExamples::load`]).
+    pub const ALL: [ExampleSource; 2] = [ExampleSource::Feedback, ExampleSource::Dataset];
 
     /// The name stored in PostgreSQL.
     pub fn as_str(self) -> &'static str {
         match self {
-            ExampleSource::Assessment => "assessment",
             ExampleSource::Feedback => "feedback",
             ExampleSource::Dataset => "dataset",
         }
@@ -72,8 +71,9 @@ pub struct NewExample<'a> {
     /// `true` when the signal is a real threat.
     pub label: bool,
     pub source: ExampleSource,
-    /// The item it came from: the event id for assessments and feedback, the row id for data
-    /// sets. Feedback uses the id of the event it corrects, so it overrides that assessment.
+    /// The item it came from: the workflow's event id for feedback, the row id for data sets.
+    /// A replayed data-set row keeps its id as event id, so a verdict on its workflow
+    /// overrides the row's imported label.
     pub source_ref: &'a str,
     /// Relative importance, finite and positive (1.0 normally).
     pub weight: f64,
@@ -129,11 +129,12 @@ impl TryFrom<ExampleRow> for TrainingExample {
     }
 }
 
-/// Which label wins when several sources label one `source_ref`: a human verdict, then curated
-/// data, then vigil's own guess. A macro so the query stays a compile-time constant.
+/// Which label wins when both sources label one `source_ref` (a human verdict over curated
+/// data), and which rows the trainer's cap keeps first. A macro so the query stays a
+/// compile-time constant.
 macro_rules! source_priority {
     () => {
-        "CASE source WHEN 'feedback' THEN 0 WHEN 'dataset' THEN 1 ELSE 2 END"
+        "CASE source WHEN 'feedback' THEN 0 ELSE 1 END"
     };
 }
 
@@ -198,10 +199,13 @@ impl<'a> TrainingExamples<'a> {
             .collect()
     }
 
-    /// The most recent `limit` signals with one resolved label each: when several sources label
-    /// the same `source_ref`, feedback wins over a data set, which wins over an assessment (and
-    /// the newest row within a source). Rows holding only features, not a signal, are skipped.
-    /// Ordered by `source_ref`, so the same rows always come back in the same order.
+    /// At most `limit` signals with one resolved label each: when both sources label the same
+    /// `source_ref`, the analyst's verdict wins (and the newest row within a source).
+    ///
+    /// The cap keeps analyst-labelled signals first, then data-set rows; within a source the
+    /// newest are kept, so the oldest data-set rows are the first to go ([`EVICTION_ORDER`]).
+    /// Rows holding only features, not a signal, are skipped. Ordered by `source_ref`, so the
+    /// same rows always come back in the same order.
     pub async fn load(&self, limit: u64) -> Result<Vec<TrainingExample>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<ExampleRow> = sqlx::query_as(concat!(
@@ -214,15 +218,44 @@ impl<'a> TrainingExamples<'a> {
             source_priority!(),
             ", created_at DESC \
                  ) resolved \
-                 ORDER BY created_at DESC, source_ref LIMIT $1 \
-             ) recent ORDER BY source_ref"
+                 ORDER BY ",
+            source_priority!(),
+            ", created_at DESC, source_ref LIMIT $1 \
+             ) kept ORDER BY source_ref"
         ))
         .bind(limit)
         .fetch_all(self.pool)
         .await?;
         rows.into_iter().map(TrainingExample::try_from).collect()
     }
+
+    /// How many signals [`load`](Self::load) could return without a cap, by the source whose
+    /// label wins for each: what a capped load is measured against.
+    pub async fn resolved_by_source(&self) -> Result<Vec<(ExampleSource, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(concat!(
+            "SELECT source, count(*) FROM ( \
+                 SELECT DISTINCT ON (source_ref) source FROM training_examples \
+                 WHERE signal IS NOT NULL ORDER BY source_ref, ",
+            source_priority!(),
+            ", created_at DESC \
+             ) resolved GROUP BY source ORDER BY source"
+        ))
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(source, count)| {
+                let source = ExampleSource::from_str(&source).map_err(|e| Error::CorruptRow {
+                    table: "training_examples",
+                    reason: e.to_string(),
+                })?;
+                Ok((source, u64::try_from(count).unwrap_or_default()))
+            })
+            .collect()
+    }
 }
+
+/// The order in which [`TrainingExamples::load`]'s cap drops signals, first dropped first.
+pub const EVICTION_ORDER: [&str; 2] = ["dataset, oldest first", "feedback, oldest first"];
 
 /// Inserts examples with one statement per 5,000, skipping (source, source_ref) keys already
 /// present; returns how many were new. Shared by [`TrainingExamples::record_batch`] and the
@@ -298,5 +331,9 @@ mod tests {
             assert_eq!(ExampleSource::from_str(source.as_str()).ok(), Some(source));
         }
         assert!(ExampleSource::from_str("analyst").is_err());
+        assert!(
+            ExampleSource::from_str("assessment").is_err(),
+            "vigil's own verdicts are not a source of labels"
+        );
     }
 }

@@ -51,7 +51,7 @@ async fn a_batch_records_every_workflow_at_once() -> anyhow::Result<()> {
         .map(|id| NewExample {
             signal: &signal,
             label: true,
-            source: ExampleSource::Assessment,
+            source: ExampleSource::Dataset,
             source_ref: id,
             weight: 1.0,
         })

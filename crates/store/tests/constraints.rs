@@ -369,10 +369,10 @@ async fn alerts_remediations_and_examples_are_idempotent_by_source() -> anyhow::
         .bind(now())
         .execute(pool)
     };
-    example("assessment").await?;
+    example("dataset").await?;
     example("feedback").await?;
     expect_already_exists(
-        example("assessment").await.map_err(Error::from),
+        example("dataset").await.map_err(Error::from),
         "training_examples_source_ref_key",
     );
     Ok(())

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use vigil_store::MIGRATOR;
 use vigil_testkit::TestDatabase;
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "alerts",
     "config_audit",
     "feedback",
@@ -15,6 +15,7 @@ const TABLES: [&str; 10] = [
     "model_versions",
     "remediations",
     "training_examples",
+    "workflow_signals",
     "workflows",
 ];
 

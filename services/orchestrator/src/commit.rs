@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use vigil_domain::{RemediationAction, Severity, ThreatSignal, WorkflowExecution};
-use vigil_store::{ExampleSource, IncidentEvent, NewExample, Store};
+use vigil_store::{IncidentEvent, Store};
 
 use crate::events::WorkflowResults;
 
@@ -26,9 +26,9 @@ pub(crate) struct IncidentRequest {
 /// Everything one workflow writes, committed together.
 #[derive(Debug)]
 pub(crate) struct WorkflowRecord {
+    /// Kept unlabelled beside the workflow: vigil's verdict is never a training label; an
+    /// analyst's verdict on the workflow turns it into one (the feedback service).
     pub signal: ThreatSignal,
-    /// The verdict as a labelled example for the trainer.
-    pub label: bool,
     pub actions: Vec<RemediationAction>,
     pub incident: Option<IncidentRequest>,
     pub results: WorkflowResults,
@@ -145,21 +145,10 @@ async fn commit_alone(store: &Store, (record, reply): (WorkflowRecord, Reply)) {
     });
 }
 
-/// Writes the records in one transaction: examples, actions, incidents and their timelines,
-/// then the workflow rows.
+/// Writes the records in one transaction: actions, incidents and their timelines, then the
+/// workflow rows and their signals.
 async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Result<()> {
     let mut batch = store.begin_batch().await?;
-    let examples: Vec<NewExample<'_>> = records
-        .iter()
-        .map(|r| NewExample {
-            signal: &r.signal,
-            label: r.label,
-            source: ExampleSource::Assessment,
-            source_ref: &r.workflow.event_id,
-            weight: 1.0,
-        })
-        .collect();
-    batch.record_examples(&examples).await?;
     let actions: Vec<RemediationAction> = records
         .iter()
         .flat_map(|r| r.actions.iter().cloned())
@@ -207,5 +196,10 @@ async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Re
     }
     let workflows: Vec<&WorkflowExecution> = records.iter().map(|r| &r.workflow).collect();
     batch.save_workflows(&workflows).await?;
+    let signals: Vec<(&str, &ThreatSignal)> = records
+        .iter()
+        .map(|r| (r.workflow.event_id.as_str(), &r.signal))
+        .collect();
+    batch.record_signals(&signals).await?;
     batch.commit().await
 }

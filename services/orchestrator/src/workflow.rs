@@ -261,7 +261,6 @@ impl Orchestrator {
         };
         let record = WorkflowRecord {
             signal: signal.clone(),
-            label: results.risk_level >= Severity::High,
             actions,
             incident: incident_request,
             results,

@@ -1,6 +1,7 @@
-//! The trainer: retrains the ensemble from the labelled examples in PostgreSQL (vigil's
-//! assessments, analyst feedback, imported data sets) on a cron schedule, when enough new
-//! examples have arrived, and on request over NATS. Every run registers the member models and
+//! The trainer: retrains the ensemble from the labelled examples in PostgreSQL (analyst
+//! verdicts and imported data sets; never vigil's own verdicts) on a cron schedule, when enough
+//! new examples have arrived, and on request over NATS (`vigil models train`, the feedback
+//! service's retraining trigger). Every run registers the member models and
 //! the ensemble with their held-out metrics, makes them active, and promotes them to production
 //! only when the new ensemble beats the production one on the same held-out split by the
 //! configured margin (or when none is in production); a promotion is announced as
@@ -69,6 +70,9 @@ pub fn run_subject(prefix: &str) -> String {
 pub struct RunRequest {
     /// Who asked, for the registry history.
     pub requested_by: String,
+    /// Why, written into the run report's trigger (e.g. the feedback service's "120 labelled
+    /// verdicts since the last run (retrain_after_labels = 100)").
+    pub reason: String,
 }
 
 /// The training configuration of `settings`: the JSON file it names (as `vigil train --config`)
@@ -167,7 +171,9 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 } else {
                     asked.requested_by
                 };
-                let report = trainer.run_once(Trigger::Request { requested_by }, &token).await;
+                let report = trainer
+                    .run_once(Trigger::Request { requested_by, reason: asked.reason }, &token)
+                    .await;
                 if let Some(reply) = message.reply {
                     let body = serde_json::to_vec(&report).unwrap_or_default();
                     // Flushed at once: on shutdown the connection closes right after this, and

@@ -39,8 +39,13 @@ pub enum Trigger {
     Schedule,
     /// Enough labelled examples arrived since the last run.
     NewExamples { count: u64 },
-    /// Somebody asked over NATS (`vigil models train`).
-    Request { requested_by: String },
+    /// Somebody asked over NATS (`vigil models train`, the feedback service's retraining
+    /// trigger), saying why when it has a reason.
+    Request {
+        requested_by: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Trigger {
@@ -48,7 +53,14 @@ impl std::fmt::Display for Trigger {
         match self {
             Trigger::Schedule => f.write_str("schedule"),
             Trigger::NewExamples { count } => write!(f, "{count} new examples"),
-            Trigger::Request { requested_by } => write!(f, "request by {requested_by}"),
+            Trigger::Request {
+                requested_by,
+                reason,
+            } if reason.is_empty() => write!(f, "request by {requested_by}"),
+            Trigger::Request {
+                requested_by,
+                reason,
+            } => write!(f, "request by {requested_by}: {reason}"),
         }
     }
 }
@@ -70,8 +82,10 @@ pub enum RunOutcome {
     Skipped,
 }
 
-/// The examples a run used.
+/// The examples a run used. Every one is labelled by an analyst (`feedback`) or an imported
+/// data set (`dataset`); vigil's own verdicts are never among them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExampleCounts {
     /// Signals loaded (one per `source_ref`, label resolved).
     pub total: usize,
@@ -79,11 +93,49 @@ pub struct ExampleCounts {
     pub benign: usize,
     /// Whose label each loaded signal carries.
     pub by_source: BTreeMap<String, usize>,
+    /// Each source's share of the loaded signals (0-1).
+    pub share_by_source: BTreeMap<String, f64>,
+    /// The most signals a run loads (`trainer.max_examples`).
+    pub cap: u64,
+    /// Labelled signals there were, by the source whose label wins, before the cap.
+    pub available_by_source: BTreeMap<String, usize>,
+    /// Signals the cap left out, by source.
+    pub evicted_by_source: BTreeMap<String, usize>,
+    /// Which signals the cap leaves out first: data-set rows, oldest first, then
+    /// analyst-labelled rows, oldest first.
+    pub eviction_order: Vec<String>,
     /// Dropped by the data pipeline's cleaning (non-finite values, bad weights).
     pub refused: usize,
     pub train: usize,
     pub validation: usize,
     pub test: usize,
+}
+
+impl ExampleCounts {
+    /// Fills in the cap, what was available per source, what the cap left out and each
+    /// source's share, from `by_source` (what was loaded).
+    fn account_for_cap(&mut self, cap: u64, available: &[(vigil_store::ExampleSource, u64)]) {
+        self.cap = cap;
+        self.eviction_order = vigil_store::EVICTION_ORDER
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        for (source, count) in available {
+            let name = source.as_str().to_string();
+            let count = usize::try_from(*count).unwrap_or(usize::MAX);
+            let loaded = self.by_source.get(&name).copied().unwrap_or(0);
+            self.available_by_source.insert(name.clone(), count);
+            self.evicted_by_source
+                .insert(name, count.saturating_sub(loaded));
+        }
+        if self.total > 0 {
+            self.share_by_source = self
+                .by_source
+                .iter()
+                .map(|(source, n)| (source.clone(), *n as f64 / self.total as f64))
+                .collect();
+        }
+    }
 }
 
 /// A registered model version.
@@ -395,7 +447,9 @@ impl Trainer {
         };
         report.previous_production = production.as_ref().map(RegisteredModel::of);
 
-        let stored = self.store.training().load(self.max_examples).await?;
+        let training = self.store.training();
+        let available = training.resolved_by_source().await?;
+        let stored = training.load(self.max_examples).await?;
         let examples: Vec<LabeledExample> = stored
             .into_iter()
             .map(|e| {
@@ -416,6 +470,9 @@ impl Trainer {
         report.examples.total = examples.len();
         report.examples.threats = examples.iter().filter(|e| e.label).count();
         report.examples.benign = report.examples.total - report.examples.threats;
+        report
+            .examples
+            .account_for_cap(self.max_examples, &available);
         self.metrics
             .last_run_examples
             .set(i64::try_from(examples.len()).unwrap_or(i64::MAX));
@@ -717,10 +774,32 @@ mod tests {
     }
 
     #[test]
+    fn the_report_says_what_the_cap_left_out_and_each_source_share() {
+        use vigil_store::ExampleSource;
+        let mut counts = ExampleCounts {
+            total: 4,
+            by_source: [("dataset".to_string(), 3), ("feedback".to_string(), 1)].into(),
+            ..ExampleCounts::default()
+        };
+        counts.account_for_cap(
+            4,
+            &[(ExampleSource::Feedback, 1), (ExampleSource::Dataset, 10)],
+        );
+        assert_eq!(counts.cap, 4);
+        assert_eq!(counts.evicted_by_source["dataset"], 7);
+        assert_eq!(counts.evicted_by_source["feedback"], 0);
+        assert_eq!(counts.available_by_source["dataset"], 10);
+        assert!((counts.share_by_source["dataset"] - 0.75).abs() < 1e-12);
+        assert!((counts.share_by_source["feedback"] - 0.25).abs() < 1e-12);
+        assert!(counts.eviction_order[0].starts_with("dataset"));
+    }
+
+    #[test]
     fn reports_round_trip_as_json() {
         let mut report = RunReport::new(
             Trigger::Request {
                 requested_by: "cli".into(),
+                reason: "testing".into(),
             },
             Utc::now(),
         );

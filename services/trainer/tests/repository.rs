@@ -36,13 +36,13 @@ async fn recording_the_same_item_twice_stores_it_once() {
     let training = db.store().training();
     let s = signal("evt-1", 22);
     let first = training
-        .record(&example(&s, true, ExampleSource::Assessment, "evt-1"))
+        .record(&example(&s, true, ExampleSource::Dataset, "evt-1"))
         .await
         .unwrap();
     assert_eq!(first, InsertOutcome::Inserted);
-    // A redelivered assessment, even with another label, changes nothing.
+    // A re-imported row, even with another label, changes nothing.
     let again = training
-        .record(&example(&s, false, ExampleSource::Assessment, "evt-1"))
+        .record(&example(&s, false, ExampleSource::Dataset, "evt-1"))
         .await
         .unwrap();
     assert_eq!(again, InsertOutcome::AlreadyPresent);
@@ -68,21 +68,18 @@ async fn recording_the_same_item_twice_stores_it_once() {
     assert_eq!(training.record_batch(&batch).await.unwrap(), 0);
     assert_eq!(training.load(100).await.unwrap().len(), 11);
     let counts = training.count_by_source().await.unwrap();
-    assert_eq!(
-        counts,
-        vec![(ExampleSource::Assessment, 1), (ExampleSource::Dataset, 10)]
-    );
+    assert_eq!(counts, vec![(ExampleSource::Dataset, 11)]);
 }
 
 #[tokio::test]
-async fn analyst_feedback_overrides_the_assessment_label_of_the_same_event() {
+async fn analyst_feedback_overrides_the_data_set_label_of_the_same_event() {
     let db = TestDatabase::new().await.unwrap();
     let training = db.store().training();
     let wrong = signal("evt-7", 443);
     let right = signal("evt-8", 80);
     for (s, label) in [(&wrong, true), (&right, false)] {
         training
-            .record(&example(s, label, ExampleSource::Assessment, &s.id))
+            .record(&example(s, label, ExampleSource::Dataset, &s.id))
             .await
             .unwrap();
     }
@@ -100,21 +97,16 @@ async fn analyst_feedback_overrides_the_assessment_label_of_the_same_event() {
     assert_eq!(evt7.source, ExampleSource::Feedback);
     assert!((evt7.weight - 2.0).abs() < f64::EPSILON);
     let evt8 = loaded.iter().find(|e| e.source_ref == "evt-8").unwrap();
-    assert_eq!(evt8.source, ExampleSource::Assessment);
+    assert_eq!(evt8.source, ExampleSource::Dataset);
     assert!(!evt8.label);
 
-    // A data set label for the same event beats the assessment but not the analyst.
-    training
-        .record(&example(&right, true, ExampleSource::Dataset, "evt-8"))
-        .await
-        .unwrap();
+    // Importing the data set again does not bring its label back over the analyst's.
     training
         .record(&example(&wrong, true, ExampleSource::Dataset, "evt-7"))
         .await
         .unwrap();
     let loaded = training.load(100).await.unwrap();
     let label_of = |r: &str| loaded.iter().find(|e| e.source_ref == r).unwrap().label;
-    assert!(label_of("evt-8"), "data set beats assessment");
     assert!(!label_of("evt-7"), "feedback beats data set");
 }
 
@@ -124,7 +116,7 @@ async fn new_examples_are_counted_since_a_time_and_loads_keep_the_newest() {
     let training = db.store().training();
     let s1 = signal("a", 1);
     training
-        .record(&example(&s1, true, ExampleSource::Assessment, "a"))
+        .record(&example(&s1, true, ExampleSource::Dataset, "a"))
         .await
         .unwrap();
     let between: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
@@ -135,7 +127,7 @@ async fn new_examples_are_counted_since_a_time_and_loads_keep_the_newest() {
     let s3 = signal("c", 3);
     for s in [&s2, &s3] {
         training
-            .record(&example(s, false, ExampleSource::Assessment, &s.id))
+            .record(&example(s, false, ExampleSource::Dataset, &s.id))
             .await
             .unwrap();
     }

@@ -353,6 +353,7 @@ async fn a_request_runs_the_trainer_and_a_model_that_is_not_better_stays_out_of_
         first.trigger,
         vigil_trainer::Trigger::Request {
             requested_by: "test".into(),
+            reason: String::new(),
         }
     );
     let first_ensemble = first.ensemble().unwrap().clone();

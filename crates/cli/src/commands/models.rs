@@ -349,6 +349,20 @@ fn print_report(report: &RunReport) {
         report.examples.validation,
         report.examples.test
     );
+    let sources: Vec<String> = report
+        .examples
+        .by_source
+        .iter()
+        .map(|(source, n)| {
+            let evicted = report.examples.evicted_by_source.get(source).unwrap_or(&0);
+            format!("{source} {n} ({evicted} over the cap)")
+        })
+        .collect();
+    println!(
+        "  labels from: {} (cap {})",
+        sources.join(", "),
+        report.examples.cap
+    );
     let f1 = |m: &Option<serde_json::Value>| {
         m.as_ref()
             .and_then(|m| m["f1"].as_f64())
