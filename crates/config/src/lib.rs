@@ -2,11 +2,13 @@
 //! environment variables (`__` separates nesting levels), then command-line flags; the result is
 //! validated before any service starts.
 
+mod feedback;
 mod loader;
 mod secret;
 mod settings;
 mod soar;
 
+pub use feedback::FeedbackSettings;
 pub use loader::{Config, Error, Result, Sources};
 pub use secret::{Secret, redact_url_password};
 pub use settings::*;

@@ -48,6 +48,8 @@ pub struct Config {
     pub orchestrator: OrchestratorSettings,
     pub predictor: PredictorSettings,
     pub trainer: TrainerSettings,
+    /// When analysts' verdicts ask the trainer for a run.
+    pub feedback: crate::FeedbackSettings,
     /// Assessment, alert routing and channels, remediation, incidents.
     pub soar: crate::SoarSettings,
 }
@@ -169,6 +171,7 @@ impl Config {
         if !(0.0..=1.0).contains(&self.trainer.promotion_margin) {
             return invalid("trainer.promotion_margin must be within 0..=1".into());
         }
+        self.feedback.validate().map_err(Error::Invalid)?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 mod error;
 mod event;
+mod feedback;
 mod health;
 mod model;
 mod severity;
@@ -15,12 +16,16 @@ mod workflow;
 
 pub use error::{Result, ValidationError};
 pub use event::{ConfigChange, EventType, SecurityEvent};
+pub use feedback::{
+    ATTACK_FROM, FeedbackRecord, FeedbackSubmission, FeedbackType, MAX_ATTACK_TYPE_CHARS,
+    MAX_NOTE_CHARS, TrueLabel,
+};
 pub use health::{ComponentHealth, HealthState, Heartbeat, SystemStatus};
 pub use model::{ModelMetrics, ModelType, ModelVersion, PredictionResult};
 pub use severity::{RiskThresholds, Severity};
 pub use signal::ThreatSignal;
 pub use soar::{
-    ActionKind, ActionStatus, Alert, AlertStatus, Assessment, FeedbackRecord, FeedbackType,
-    Incident, IncidentStatus, RemediationAction, RiskFactor,
+    ActionKind, ActionStatus, Alert, AlertStatus, Assessment, Incident, IncidentStatus,
+    RemediationAction, RiskFactor,
 };
 pub use workflow::{StepOutcome, WorkflowExecution, WorkflowStatus, WorkflowStep};

@@ -1,5 +1,5 @@
-//! Results of components 1-4 (assessment, alert routing, remediation, incidents) and analyst
-//! feedback on them.
+//! Results of components 1-4 (assessment, alert routing, remediation, incidents); analyst
+//! feedback on them is in [`crate::feedback`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -210,66 +210,4 @@ pub struct Incident {
     pub event_ids: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// An analyst's verdict on something vigil did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeedbackType {
-    Correct,
-    Incorrect,
-    Partial,
-}
-
-impl FeedbackType {
-    /// The name stored in PostgreSQL.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeedbackType::Correct => "correct",
-            FeedbackType::Incorrect => "incorrect",
-            FeedbackType::Partial => "partial",
-        }
-    }
-}
-
-impl FromStr for FeedbackType {
-    type Err = ValidationError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "correct" => Ok(FeedbackType::Correct),
-            "incorrect" => Ok(FeedbackType::Incorrect),
-            "partial" => Ok(FeedbackType::Partial),
-            other => Err(ValidationError::Invalid {
-                field: "feedback_type",
-                reason: format!(
-                    "unknown feedback type {other:?}; expected correct, incorrect or partial"
-                ),
-            }),
-        }
-    }
-}
-
-/// Feedback from an analyst.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeedbackRecord {
-    pub id: String,
-    pub workflow_execution_id: String,
-    pub action_id: String,
-    pub feedback_type: FeedbackType,
-    /// 0-1.
-    pub confidence: f64,
-    pub correction: Option<String>,
-    pub analyst: String,
-    pub timestamp: DateTime<Utc>,
-}
-
-impl FeedbackRecord {
-    /// Ids present, confidence in 0-1.
-    pub fn validate(&self) -> Result<()> {
-        require_non_empty("id", &self.id)?;
-        require_non_empty("workflow_execution_id", &self.workflow_execution_id)?;
-        require_in_range("confidence", self.confidence, 0.0, 1.0)?;
-        Ok(())
-    }
 }

@@ -512,26 +512,6 @@ impl From<domain::IncidentStatus> for v1::IncidentStatus {
     }
 }
 
-fn feedback_type(value: i32) -> Result<domain::FeedbackType> {
-    use v1::FeedbackType as W;
-    match W::try_from(value).map_err(|_| unknown("feedback_type", value))? {
-        W::Unspecified => Err(unknown("feedback_type", value)),
-        W::Correct => Ok(domain::FeedbackType::Correct),
-        W::Incorrect => Ok(domain::FeedbackType::Incorrect),
-        W::Partial => Ok(domain::FeedbackType::Partial),
-    }
-}
-
-impl From<domain::FeedbackType> for v1::FeedbackType {
-    fn from(t: domain::FeedbackType) -> Self {
-        match t {
-            domain::FeedbackType::Correct => v1::FeedbackType::Correct,
-            domain::FeedbackType::Incorrect => v1::FeedbackType::Incorrect,
-            domain::FeedbackType::Partial => v1::FeedbackType::Partial,
-        }
-    }
-}
-
 fn health_state(value: i32) -> Result<domain::HealthState> {
     use v1::HealthState as W;
     match W::try_from(value).map_err(|_| unknown("state", value))? {
@@ -1031,40 +1011,6 @@ impl From<domain::Incident> for v1::Incident {
             event_ids: d.event_ids,
             created_at: Some(d.created_at.into()),
             updated_at: Some(d.updated_at.into()),
-        }
-    }
-}
-
-impl TryFrom<v1::FeedbackRecord> for domain::FeedbackRecord {
-    type Error = ConversionError;
-
-    fn try_from(w: v1::FeedbackRecord) -> Result<Self> {
-        let record = domain::FeedbackRecord {
-            id: w.id,
-            workflow_execution_id: w.workflow_execution_id,
-            action_id: w.action_id,
-            feedback_type: feedback_type(w.feedback_type)?,
-            confidence: w.confidence,
-            correction: optional_string(w.correction),
-            analyst: w.analyst,
-            timestamp: timestamp("timestamp", w.timestamp)?,
-        };
-        record.validate()?;
-        Ok(record)
-    }
-}
-
-impl From<domain::FeedbackRecord> for v1::FeedbackRecord {
-    fn from(d: domain::FeedbackRecord) -> Self {
-        Self {
-            id: d.id,
-            workflow_execution_id: d.workflow_execution_id,
-            action_id: d.action_id,
-            feedback_type: v1::FeedbackType::from(d.feedback_type) as i32,
-            confidence: d.confidence,
-            correction: d.correction.unwrap_or_default(),
-            analyst: d.analyst,
-            timestamp: Some(d.timestamp.into()),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! [`signal_json::decode`], which accepts the aliases and spellings people write.
 
 pub mod convert;
+/// Feedback conversions: submissions and stored verdicts.
+pub mod feedback;
 pub mod signal_json;
 
 /// `vigil.v1`: messages and the `Predictor` service.

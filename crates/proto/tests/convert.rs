@@ -488,10 +488,13 @@ fn feedback_round_trips_and_refuses_bad_confidence() {
         correction: Some("should be medium".into()),
         analyst: "alice".into(),
         timestamp: at(14),
+        label: Some(d::TrueLabel::Attack),
+        attack_type: None,
+        superseded_by: None,
     };
     round_trip::<_, v1::FeedbackRecord>(record.clone());
     let mut w: v1::FeedbackRecord = record.clone().into();
-    w.confidence = 1.01;
+    w.confidence = Some(1.01);
     assert!(
         d::FeedbackRecord::try_from(w)
             .unwrap_err()

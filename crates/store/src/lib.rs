@@ -9,6 +9,7 @@
 
 mod batch;
 mod error;
+mod feedback;
 mod ids;
 mod lock;
 mod models;
@@ -20,6 +21,9 @@ mod workflows;
 
 pub use batch::WorkflowBatch;
 pub use error::{Error, Result};
+pub use feedback::{
+    Feedback, FeedbackWrite, JudgedWorkflow, NewFeedback, Recorded, RetrainRequest, RetrainRule,
+};
 pub use lock::ReplicaLock;
 pub use models::{
     ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,

@@ -152,6 +152,11 @@ impl Store {
         ModelRegistry::new(&self.pool)
     }
 
+    /// Analysts' verdicts and the training runs they asked for.
+    pub fn feedback(&self) -> crate::Feedback<'_> {
+        crate::Feedback::new(&self.pool)
+    }
+
     /// The signals workflows processed, unlabelled.
     pub fn workflow_signals(&self) -> crate::WorkflowSignals<'_> {
         crate::WorkflowSignals::new(&self.pool)

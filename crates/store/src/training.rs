@@ -303,6 +303,31 @@ pub(crate) async fn insert_examples(
     Ok(inserted)
 }
 
+/// Sets the analyst's label of one workflow's signal (`source_ref` = its event id): a later
+/// verdict replaces the label of an earlier one, and the row counts as new again for the
+/// trainer's threshold. Used inside the feedback transaction.
+pub(crate) async fn set_feedback_label(
+    conn: &mut PgConnection,
+    event_id: &str,
+    signal: &serde_json::Value,
+    label: bool,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO training_examples (id, signal, label, source, weight, source_ref) \
+         VALUES ($1, $2, $3, 'feedback', 1.0, $4) \
+         ON CONFLICT (source, source_ref) DO UPDATE \
+             SET label = EXCLUDED.label, signal = EXCLUDED.signal, created_at = now() \
+             WHERE training_examples.label IS DISTINCT FROM EXCLUDED.label",
+    )
+    .bind(Uuid::now_v7())
+    .bind(signal)
+    .bind(label)
+    .bind(event_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Checked before the database would, so the caller gets a message naming the field.
 fn validate(example: &NewExample<'_>) -> Result<()> {
     if example.source_ref.trim().is_empty() {

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use vigil_store::MIGRATOR;
 use vigil_testkit::TestDatabase;
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "alerts",
     "config_audit",
     "feedback",
@@ -14,6 +14,7 @@ const TABLES: [&str; 11] = [
     "model_events",
     "model_versions",
     "remediations",
+    "retrain_requests",
     "training_examples",
     "workflow_signals",
     "workflows",
