@@ -32,6 +32,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Evaluate a model artifact on a labelled data file.
     Evaluate(commands::evaluate::EvaluateArgs),
+    /// Analysts' verdicts on workflows: submit, list, import.
+    Feedback(commands::feedback::FeedbackArgs),
     /// Five minutes of vigil on NSL-KDD: train, replay, feedback, retrain, and a report.
     Demo(commands::demo::DemoArgs),
 }
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Config(args) => commands::config::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
+        Command::Feedback(args) => commands::feedback::run(args),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

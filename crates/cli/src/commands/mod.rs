@@ -3,6 +3,7 @@
 pub mod config;
 pub mod demo;
 pub mod evaluate;
+pub mod feedback;
 pub mod models;
 pub mod predict;
 pub mod publish;

@@ -55,7 +55,7 @@ pub struct Services {
 }
 
 /// The readiness checks of the services [`spawn_services`] starts.
-pub const SERVICE_NAMES: [&str; 4] = ["broker", "predictor", "trainer", "orchestrator"];
+pub const SERVICE_NAMES: [&str; 5] = ["broker", "predictor", "trainer", "orchestrator", "feedback"];
 
 /// Starts every vigil service as a task of this process, all sharing `ctx` (one metrics
 /// registry, one readiness) and stopping when `token` is cancelled.
@@ -101,6 +101,11 @@ pub async fn spawn_services(
         &mut tasks,
         "orchestrator",
         vigil_orchestrator::run_in(orchestrator_ctx, token.clone()),
+    );
+    spawn(
+        &mut tasks,
+        "feedback",
+        vigil_feedback::run_in(ctx.clone(), token.clone()),
     );
     Ok(Services {
         tasks,
