@@ -117,6 +117,10 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
 
     // A crossing reached while no replica ran, and requests left undelivered, are acted on now.
     retrainer.check_and_send().await;
+    let checker = {
+        let retrainer = Arc::clone(&retrainer);
+        tokio::spawn(async move { retrainer.run_checks().await })
+    };
     let mut sweeps = tokio::time::interval(Duration::from_secs(config.feedback.retry_secs));
     sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweeps.tick().await;
@@ -151,6 +155,9 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         warn!(%error, "cannot unsubscribe from submissions");
     }
     while in_flight.join_next().await.is_some() {}
+    if let Err(error) = checker.await {
+        warn!(%error, "the retraining checker ended abnormally");
+    }
     if let Err(error) = bus.client().flush().await {
         warn!(%error, "cannot flush the last replies");
     }

@@ -35,6 +35,8 @@ pub(crate) struct Retrainer {
     instance: String,
     metrics: FeedbackMetrics,
     token: CancellationToken,
+    /// Check requests not yet served (at most one is kept).
+    wake: tokio::sync::Notify,
 }
 
 impl Retrainer {
@@ -62,6 +64,7 @@ impl Retrainer {
             instance,
             metrics,
             token,
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -70,11 +73,22 @@ impl Retrainer {
         &self.subject
     }
 
-    /// [`check_and_send`](Self::check_and_send) in the background, so the submission that
-    /// crossed the threshold is answered without waiting for the trainer.
-    pub fn spawn_check(self: &std::sync::Arc<Self>) {
-        let this = std::sync::Arc::clone(self);
-        tokio::spawn(async move { this.check_and_send().await });
+    /// Asks the background checker ([`run_checks`](Self::run_checks)) for a check, so the
+    /// submission that crossed the threshold is answered without waiting for the trainer.
+    /// Requests made while a check runs are served by one more check, not one each: a burst
+    /// of verdicts costs a few checks, not a queue of them.
+    pub fn request_check(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs a check whenever one was requested, until the service stops.
+    pub async fn run_checks(&self) {
+        loop {
+            tokio::select! {
+                () = self.token.cancelled() => return,
+                () = self.wake.notified() => self.check_and_send().await,
+            }
+        }
     }
 
     /// Checks the rule; when it fires, sends the new request. Also sends requests left

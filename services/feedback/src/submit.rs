@@ -226,7 +226,7 @@ impl Submissions {
                 .announce(&written, &workflow.event_id, system_label, traceparent)
                 .await;
         if outcome != SubmitOutcome::Duplicate {
-            self.retrainer.spawn_check();
+            self.retrainer.request_check();
         }
         SubmitReply {
             ok: true,
