@@ -306,16 +306,7 @@ async fn model_infer_scores_json_signals_like_predict() {
     );
     assert_eq!(response.id, "req-7");
     let names: Vec<&str> = response.outputs.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "risk_score",
-            "confidence",
-            "risk_level",
-            "coverage",
-            "abstention"
-        ]
-    );
+    assert_eq!(names, ["risk_score", "confidence", "risk_level"]);
     for output in &response.outputs {
         assert_eq!(output.shape, vec![3]);
     }
@@ -465,9 +456,7 @@ async fn model_metadata_and_readiness_describe_the_tensors() {
         [
             ("risk_score", "FP64"),
             ("confidence", "FP64"),
-            ("risk_level", "BYTES"),
-            ("coverage", "FP64"),
-            ("abstention", "BYTES")
+            ("risk_level", "BYTES")
         ]
     );
 
