@@ -27,7 +27,7 @@ use vigil_domain::ModelType;
 use vigil_ml::{LabeledExample, ModelArtifact, ModelEvaluator};
 use vigil_proto::v1;
 use vigil_runtime::{ConfigArgs, ServiceContext};
-use vigil_store::Store;
+use vigil_store::{ModelEventKind, Store};
 use vigil_trainer::{RunOutcome, RunReport, RunRequest};
 
 use self::data::{DataFiles, choose_rows, file_name};
@@ -40,7 +40,7 @@ use self::report::{
     RunSummary, grouped,
 };
 use super::models::request_run;
-use super::up::{check_dependencies, spawn_services};
+use super::up::{SERVICE_NAMES, check_dependencies, spawn_services};
 
 /// Who asked for the demo's training runs, in the registry history.
 const ACTOR: &str = "vigil-demo";
@@ -56,8 +56,9 @@ pub struct DemoArgs {
     /// `../shared/data/nsl-kdd` from the current directory or from the workspace root.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Records to replay as threat signals (records vigil has not seen before).
-    #[arg(long, default_value_t = 5_000)]
+    /// Records to replay as threat signals (records vigil has not seen before). With the
+    /// defaults the whole demo took 43 s on two busy cores (a dev build).
+    #[arg(long, default_value_t = 10_000)]
     pub rows: usize,
     /// Labelled rows imported to train the first model.
     #[arg(long, default_value_t = 25_192)]
@@ -119,7 +120,6 @@ fn install_quiet_logs() {
 fn step(message: impl std::fmt::Display) {
     eprintln!("==> {message}");
 }
-// The run
 
 async fn demo(config: &Config, files: &DataFiles, args: &DemoArgs) -> anyhow::Result<Report> {
     let store = Store::connect_and_migrate(&config.database).await?;
@@ -136,9 +136,15 @@ async fn demo(config: &Config, files: &DataFiles, args: &DemoArgs) -> anyhow::Re
         ));
         predictor_url = configured_predictor_url(config);
     } else {
-        step("starting broker, predictor, trainer and orchestrator in this process");
+        step(format!(
+            "starting {} in this process",
+            SERVICE_NAMES.join(", ")
+        ));
         let ctx = ServiceContext::new(config.clone());
-        let mut started = spawn_services(&ctx, &token).await?;
+        let mut started = spawn_services(&ctx, &token).await.context(
+            "cannot start the services in this process (is vigil already running with another \
+             configuration, holding the predictor's port?)",
+        )?;
         // The predictor is ready only once a model is promoted: that comes later.
         if let Err(error) = started
             .wait_ready(&ctx, &["predictor"], Duration::from_secs(120))
@@ -154,6 +160,10 @@ async fn demo(config: &Config, files: &DataFiles, args: &DemoArgs) -> anyhow::Re
     let started_here = services.is_some();
 
     let steps = run_steps(config, &store, &bus, files, args, &predictor_url);
+    let interrupted = async {
+        vigil_runtime::shutdown_signal().await;
+        anyhow::anyhow!("interrupted; what was done so far stays (see vigil models list)")
+    };
     let outcome = match services.as_mut() {
         Some(running) => tokio::select! {
             outcome = steps => outcome,
@@ -162,8 +172,13 @@ async fn demo(config: &Config, files: &DataFiles, args: &DemoArgs) -> anyhow::Re
                 Some(Ok(name)) => anyhow::anyhow!("the {name} stopped during the demo"),
                 None => anyhow::anyhow!("the services stopped during the demo"),
             }),
+            // The services drain below before the process exits.
+            error = interrupted => Err(error),
         },
-        None => steps.await,
+        None => tokio::select! {
+            outcome = steps => outcome,
+            error = interrupted => Err(error),
+        },
     };
     if let Some(running) = services {
         token.cancel();
@@ -368,6 +383,11 @@ async fn run_steps(
         .collect();
     registered.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.version.cmp(&b.1.version)));
     let registered: Vec<ModelRef> = registered.into_iter().map(|(_, model)| model).collect();
+    let own: Vec<&str> = std::iter::once(&first)
+        .chain(retrain.as_ref())
+        .filter_map(|run| run.ensemble().map(|m| m.id.as_str()))
+        .collect();
+    let others = other_runs(store, &registered, &own).await?;
     seconds.insert("total".to_owned(), clock.elapsed().as_secs_f64());
     Ok(Report {
         data: DataReport {
@@ -423,6 +443,7 @@ async fn run_steps(
             remediations: outcomes.remediations.total,
             incidents_opened: outcomes.incidents.opened,
             models_registered: registered,
+            other_runs: others,
         },
         seconds,
     })
@@ -478,6 +499,33 @@ async fn wait_for_predictor(url: &str, id: &str) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(format!("after {} s, {last}", PREDICTOR_PATIENCE.as_secs()))
+}
+
+/// Why each ensemble in `registered` that the demo's own runs (`own`) did not make was trained:
+/// the registry history's reason, e.g. the feedback service's request after enough verdicts.
+async fn other_runs(
+    store: &Store,
+    registered: &[ModelRef],
+    own: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let others: Vec<&ModelRef> = registered
+        .iter()
+        .filter(|m| m.model_type == ModelType::Ensemble.as_str() && !own.contains(&m.id.as_str()))
+        .collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let history = store.models().history(Some(ModelType::Ensemble)).await?;
+    Ok(others
+        .into_iter()
+        .map(|model| {
+            let reason = history
+                .iter()
+                .find(|e| e.model_version_id == model.id && e.event == ModelEventKind::Registered)
+                .map_or("no reason recorded", |e| e.reason.as_str());
+            format!("ensemble v{}: {reason}", model.version)
+        })
+        .collect())
 }
 
 /// Scores the held-out rows with a registered ensemble.

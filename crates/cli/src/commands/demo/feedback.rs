@@ -28,7 +28,8 @@ pub(super) struct FeedbackItem {
     attack_type: Option<String>,
 }
 
-/// Every k-th replayed record (in replay order) that has a workflow, `size` in all at most.
+/// `size` replayed records that have a workflow (all of them when there are fewer), spread
+/// evenly over the replay order.
 pub(super) fn feedback_sample(
     rows: &[LabeledExample],
     workflows: &[WorkflowExecution],
@@ -43,11 +44,10 @@ pub(super) fn feedback_sample(
     if size == 0 || handled.is_empty() {
         return Vec::new();
     }
-    let every = handled.len().div_ceil(size).max(1);
-    handled
-        .iter()
-        .step_by(every)
-        .take(size)
+    // Evenly spread: item i of the sample is handled record i * len / size.
+    let size = size.min(handled.len());
+    (0..size)
+        .map(|i| handled[i * handled.len() / size])
         .map(|(example, workflow)| FeedbackItem {
             event_id: example.signal.id.clone(),
             workflow_id: workflow.id.clone(),
@@ -232,6 +232,7 @@ mod tests {
         let (rows, workflows) = handled(100);
         let sample = feedback_sample(&rows, &workflows, 10);
         assert_eq!(sample.len(), 10);
+        assert_eq!(feedback_sample(&rows, &workflows, 30).len(), 30);
         assert_eq!(sample[0].event_id, "row-0");
         assert_eq!(sample[1].event_id, "row-10");
         assert_eq!(sample[0].workflow_id, "wf-0");

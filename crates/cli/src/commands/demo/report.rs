@@ -244,6 +244,9 @@ pub struct Created {
     pub remediations: usize,
     pub incidents_opened: usize,
     pub models_registered: Vec<ModelRef>,
+    /// Ensembles trained by runs the demo did not ask for (the feedback service's retraining
+    /// trigger, the trainer's schedule), with why.
+    pub other_runs: Vec<String>,
 }
 
 /// `12345` as `12,345`.
@@ -483,10 +486,11 @@ impl Report {
         }
 
         let c = &self.created;
-        let models: Vec<String> = c
+        let ensembles: Vec<String> = c
             .models_registered
             .iter()
-            .map(|m| format!("{} v{}", m.model_type, m.version))
+            .filter(|m| m.model_type == "ensemble")
+            .map(|m| format!("v{}", m.version))
             .collect();
         let _ = writeln!(
             s,
@@ -500,13 +504,20 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "             models registered: {}",
-            if models.is_empty() {
+            "             {} model versions registered: {}",
+            c.models_registered.len(),
+            if ensembles.is_empty() {
                 "none".to_owned()
             } else {
-                models.join(", ")
+                format!(
+                    "ensemble {} with their random forest, XGBoost and neural network",
+                    ensembles.join(", ")
+                )
             }
         );
+        for run in &c.other_runs {
+            let _ = writeln!(s, "             {run}");
+        }
         let _ = writeln!(
             s,
             "             (see `vigil models list`, `vigil remediation list`)"
