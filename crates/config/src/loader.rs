@@ -171,6 +171,12 @@ impl Config {
         if !(0.0..=1.0).contains(&self.trainer.promotion_margin) {
             return invalid("trainer.promotion_margin must be within 0..=1".into());
         }
+        if !(0.0..=1.0).contains(&self.predictor.min_coverage) {
+            return invalid(format!(
+                "predictor.min_coverage must be within 0..=1 (a share of the model's inputs), got {}",
+                self.predictor.min_coverage
+            ));
+        }
         self.feedback.validate().map_err(Error::Invalid)?;
         Ok(())
     }

@@ -225,6 +225,10 @@ pub struct PredictorSettings {
     /// How often (seconds) the predictor checks the registry for a production version it
     /// missed (e.g. a `model_promoted` event sent while it was disconnected); 0 disables.
     pub refresh_secs: u64,
+    /// The model abstains (answers without a usable score, saying why) when a signal carries
+    /// less than this share (0-1) of the model's inputs: a model trained on flow records has
+    /// little to say about a signal that carries none of their counters. 0 never abstains.
+    pub min_coverage: f64,
 }
 
 impl Default for PredictorSettings {
@@ -234,6 +238,7 @@ impl Default for PredictorSettings {
             model_name: "vigil-threat".into(),
             model_file: None,
             refresh_secs: 60,
+            min_coverage: vigil_domain::PredictionResult::DEFAULT_MIN_COVERAGE,
         }
     }
 }
@@ -272,6 +277,30 @@ impl Default for TrainerSettings {
             max_examples: 200_000,
             dataset: None,
             train_config: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Sources};
+
+    fn with(overrides: &[&str]) -> Result<Config, crate::Error> {
+        Config::load(&Sources {
+            overrides: overrides.iter().map(|o| (*o).to_owned()).collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn min_coverage_is_a_share_and_defaults_to_a_half() {
+        let defaults = with(&[]).expect("defaults are valid");
+        assert_eq!(defaults.predictor.min_coverage, 0.5);
+        let never = with(&["predictor.min_coverage=0"]).expect("0 never abstains");
+        assert_eq!(never.predictor.min_coverage, 0.0);
+        for bad in ["predictor.min_coverage=1.5", "predictor.min_coverage=-0.1"] {
+            let err = with(&[bad]).expect_err(bad).to_string();
+            assert!(err.contains("predictor.min_coverage"), "{err}");
         }
     }
 }

@@ -146,7 +146,9 @@ pub struct AssessmentSettings {
     /// Points when the source or destination matches a known-bad indicator.
     pub indicator_points: f64,
     pub volume: VolumeThresholds,
-    /// Weight of the ML score in the final score (0 = rules only, 1 = ML only).
+    /// The largest weight of the ML score in the final score (0 = rules only, 1 = ML only):
+    /// the weight used is this times the prediction's coverage (share of the model's inputs
+    /// the signal carried) times its confidence. An abstaining model has no weight.
     pub ml_weight: f64,
 }
 

@@ -21,7 +21,9 @@ pub use feedback::{
     MAX_NOTE_CHARS, TrueLabel,
 };
 pub use health::{ComponentHealth, HealthState, Heartbeat, SystemStatus};
-pub use model::{ModelMetrics, ModelType, ModelVersion, PredictionResult};
+pub use model::{
+    AbstainReason, Abstention, ModelMetrics, ModelType, ModelVersion, PredictionResult,
+};
 pub use severity::{RiskThresholds, Severity};
 pub use signal::ThreatSignal;
 pub use soar::{

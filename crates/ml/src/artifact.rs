@@ -15,13 +15,15 @@ use vigil_domain::{
     ModelMetrics, ModelType, ModelVersion, PredictionResult, RiskThresholds, ThreatSignal,
 };
 
-use crate::ensemble::{Ensemble, Score};
+use crate::ensemble::{Ensemble, MEMBERS, Score};
 use crate::error::{Error, Result};
 
 /// First bytes of every artifact.
 pub const ARTIFACT_MAGIC: [u8; 8] = *b"VIGILML\0";
-/// The format version this build writes and reads.
-pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
+/// The format version this build writes and reads. Version 2 tells missing inputs from zeros;
+/// version 1 models read every absent input as 0 (every benign sensor signal looked like a SYN
+/// flood to them), so they are refused and must be trained again.
+pub const ARTIFACT_FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// How many features a prediction reports as "what mattered".
 const EXPLAINED_FEATURES: usize = 5;
@@ -107,7 +109,9 @@ impl ModelArtifact {
         Ok(format!("ens-{hex}"))
     }
 
-    /// Scores one signal: risk score 0-10, level by `thresholds`, confidence, what mattered.
+    /// Scores one signal: risk score 0-10, level by `thresholds`, confidence, what mattered,
+    /// coverage and domain, each member's probability. Never abstains by itself: see
+    /// [`PredictionResult::abstain_below`].
     pub fn predict(
         &self,
         signal: &ThreatSignal,
@@ -116,8 +120,7 @@ impl ModelArtifact {
         let started = Instant::now();
         let x = self.ensemble.spec.transform(signal)?;
         let score = self.ensemble.score_features(signal, &x);
-        let features_used = self.ensemble.explain(&x, EXPLAINED_FEATURES);
-        Ok(self.result(signal, score, features_used, thresholds, started))
+        Ok(self.result(signal, &x, score, thresholds, started))
     }
 
     /// Scores many signals; each gets its own result, so one bad signal does not sink the batch.
@@ -136,8 +139,7 @@ impl ModelArtifact {
                     .spec
                     .transform_into(signal, &mut scratch, &mut x)?;
                 let score = self.ensemble.score_features(signal, &x);
-                let features_used = self.ensemble.explain(&x, EXPLAINED_FEATURES);
-                Ok(self.result(signal, score, features_used, thresholds, started))
+                Ok(self.result(signal, &x, score, thresholds, started))
             })
             .collect()
     }
@@ -150,20 +152,29 @@ impl ModelArtifact {
     fn result(
         &self,
         signal: &ThreatSignal,
+        x: &[f32],
         score: Score,
-        features_used: BTreeMap<String, f64>,
         thresholds: &RiskThresholds,
         started: Instant,
     ) -> PredictionResult {
+        let coverage = self.ensemble.spec.coverage(x);
         PredictionResult {
             threat_id: signal.id.clone(),
             risk_score: score.risk_score,
             risk_level: thresholds.level(score.risk_score),
             confidence: score.confidence,
             model_version_id: self.metadata.model_version_id.clone(),
-            features_used,
+            features_used: self.ensemble.explain(x, EXPLAINED_FEATURES),
             prediction_time_ms: started.elapsed().as_secs_f64() * 1000.0,
             created_at: Utc::now(),
+            coverage: coverage.share(),
+            missing_inputs: coverage.missing,
+            in_domain: score.in_domain,
+            probability: score.probability.clamp(0.0, 1.0),
+            decision_threshold: self.ensemble.decision_threshold,
+            member_probabilities: MEMBERS.iter().copied().zip(score.members).collect(),
+            novelty: score.novelty.clamp(0.0, 1.0),
+            abstention: None,
         }
     }
 

@@ -295,17 +295,29 @@ fn xgb_error(err: xgboost_rs::XGBError) -> Error {
     Error::Xgboost(err.to_string())
 }
 
-/// Builds a DMatrix with every cell stored explicitly, so zeros are values rather than
-/// "missing" (xgboost-rs's `from_dense` treats 0.0 as missing).
+/// Builds a DMatrix with every present cell stored explicitly, so zeros are values rather than
+/// "missing" (xgboost-rs's `from_dense` treats 0.0 as missing), and `NaN` cells left out: those
+/// are XGBoost's missing values, which take each split's learned default branch.
 fn dense_dmatrix(x: &Matrix) -> Result<DMatrix> {
     if x.rows == 0 || x.cols == 0 {
         return Err(Error::Training(
             "xgboost needs a non-empty matrix".to_string(),
         ));
     }
-    let indptr: Vec<usize> = (0..=x.rows).map(|r| r * x.cols).collect();
-    let indices: Vec<usize> = (0..x.rows * x.cols).map(|i| i % x.cols).collect();
-    DMatrix::from_csr(&indptr, &indices, &x.data, Some(x.cols)).map_err(xgb_error)
+    let mut indptr = Vec::with_capacity(x.rows + 1);
+    let mut indices = Vec::with_capacity(x.data.len());
+    let mut values = Vec::with_capacity(x.data.len());
+    indptr.push(0);
+    for r in 0..x.rows {
+        for (c, &v) in x.row(r).iter().enumerate() {
+            if !v.is_nan() {
+                indices.push(c);
+                values.push(v);
+            }
+        }
+        indptr.push(values.len());
+    }
+    DMatrix::from_csr(&indptr, &indices, &values, Some(x.cols)).map_err(xgb_error)
 }
 
 /// Trains a booster with XGBoost on rows `x`, labels `y` and sample weights `w`.
@@ -392,6 +404,47 @@ mod tests {
             "evaluator differs from xgboost by {max_diff}"
         );
         assert!(correct > 900, "accuracy {correct}/1000");
+    }
+
+    #[test]
+    fn missing_values_take_a_learned_branch_and_match_xgboost() {
+        // Column 3 is missing in a third of the rows, and missing means "threat" here: only a
+        // model that sees the missing values as such (not as zeros) can learn it.
+        let (mut x, mut y) = data(3000, 4);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for (row, label) in x.data.chunks_exact_mut(4).zip(y.iter_mut()) {
+            if rng.gen_bool(0.33) {
+                row[3] = f32::NAN;
+                *label = true;
+            } else if row[3] == 0.0 {
+                *label = false;
+            }
+        }
+        let w = vec![1.0; x.rows];
+        let config = BoostConfig {
+            rounds: 30,
+            ..BoostConfig::default()
+        };
+        let model = train_xgboost(&x, &y, &w, &config, &NoProgress).unwrap();
+        let native = model.predict_with_xgboost(&x).unwrap();
+        let mut max_diff = 0.0f64;
+        let (mut missing, mut zero) = (Vec::new(), Vec::new());
+        for (i, theirs) in native.iter().enumerate() {
+            let ours = model.predict_proba(x.row(i));
+            max_diff = max_diff.max((ours - f64::from(*theirs)).abs());
+            if x.row(i)[3].is_nan() {
+                missing.push(ours);
+            } else if x.row(i)[3] == 0.0 {
+                zero.push(ours);
+            }
+        }
+        assert!(
+            max_diff < 1e-6,
+            "evaluator differs from xgboost by {max_diff}"
+        );
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(mean(&missing) > 0.9, "missing rows {}", mean(&missing));
+        assert!(mean(&zero) < 0.5, "zero rows {}", mean(&zero));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::boost::XgbModel;
 use crate::error::{Error, Result};
 use crate::features::FeatureSpec;
 use crate::forest::RandomForest;
+use crate::in_domain::TrainingDomain;
 use crate::metrics::brier;
 use crate::mlp::Mlp;
 use crate::novelty::NoveltyDetector;
@@ -143,6 +144,11 @@ pub struct Score {
     pub members: [f64; 3],
     /// Probability from the novelty member (0 when the ensemble has none).
     pub novelty: f64,
+    /// Share of the model's inputs the signal carried, 0-1.
+    pub coverage: f64,
+    /// 0-1: the share of validation rows at least as far from the training data as the
+    /// signal, over the inputs it carried (1 when the ensemble has no domain measure).
+    pub in_domain: f64,
     /// Probability at or above the decision threshold.
     pub is_threat: bool,
     /// 0-10; the decision threshold maps to 5.
@@ -169,6 +175,9 @@ pub struct Ensemble {
     /// in artifacts written before it existed, which then score as they always did).
     #[serde(default)]
     pub novelty: Option<NoveltyDetector>,
+    /// How close a signal lies to the training data ([`Score::in_domain`]).
+    #[serde(default)]
+    pub domain: Option<TrainingDomain>,
 }
 
 impl Ensemble {
@@ -185,19 +194,7 @@ impl Ensemble {
         if self.xgboost.importances().len() != n || self.importances.len() != n {
             return bad("xgboost does not match the feature spec");
         }
-        if self
-            .spec
-            .selected
-            .iter()
-            .any(|&c| c >= self.spec.base.len() + self.spec.interactions.len())
-            || self
-                .spec
-                .interactions
-                .iter()
-                .any(|i| i.a >= self.spec.base.len() || i.b >= self.spec.base.len())
-        {
-            return bad("feature spec refers to missing columns");
-        }
+        self.spec.check()?;
         let w_ok = self.weights.iter().all(|w| w.is_finite() && *w >= 0.0)
             && self.weights.iter().sum::<f64>() > 0.0;
         let t_ok = self.decision_threshold > 0.0 && self.decision_threshold < 1.0;
@@ -207,20 +204,27 @@ impl Ensemble {
         if let Some(novelty) = &self.novelty {
             novelty.check(&self.spec)?;
         }
+        if let Some(domain) = &self.domain {
+            domain.check(&self.spec)?;
+        }
         Ok(())
     }
 
-    /// Uncalibrated member probabilities for a feature vector.
+    /// Uncalibrated member probabilities for a feature vector (missing columns `NaN`):
+    /// XGBoost reads the missing values as such, the forest and the network read them
+    /// imputed.
     pub fn raw_probabilities(&self, x: &[f32]) -> [f64; 3] {
+        let mut imputed = Vec::with_capacity(x.len());
+        self.spec.impute_into(x, &mut imputed);
         [
-            self.forest.predict_proba(x),
+            self.forest.predict_proba(&imputed),
             self.xgboost.predict_proba(x),
-            self.mlp.predict_proba(x),
+            self.mlp.predict_proba(&imputed),
         ]
     }
 
     /// Scores a signal given its feature vector `x`, computed from that signal by
-    /// `self.spec` (the novelty member also reads the signal itself).
+    /// `self.spec` (the novelty member and the domain measure also read the signal itself).
     pub fn score_features(&self, signal: &ThreatSignal, x: &[f32]) -> Score {
         let raw = self.raw_probabilities(x);
         let members = [0, 1, 2].map(|i| self.calibration[i].apply(raw[i]));
@@ -231,10 +235,28 @@ impl Ensemble {
             .map(|(p, w)| p * w)
             .sum::<f64>()
             / total;
+        // The novelty member's prototypes and the domain measure read the same base columns.
+        let needs_base = self.domain.is_some()
+            || self
+                .novelty
+                .as_ref()
+                .is_some_and(|n| n.prototypes.is_some());
+        let base = if needs_base {
+            self.spec.base_space_of_checked(signal)
+        } else {
+            Vec::new()
+        };
         let novelty = self.novelty.as_ref().map_or(0.0, |n| {
-            n.probability_of_checked(&self.spec, signal, self.decision_threshold)
+            n.probability_with_base(signal, &base, self.decision_threshold)
         });
-        self.score_from(supervised.max(novelty), members, novelty)
+        let in_domain = self
+            .domain
+            .as_ref()
+            .map_or(1.0, |d| d.in_domain_of_base(&base));
+        let mut score = self.score_from(supervised.max(novelty), members, novelty);
+        score.coverage = self.spec.coverage_share(x);
+        score.in_domain = in_domain;
+        score
     }
 
     fn score_from(&self, probability: f64, members: [f64; 3], novelty: f64) -> Score {
@@ -254,6 +276,8 @@ impl Ensemble {
             probability,
             members,
             novelty,
+            coverage: 1.0,
+            in_domain: 1.0,
             is_threat: probability >= t,
             risk_score: risk_score.clamp(0.0, 10.0),
             confidence: (certainty * (0.5 + 0.5 * agreement)).clamp(0.0, 1.0),
@@ -267,29 +291,21 @@ impl Ensemble {
     }
 
     /// The `k` features that mattered most for this vector (importance times how far the value
-    /// is from the training mean), with their engineered values.
+    /// is from the training mean), with their engineered values. Missing columns are never
+    /// listed (their indicators, `missing:<input>`, may be).
     pub fn explain(&self, x: &[f32], k: usize) -> BTreeMap<String, f64> {
         let mut ranked: Vec<(usize, f64)> = x
             .iter()
             .zip(&self.importances)
             .enumerate()
+            .filter(|(_, (v, _))| !v.is_nan())
             .map(|(i, (v, imp))| (i, imp * (f64::from(v.abs()) + 0.1)))
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked
             .into_iter()
             .take(k)
-            .map(|(i, _)| {
-                let c = self.spec.selected[i];
-                let name = if c < self.spec.base.len() {
-                    self.spec.base[c].name.clone()
-                } else {
-                    self.spec.interactions[c - self.spec.base.len()]
-                        .name
-                        .clone()
-                };
-                (name, f64::from(x[i]))
-            })
+            .map(|(i, _)| (self.spec.feature_name(i), f64::from(x[i])))
             .collect()
     }
 }

@@ -1,6 +1,11 @@
 //! Feature engineering: a [`FeatureSpec`] fitted on training data turns any [`ThreatSignal`]
 //! into a fixed-length vector. The spec is saved inside every model artifact and the same
 //! [`FeatureSpec::transform`] serves training and prediction, so the two cannot drift.
+//!
+//! Missing is not zero: a value the signal does not carry is `NaN` in the feature vector (XGBoost
+//! takes its learned default branch), the forest and the network see the column's training
+//! median instead ([`FeatureSpec::impute_into`]), and one indicator per model [`Input`] at the
+//! end of the vector says what was missing. [`FeatureSpec::coverage`] reads those indicators.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -43,6 +48,20 @@ impl Matrix {
             rows,
             cols,
             data: vec![0.0; rows * cols],
+        }
+    }
+
+    /// Replaces every missing (`NaN`) value of column `c` by `with[c]`.
+    pub fn fill_missing(&mut self, with: &[f32]) {
+        if self.cols == 0 {
+            return;
+        }
+        for row in self.data.chunks_exact_mut(self.cols) {
+            for (v, w) in row.iter_mut().zip(with) {
+                if v.is_nan() {
+                    *v = *w;
+                }
+            }
         }
     }
 
@@ -173,6 +192,121 @@ impl Derived {
     }
 }
 
+impl Derived {
+    /// The signal fields this column reads; it is missing when any of them is.
+    fn fields(self) -> &'static [Field] {
+        match self {
+            Derived::Duration => &[Field::Duration],
+            Derived::Bytes => &[Field::Bytes],
+            Derived::Packets => &[Field::Packets],
+            Derived::Confidence => &[Field::Confidence],
+            Derived::DstPortPrivileged | Derived::DstPortWellKnown => &[Field::DestinationPort],
+            Derived::SrcPortPrivileged | Derived::SrcPortEphemeral => &[Field::SourcePort],
+            Derived::SrcIpPrivate => &[Field::SourceIp],
+            Derived::DstIpPrivate => &[Field::DestinationIp],
+            Derived::BothIpsPublic | Derived::SameAddress => {
+                &[Field::SourceIp, Field::DestinationIp]
+            }
+        }
+    }
+}
+
+/// A well-known field of a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Duration,
+    Bytes,
+    Packets,
+    Confidence,
+    SourcePort,
+    DestinationPort,
+    SourceIp,
+    DestinationIp,
+}
+
+impl Field {
+    /// The field's name as signals spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Duration => "duration",
+            Field::Bytes => "bytes",
+            Field::Packets => "packets",
+            Field::Confidence => "confidence",
+            Field::SourcePort => "source_port",
+            Field::DestinationPort => "destination_port",
+            Field::SourceIp => "source_ip",
+            Field::DestinationIp => "destination_ip",
+        }
+    }
+
+    /// Whether `signal` carries the field. Bytes, packets and duration are one measurement: a
+    /// signal carries them unless all three are 0, because the signal format cannot tell an
+    /// absent count from a zero, and a flow with no bytes, no packets and no duration is no
+    /// measurement at all. The sensor's confidence is always there.
+    pub fn carried_by(self, signal: &ThreatSignal) -> bool {
+        match self {
+            Field::Duration | Field::Bytes | Field::Packets => !flow_missing(signal),
+            Field::Confidence => true,
+            Field::SourcePort => signal.source_port.is_some(),
+            Field::DestinationPort => signal.destination_port.is_some(),
+            Field::SourceIp => signal.source_ip.is_some(),
+            Field::DestinationIp => signal.destination_ip.is_some(),
+        }
+    }
+}
+
+/// One thing a signal may or may not carry: a well-known field, a numeric attribute or a
+/// categorical attribute. A model's coverage of a signal is counted over its inputs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    Field(Field),
+    Numeric(String),
+    Categorical(Attribute),
+}
+
+impl Input {
+    /// The input's name (`src_bytes`, `service`, `duration`).
+    pub fn name(&self) -> &str {
+        match self {
+            Input::Field(f) => f.name(),
+            Input::Numeric(key) => key,
+            Input::Categorical(attribute) => attribute.name(),
+        }
+    }
+}
+
+/// An input the models read, with a base column that is missing exactly when the input is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInput {
+    pub input: Input,
+    /// Index into [`FeatureSpec::base`].
+    pub probe: usize,
+}
+
+/// How much of a model's inputs a signal carried.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Coverage {
+    /// Inputs the signal carried.
+    pub carried: usize,
+    /// Inputs the model reads.
+    pub inputs: usize,
+    /// Names of the inputs the signal did not carry, in the spec's order.
+    pub missing: Vec<String>,
+}
+
+impl Coverage {
+    /// Share of the inputs carried, 0-1 (1 for a model without inputs).
+    pub fn share(&self) -> f64 {
+        if self.inputs == 0 {
+            1.0
+        } else {
+            self.carried as f64 / self.inputs as f64
+        }
+    }
+}
+
 const ALL_DERIVED: [Derived; 12] = [
     Derived::Duration,
     Derived::Bytes,
@@ -244,8 +378,13 @@ pub struct BaseColumn {
     pub name: String,
     pub source: Source,
     pub log: bool,
+    /// Mean and standard deviation of the training rows that carried the column.
     pub mean: f64,
     pub std: f64,
+    /// The raw value that stands in when the column is missing: the median of the training
+    /// rows that carried it.
+    #[serde(default)]
+    pub impute: f64,
 }
 
 impl BaseColumn {
@@ -254,6 +393,20 @@ impl BaseColumn {
     fn scale(&self, v: f64, clip: f64) -> f64 {
         let x = if self.log { v.max(0.0).ln_1p() } else { v };
         standardise(x, self.mean, self.std, clip)
+    }
+
+    fn is_indicator(&self) -> bool {
+        matches!(self.source, Source::OneHot { .. } | Source::Hashed { .. })
+    }
+
+    /// The column's value in [`FeatureSpec::base_space`]: indicators as they are, the rest
+    /// scaled; `NaN` (missing) stays `NaN`.
+    fn base_space_value(&self, v: f64, clip: f64) -> f32 {
+        if self.is_indicator() || v.is_nan() {
+            v as f32
+        } else {
+            self.scale(v, clip) as f32
+        }
     }
 }
 
@@ -288,6 +441,14 @@ pub struct FeatureSpec {
     pub selected: Vec<usize>,
     /// |Pearson correlation| with the label of each selected column, on the training data.
     pub correlation: Vec<f64>,
+    /// The inputs the selected columns read, in a fixed order: the vector ends with one
+    /// missing indicator per input, and coverage is counted over them.
+    #[serde(default)]
+    pub inputs: Vec<ModelInput>,
+    /// Per selected column, what the forest and the network see when it is missing: the
+    /// median of the training rows that carried it, as the column is scaled.
+    #[serde(default)]
+    pub impute: Vec<f32>,
 }
 
 /// Fits a [`FeatureSpec`] on labelled examples.
@@ -386,9 +547,12 @@ impl FeatureEngineer {
             encodings,
             selected: Vec::new(),
             correlation: Vec::new(),
+            inputs: Vec::new(),
+            impute: Vec::new(),
         };
 
-        // Raw values column by column, then transform and standardisation statistics.
+        // Raw values column by column (NaN where a row does not carry the column), then
+        // transform and standardisation statistics of the rows that carry it.
         let mut columns: Vec<Vec<f64>> = vec![Vec::with_capacity(n); spec.base.len()];
         let mut scratch = Vec::new();
         for e in examples {
@@ -398,11 +562,12 @@ impl FeatureEngineer {
             }
         }
         for (column, values) in spec.base.iter_mut().zip(columns.iter_mut()) {
-            let indicator = matches!(column.source, Source::OneHot { .. } | Source::Hashed { .. });
-            if !indicator {
-                let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-                column.log = min >= 0.0 && percentile(values, 0.99) > config.log_above;
+            let present: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+            if !column.is_indicator() {
+                let min = present.iter().copied().fold(f64::INFINITY, f64::min);
+                column.log = min >= 0.0 && percentile(&present, 0.99) > config.log_above;
             }
+            column.impute = percentile(&present, 0.5);
             if column.log {
                 values.iter_mut().for_each(|v| *v = v.max(0.0).ln_1p());
             }
@@ -485,15 +650,30 @@ impl FeatureEngineer {
         candidates.truncate(config.max_features);
         candidates.sort_unstable();
         spec.correlation = candidates.iter().map(|&c| all_corr[c].abs()).collect();
+        // A missing column stands in as the median of the rows that carried it.
+        spec.impute = candidates
+            .iter()
+            .map(|&c| {
+                let values = if c < spec.base.len() {
+                    &columns[c]
+                } else {
+                    &inter_values[c - spec.base.len()]
+                };
+                let present: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+                percentile(&present, 0.5) as f32
+            })
+            .collect();
         spec.selected = candidates;
+        spec.inputs = spec.model_inputs();
         Ok(spec)
     }
 }
 
 impl FeatureSpec {
-    /// Length of the output vector.
+    /// Length of the output vector: the selected columns, then one missing indicator per
+    /// input.
     pub fn len(&self) -> usize {
-        self.selected.len()
+        self.selected.len() + self.inputs.len()
     }
 
     /// True when no feature survived selection (never for a fitted spec).
@@ -501,12 +681,28 @@ impl FeatureSpec {
         self.selected.is_empty()
     }
 
-    /// Names of the output features, in vector order.
+    /// Names of the output features, in vector order (`missing:<input>` for the indicators).
     pub fn feature_names(&self) -> Vec<String> {
         self.selected
             .iter()
             .map(|&c| self.column_name(c).to_string())
+            .chain(
+                self.inputs
+                    .iter()
+                    .map(|i| format!("missing:{}", i.input.name())),
+            )
             .collect()
+    }
+
+    /// The name of output feature `i`.
+    pub fn feature_name(&self, i: usize) -> String {
+        match self.selected.get(i) {
+            Some(&c) => self.column_name(c).to_string(),
+            None => self
+                .inputs
+                .get(i - self.selected.len())
+                .map_or_else(String::new, |m| format!("missing:{}", m.input.name())),
+        }
     }
 
     fn column_name(&self, c: usize) -> &str {
@@ -517,6 +713,49 @@ impl FeatureSpec {
         }
     }
 
+    /// The inputs the selected columns read, each with a base column that is missing exactly
+    /// when the input is.
+    fn model_inputs(&self) -> Vec<ModelInput> {
+        let n_base = self.base.len();
+        let mut read: BTreeSet<Input> = BTreeSet::new();
+        for &c in &self.selected {
+            let bases = if c < n_base {
+                vec![c]
+            } else {
+                let inter = &self.interactions[c - n_base];
+                vec![inter.a, inter.b]
+            };
+            for b in bases {
+                match &self.base[b].source {
+                    Source::Derived(d) => read.extend(d.fields().iter().map(|f| Input::Field(*f))),
+                    Source::Numeric(key) => {
+                        read.insert(Input::Numeric(key.clone()));
+                    }
+                    Source::OneHot { attribute, .. } | Source::Hashed { attribute, .. } => {
+                        read.insert(Input::Categorical(attribute.clone()));
+                    }
+                }
+            }
+        }
+        read.into_iter()
+            .filter_map(|input| {
+                let probe = self
+                    .base
+                    .iter()
+                    .position(|column| match (&input, &column.source) {
+                        (Input::Field(f), Source::Derived(d)) => d.fields() == [*f],
+                        (Input::Numeric(key), Source::Numeric(k)) => k == key,
+                        (
+                            Input::Categorical(a),
+                            Source::OneHot { attribute, .. } | Source::Hashed { attribute, .. },
+                        ) => a == attribute,
+                        _ => false,
+                    })?;
+                Some(ModelInput { input, probe })
+            })
+            .collect()
+    }
+
     /// The feature vector of one signal. Refuses non-finite attributes rather than guessing.
     pub fn transform(&self, signal: &ThreatSignal) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(self.len());
@@ -525,7 +764,9 @@ impl FeatureSpec {
         Ok(out)
     }
 
-    /// Like [`FeatureSpec::transform`], reusing caller-owned buffers (hot path).
+    /// Like [`FeatureSpec::transform`], reusing caller-owned buffers (hot path). A column the
+    /// signal does not carry is `NaN`; the vector ends with one indicator per input (1 when
+    /// the signal does not carry it).
     pub fn transform_into(
         &self,
         signal: &ThreatSignal,
@@ -536,7 +777,9 @@ impl FeatureSpec {
         self.raw_base_values(signal, scratch);
         let clip = self.config.clip;
         for (v, column) in scratch.iter_mut().zip(&self.base) {
-            *v = column.scale(*v, clip);
+            if !v.is_nan() {
+                *v = column.scale(*v, clip);
+            }
         }
         out.clear();
         let n_base = self.base.len();
@@ -554,13 +797,76 @@ impl FeatureSpec {
             };
             out.push(value as f32);
         }
+        for input in &self.inputs {
+            let missing = scratch.get(input.probe).is_none_or(|v| v.is_nan());
+            out.push(f32::from(u8::from(missing)));
+        }
         Ok(())
+    }
+
+    /// `x` (a feature vector of this spec) with every missing column replaced by its training
+    /// median: what the forest and the network read. The indicators stay as they are.
+    pub fn impute_into(&self, x: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(x.iter().enumerate().map(|(i, &v)| {
+            if v.is_nan() {
+                self.impute.get(i).copied().unwrap_or(0.0)
+            } else {
+                v
+            }
+        }));
+    }
+
+    /// [`FeatureSpec::impute_into`] of every row.
+    pub fn impute_matrix(&self, x: &Matrix) -> Matrix {
+        let mut out = Matrix {
+            rows: x.rows,
+            cols: x.cols,
+            data: Vec::with_capacity(x.data.len()),
+        };
+        let mut row = Vec::with_capacity(x.cols);
+        for r in 0..x.rows {
+            self.impute_into(x.row(r), &mut row);
+            out.data.extend_from_slice(&row);
+        }
+        out
+    }
+
+    /// [`Coverage::share`] of the signal behind `x`, without naming what was missing.
+    pub fn coverage_share(&self, x: &[f32]) -> f64 {
+        let indicators = x.get(self.selected.len()..).unwrap_or_default();
+        let missing = indicators.iter().filter(|flag| **flag > 0.5).count();
+        Coverage {
+            carried: self.inputs.len().saturating_sub(missing),
+            inputs: self.inputs.len(),
+            missing: Vec::new(),
+        }
+        .share()
+    }
+
+    /// Which of the model's inputs the signal behind feature vector `x` carried, read from
+    /// the vector's missing indicators.
+    pub fn coverage(&self, x: &[f32]) -> Coverage {
+        let indicators = x.get(self.selected.len()..).unwrap_or_default();
+        let missing: Vec<String> = self
+            .inputs
+            .iter()
+            .zip(indicators)
+            .filter(|(_, flag)| **flag > 0.5)
+            .map(|(m, _)| m.input.name().to_string())
+            .collect();
+        Coverage {
+            carried: self.inputs.len().saturating_sub(missing.len()),
+            inputs: self.inputs.len(),
+            missing,
+        }
     }
 
     /// The base columns of `signal` as the novelty member's benign prototypes see them:
     /// numeric columns log-transformed and standardised as in [`FeatureSpec::transform`],
     /// categorical indicators left at 0 / 1 (standardised, a rare level would weigh more than
-    /// a common one), constant columns 0. No selection, no interactions.
+    /// a common one), constant columns 0, columns the signal does not carry `NaN`. No
+    /// selection, no interactions.
     pub fn base_space(&self, signal: &ThreatSignal) -> Result<Vec<f32>> {
         check_signal(signal)?;
         Ok(self.base_space_of_checked(signal))
@@ -574,10 +880,7 @@ impl FeatureSpec {
         let clip = self.config.clip;
         raw.iter()
             .zip(&self.base)
-            .map(|(&v, column)| match column.source {
-                Source::OneHot { .. } | Source::Hashed { .. } => v as f32,
-                _ => column.scale(v, clip) as f32,
-            })
+            .map(|(&v, column)| column.base_space_value(v, clip))
             .collect()
     }
 
@@ -590,6 +893,16 @@ impl FeatureSpec {
             *row = self.base_space(signal)?;
             Ok(())
         })
+    }
+
+    /// Each base column's stand-in for a missing value in [`FeatureSpec::base_space`] (the
+    /// training median), for fitting centroids on rows that lack some columns.
+    pub fn base_space_impute(&self) -> Vec<f32> {
+        let clip = self.config.clip;
+        self.base
+            .iter()
+            .map(|column| column.base_space_value(column.impute, clip))
+            .collect()
     }
 
     /// Feature vectors of many signals.
@@ -609,6 +922,27 @@ impl FeatureSpec {
         Ok((matrix, examples.iter().map(|e| e.label).collect()))
     }
 
+    /// Checks that the spec's parts refer to each other consistently (a loaded artifact).
+    pub(crate) fn check(&self) -> Result<()> {
+        let n_columns = self.base.len() + self.interactions.len();
+        let ok = self.selected.iter().all(|&c| c < n_columns)
+            && self
+                .interactions
+                .iter()
+                .all(|i| i.a < self.base.len() && i.b < self.base.len())
+            && self.inputs.iter().all(|i| i.probe < self.base.len())
+            && self.impute.len() == self.selected.len()
+            && self.impute.iter().all(|v| v.is_finite());
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::CorruptArtifact(
+                "feature spec refers to missing columns".to_string(),
+            ))
+        }
+    }
+
+    /// Raw base values of `signal`, `NaN` for a column the signal does not carry.
     fn raw_base_values(&self, signal: &ThreatSignal, out: &mut Vec<f64>) {
         out.clear();
         // Look each categorical attribute up once per signal, not once per one-hot column.
@@ -631,7 +965,7 @@ impl FeatureSpec {
         let mut numeric = signal.numeric.iter().peekable();
         for column in &self.base {
             let value = match &column.source {
-                Source::Derived(d) => derived_value(*d, signal),
+                Source::Derived(d) => derived_value(*d, signal).unwrap_or(f64::NAN),
                 Source::Numeric(key) => {
                     while numeric
                         .next_if(|(k, _)| k.as_str() < key.as_str())
@@ -640,40 +974,43 @@ impl FeatureSpec {
                     match numeric.peek() {
                         Some((k, v)) if *k == key => **v,
                         // Absent, or a spec whose columns are not in key order.
-                        _ => signal.numeric.get(key).copied().unwrap_or(0.0),
+                        _ => signal.numeric.get(key).copied().unwrap_or(f64::NAN),
                     }
                 }
                 Source::OneHot {
                     attribute,
                     encoding,
                     level,
-                } => {
-                    let value = value_of(*encoding, attribute);
-                    let hit = match level {
-                        Some(level) => value == Some(level.as_str()),
-                        None => value.is_some_and(|v| {
-                            self.encodings.get(*encoding).is_none_or(|e| {
-                                e.levels.binary_search_by(|l| l.as_str().cmp(v)).is_err()
-                            })
-                        }),
-                    };
-                    f64::from(u8::from(hit))
-                }
+                } => match value_of(*encoding, attribute) {
+                    None => f64::NAN,
+                    Some(value) => {
+                        let hit = match level {
+                            Some(level) => value == level.as_str(),
+                            None => self.encodings.get(*encoding).is_none_or(|e| {
+                                e.levels
+                                    .binary_search_by(|l| l.as_str().cmp(value))
+                                    .is_err()
+                            }),
+                        };
+                        f64::from(u8::from(hit))
+                    }
+                },
                 Source::Hashed {
                     attribute,
                     encoding,
                     bucket,
-                } => {
-                    let buckets = self
-                        .encodings
-                        .get(*encoding)
-                        .and_then(|e| e.hash_buckets)
-                        .unwrap_or(1)
-                        .max(1);
-                    let hit = value_of(*encoding, attribute)
-                        .is_some_and(|v| stable_hash(v) % buckets == *bucket);
-                    f64::from(u8::from(hit))
-                }
+                } => match value_of(*encoding, attribute) {
+                    None => f64::NAN,
+                    Some(value) => {
+                        let buckets = self
+                            .encodings
+                            .get(*encoding)
+                            .and_then(|e| e.hash_buckets)
+                            .unwrap_or(1)
+                            .max(1);
+                        f64::from(u8::from(stable_hash(value) % buckets == *bucket))
+                    }
+                },
             };
             out.push(value);
         }
@@ -687,6 +1024,7 @@ fn base_column(name: String, source: Source) -> BaseColumn {
         log: false,
         mean: 0.0,
         std: 0.0,
+        impute: 0.0,
     }
 }
 
@@ -759,9 +1097,13 @@ pub(crate) fn check_signal(signal: &ThreatSignal) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn derived_value(d: Derived, s: &ThreatSignal) -> f64 {
+/// The value of a derived column; `None` when the signal does not carry what it reads.
+pub(crate) fn derived_value(d: Derived, s: &ThreatSignal) -> Option<f64> {
+    if !d.fields().iter().all(|f| f.carried_by(s)) {
+        return None;
+    }
     let flag = |b: bool| f64::from(u8::from(b));
-    match d {
+    Some(match d {
         Derived::Duration => s.duration_seconds,
         Derived::Bytes => s.bytes as f64,
         Derived::Packets => s.packets as f64,
@@ -783,7 +1125,12 @@ pub(crate) fn derived_value(d: Derived, s: &ThreatSignal) -> f64 {
             (s.source_ip, s.destination_ip),
             (Some(a), Some(b)) if a == b
         )),
-    }
+    })
+}
+
+/// No bytes, no packets and no duration: the signal reports no flow measurement.
+fn flow_missing(s: &ThreatSignal) -> bool {
+    s.bytes == 0 && s.packets == 0 && s.duration_seconds == 0.0
 }
 
 /// Private, loopback, link-local and unique-local addresses: traffic that stays inside.
@@ -808,17 +1155,21 @@ fn stable_hash(value: &str) -> u32 {
 }
 
 fn standardise(x: f64, mean: f64, std: f64, clip: f64) -> f64 {
-    if std > 0.0 {
+    if x.is_nan() {
+        x
+    } else if std > 0.0 {
         ((x - mean) / std).clamp(-clip, clip)
     } else {
         0.0
     }
 }
 
+/// Mean and standard deviation of the values that are not `NaN` (missing).
 fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    let present = || values.iter().filter(|v| !v.is_nan());
+    let n = present().count().max(1) as f64;
+    let mean = present().sum::<f64>() / n;
+    let var = present().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
     // Tiny variances are numerical noise on a constant column.
     let std = var.sqrt();
     (mean, if std > 1e-9 { std } else { 0.0 })
@@ -833,20 +1184,30 @@ fn percentile(values: &[f64], q: f64) -> f64 {
     *copy.select_nth_unstable_by(idx, f64::total_cmp).1
 }
 
-/// Pearson correlation; 0 for a constant column.
+/// Pearson correlation over the rows where `x` is present, times the share of rows where it is
+/// (a column most rows lack tells little about most rows); 0 for a constant column.
 fn correlation(x: &[f64], y: &[f64]) -> f64 {
-    let (mx, sx) = mean_std(x);
-    let (my, sy) = mean_std(y);
+    let (xs, ys): (Vec<f64>, Vec<f64>) = x
+        .iter()
+        .zip(y)
+        .filter(|(a, _)| !a.is_nan())
+        .map(|(a, b)| (*a, *b))
+        .unzip();
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let (mx, sx) = mean_std(&xs);
+    let (my, sy) = mean_std(&ys);
     if sx == 0.0 || sy == 0.0 {
         return 0.0;
     }
-    let cov = x
+    let cov = xs
         .iter()
-        .zip(y)
+        .zip(&ys)
         .map(|(a, b)| (a - mx) * (b - my))
         .sum::<f64>()
-        / x.len() as f64;
-    cov / (sx * sy)
+        / xs.len() as f64;
+    cov / (sx * sy) * (xs.len() as f64 / x.len() as f64)
 }
 
 #[cfg(test)]
@@ -950,7 +1311,8 @@ mod tests {
             ..FeatureConfig::default()
         };
         let spec = FeatureEngineer::new(config).fit(&examples(600)).unwrap();
-        assert_eq!(spec.len(), 3);
+        assert_eq!(spec.selected.len(), 3);
+        assert_eq!(spec.len(), 3 + spec.inputs.len(), "one indicator per input");
         let full = FeatureEngineer::default().fit(&examples(600)).unwrap();
         let min_kept = spec
             .correlation
@@ -974,11 +1336,109 @@ mod tests {
         s.categorical.insert("service".into(), "never-seen".into());
         let v = spec.transform(&s).unwrap();
         assert_eq!(v.len(), spec.len());
-        assert!(v.iter().all(|x| x.is_finite()));
+        assert!(v.iter().all(|x| x.is_finite() || x.is_nan()));
         s.numeric.insert("count".into(), f64::INFINITY);
         assert!(matches!(spec.transform(&s), Err(Error::InvalidSignal(_))));
         s.numeric.insert("count".into(), 1e300);
         let v = spec.transform(&s).unwrap();
-        assert!(v.iter().all(|x| x.abs() <= spec.config.clip as f32));
+        assert!(
+            v.iter()
+                .filter(|x| !x.is_nan())
+                .all(|x| x.abs() <= spec.config.clip as f32)
+        );
+    }
+
+    /// The output position of the base column `name`.
+    fn position(spec: &FeatureSpec, name: &str) -> usize {
+        spec.feature_names()
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("{name} not selected: {:?}", spec.feature_names()))
+    }
+
+    #[test]
+    fn an_absent_attribute_is_missing_not_zero() {
+        let spec = FeatureEngineer::default().fit(&examples(600)).unwrap();
+        let (full, _) = signal(601);
+        let mut zero = full.clone();
+        zero.numeric.insert("count".into(), 0.0);
+        let mut absent = full.clone();
+        absent.numeric.remove("count");
+        absent.categorical.remove("service");
+
+        let count = position(&spec, "count");
+        let count_missing = position(&spec, "missing:count");
+        let service_missing = position(&spec, "missing:service");
+        let z = spec.transform(&zero).unwrap();
+        let a = spec.transform(&absent).unwrap();
+        assert!(z[count].is_finite(), "a zero is a value");
+        assert_eq!(z[count_missing], 0.0);
+        assert!(a[count].is_nan(), "an absent attribute is missing");
+        assert_eq!(a[count_missing], 1.0);
+        assert_eq!(a[service_missing], 1.0);
+        for name in spec.feature_names() {
+            if let Some(level) = name.strip_prefix("service=") {
+                assert!(a[position(&spec, &name)].is_nan(), "service={level}");
+            }
+        }
+
+        // The forest and the network read the training median instead, the same for every
+        // signal that lacks the column, and an ordinary value otherwise.
+        let mut imputed = Vec::new();
+        spec.impute_into(&a, &mut imputed);
+        assert!(imputed.iter().all(|v| v.is_finite()));
+        assert_eq!(imputed[count], spec.impute[count]);
+        assert_ne!(
+            imputed[count], z[count],
+            "the median of count is not the value of a zero"
+        );
+        let mut again = Vec::new();
+        spec.impute_into(&z, &mut again);
+        assert_eq!(again, z, "nothing to impute in a complete vector");
+    }
+
+    #[test]
+    fn a_signal_without_bytes_packets_or_duration_carries_no_flow() {
+        let spec = FeatureEngineer::default().fit(&examples(600)).unwrap();
+        let (mut s, _) = signal(602);
+        s.bytes = 0;
+        s.duration_seconds = 0.0;
+        s.packets = 0;
+        let v = spec.transform(&s).unwrap();
+        assert!(v[position(&spec, "bytes")].is_nan());
+        assert_eq!(v[position(&spec, "missing:bytes")], 1.0);
+        s.duration_seconds = 0.5;
+        let v = spec.transform(&s).unwrap();
+        assert!(
+            v[position(&spec, "bytes")].is_finite(),
+            "0 bytes in a flow that lasted is a value"
+        );
+    }
+
+    #[test]
+    fn coverage_counts_the_inputs_a_signal_carried() {
+        let spec = FeatureEngineer::default().fit(&examples(600)).unwrap();
+        let names: Vec<&str> = spec.inputs.iter().map(|i| i.input.name()).collect();
+        for expected in ["count", "rate", "service", "bytes", "protocol"] {
+            assert!(names.contains(&expected), "{expected} in {names:?}");
+        }
+        let (full, _) = signal(603);
+        let all = spec.coverage(&spec.transform(&full).unwrap());
+        assert_eq!(all.share(), 1.0, "missing {:?}", all.missing);
+        assert!(all.missing.is_empty());
+
+        let bare = ThreatSignal::new("normal", 0.1, DateTime::<Utc>::UNIX_EPOCH);
+        let x = spec.transform(&bare).unwrap();
+        let none = spec.coverage(&x);
+        assert_eq!(none.carried, 0, "carried {:?}", none);
+        assert_eq!(none.missing.len(), spec.inputs.len());
+        assert_eq!(spec.coverage_share(&x), 0.0);
+
+        let mut half = full.clone();
+        half.numeric.remove("count");
+        half.categorical.remove("service");
+        let c = spec.coverage(&spec.transform(&half).unwrap());
+        assert_eq!(c.carried, c.inputs - 2);
+        assert_eq!(c.missing, vec!["count".to_string(), "service".to_string()]);
     }
 }

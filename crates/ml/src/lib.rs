@@ -18,6 +18,7 @@ mod error;
 mod evaluate;
 mod features;
 mod forest;
+mod in_domain;
 mod ingest;
 mod metrics;
 mod mlp;
@@ -31,8 +32,11 @@ pub use boost::{BoostConfig, XgbModel, train_xgboost};
 pub use ensemble::{Calibration, Ensemble, MEMBERS, Score};
 pub use error::{Error, Result};
 pub use evaluate::{CrossValidationReport, EvaluationReport, ModelEvaluator};
-pub use features::{FeatureConfig, FeatureEngineer, FeatureSpec, Matrix};
+pub use features::{
+    Coverage, FeatureConfig, FeatureEngineer, FeatureSpec, Field, Input, Matrix, ModelInput,
+};
 pub use forest::{ForestConfig, RandomForest, train_forest};
+pub use in_domain::{DomainConfig, TrainingDomain};
 pub use ingest::{
     NSL_KDD_COLUMNS, ReadOutcome, RowError, is_benign_label, parse_nsl_kdd_line, read_csv,
     read_nsl_kdd,
@@ -41,8 +45,8 @@ pub use metrics::{binary_metrics, log_loss, roc_auc};
 pub use mlp::{Mlp, MlpConfig, train_mlp};
 pub use novelty::{NoveltyConfig, NoveltyDetector};
 pub use pipeline::{
-    Balance, CleanIssue, CleanReport, DataPipeline, LabeledExample, SplitConfig, Splits,
-    oversample, oversample_indices, sample_weights, stratified_folds,
+    Balance, CleanIssue, CleanReport, DataPipeline, LabeledExample, PartialConfig, SplitConfig,
+    Splits, oversample, oversample_indices, sample_weights, stratified_folds, with_partial_copies,
 };
 pub use prototypes::Prototypes;
 pub use train::{TrainConfig, TrainReport, fit_ensemble, train_ensemble};

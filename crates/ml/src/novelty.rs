@@ -89,10 +89,12 @@ pub enum NoveltyInput {
 }
 
 impl NoveltyInput {
-    fn value(&self, signal: &ThreatSignal) -> f64 {
+    /// The value, `None` when the signal does not carry it (nothing is rare about a value
+    /// that is not there).
+    fn value(&self, signal: &ThreatSignal) -> Option<f64> {
         match self {
             NoveltyInput::Derived(d) => derived_value(*d, signal),
-            NoveltyInput::Numeric(key) => signal.numeric.get(key).copied().unwrap_or(0.0),
+            NoveltyInput::Numeric(key) => signal.numeric.get(key).copied(),
         }
     }
 }
@@ -169,22 +171,31 @@ pub struct Profile {
     pub rows: u32,
     /// One per input, in [`NoveltyDetector::inputs`] order.
     pub tails: Vec<Tails>,
+    /// Per input, the benign rows in this context that carried it (absent in members made
+    /// before missing values were told apart: then every row counts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<u32>,
 }
 
 impl Profile {
+    /// Tails of each input's values; `NaN` (missing) values are left out.
     fn fit(columns: &mut [Vec<f64>], tail: f64) -> Self {
         let rows = columns.first().map_or(0, Vec::len);
-        let rare = tail * (rows as f64 + 1.0) - 1.0;
+        let mut carried = Vec::with_capacity(columns.len());
         let tails = columns
             .iter_mut()
             .map(|values| {
+                values.retain(|v| !v.is_nan());
                 values.sort_unstable_by(f64::total_cmp);
+                carried.push(values.len() as u32);
+                let rare = tail * (values.len() as f64 + 1.0) - 1.0;
                 Tails::fit(values, rare)
             })
             .collect();
         Self {
             rows: rows as u32,
             tails,
+            carried,
         }
     }
 
@@ -195,7 +206,8 @@ impl Profile {
         match self.tails[j].extreme_count(x) {
             None => 0.0,
             Some(count) => {
-                let share = (f64::from(count) + 1.0) / (f64::from(self.rows) + 1.0);
+                let rows = self.carried.get(j).copied().unwrap_or(self.rows);
+                let share = (f64::from(count) + 1.0) / (f64::from(rows) + 1.0);
                 (tail / share).ln().max(0.0)
             }
         }
@@ -273,7 +285,12 @@ impl NoveltyDetector {
 
         let rows: Vec<Vec<f64>> = benign
             .iter()
-            .map(|s| inputs.iter().map(|i| i.value(s)).collect())
+            .map(|s| {
+                inputs
+                    .iter()
+                    .map(|i| i.value(s).unwrap_or(f64::NAN))
+                    .collect()
+            })
             .collect();
         let columns_of = |members: &[usize]| -> Vec<Vec<f64>> {
             (0..inputs.len())
@@ -340,7 +357,8 @@ impl NoveltyDetector {
         // that the distance flagging the budget's share of validation benign rows counts as
         // much as the tails' cutoff, and one cutoff is then set on the larger of the two.
         let step = benign.len().div_ceil(config.prototype_rows.max(1)).max(1);
-        let sample = spec.base_space_all(benign.iter().step_by(step).copied())?;
+        let mut sample = spec.base_space_all(benign.iter().step_by(step).copied())?;
+        sample.fill_missing(&spec.base_space_impute());
         let prototypes = Prototypes::fit(
             &sample,
             config.prototypes,
@@ -389,14 +407,20 @@ impl NoveltyDetector {
     }
 
     /// [`NoveltyDetector::probability`] of a signal whose feature vector was computed (so it
-    /// passed the spec's checks): the ensemble's hot path.
-    pub(crate) fn probability_of_checked(
+    /// passed the spec's checks), given its [`FeatureSpec::base_space`] `base`: the ensemble's
+    /// hot path, which shares `base` with the domain measure.
+    pub(crate) fn probability_with_base(
         &self,
-        spec: &FeatureSpec,
         signal: &ThreatSignal,
+        base: &[f32],
         decision_threshold: f64,
     ) -> f64 {
-        self.probability_of_score(self.score_of_checked(spec, signal), decision_threshold)
+        let tails = self.tail_score(signal);
+        let score = match &self.prototypes {
+            Some(p) => self.combined(tails, p.distance(base)),
+            None => tails,
+        };
+        self.probability_of_score(score, decision_threshold)
     }
 
     fn probability_of_score(&self, score: f64, decision_threshold: f64) -> f64 {
@@ -419,8 +443,8 @@ impl NoveltyDetector {
         self.inputs
             .iter()
             .enumerate()
-            .map(|(j, input)| {
-                let x = input.value(signal);
+            .filter_map(|(j, input)| Some((j, input.value(signal)?)))
+            .map(|(j, x)| {
                 profiles
                     .iter()
                     .map(|p| p.rarity(j, x, tail))
@@ -451,7 +475,8 @@ impl NoveltyDetector {
             }
         }
         let n = self.inputs.len();
-        let fits = |p: &Profile| p.tails.len() == n;
+        let fits =
+            |p: &Profile| p.tails.len() == n && (p.carried.is_empty() || p.carried.len() == n);
         let groups_ok = self
             .groups
             .iter()
@@ -551,6 +576,23 @@ mod tests {
         let (score, probability) = judge(&detector, &spec, &odd);
         assert!(score > detector.cutoff, "{score} <= {}", detector.cutoff);
         assert!(probability > 0.1);
+    }
+
+    #[test]
+    fn an_input_the_signal_does_not_carry_is_not_rare() {
+        let (detector, spec) = fitted();
+        // A negative connection count is rare in this benign traffic; no count at all is
+        // simply not there.
+        let mut odd = example(8001).signal;
+        odd.numeric.insert("count".into(), -50.0);
+        assert!(detector.tail_score(&odd) > 0.0);
+        let mut absent = example(8001).signal;
+        absent.numeric.clear();
+        absent.bytes = 0;
+        assert_eq!(detector.tail_score(&absent), 0.0);
+        let (score, probability) = judge(&detector, &spec, &absent);
+        assert!(score < detector.cutoff, "{score} >= {}", detector.cutoff);
+        assert!(probability < 0.1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Labelled examples and the data pipeline: clean, split, balance, weigh.
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use vigil_domain::ThreatSignal;
@@ -303,6 +303,89 @@ pub fn oversample_indices(examples: &[LabeledExample], seed: u64) -> Vec<usize> 
     out
 }
 
+/// Partial copies of rows: sensors send only some of what a model reads (a DNS sensor knows
+/// no connection counts), so training also shows the models rows with inputs removed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PartialConfig {
+    /// Share of the rows that get one partial copy each (0 turns the copies off).
+    pub rate: f64,
+    /// Seed of which rows are copied and what each copy loses.
+    pub seed: u64,
+}
+
+impl Default for PartialConfig {
+    fn default() -> Self {
+        Self {
+            rate: 0.25,
+            seed: 0x9a27_1a15,
+        }
+    }
+}
+
+impl PartialConfig {
+    /// The rate must be a share.
+    pub fn validate(&self) -> Result<()> {
+        if (0.0..=1.0).contains(&self.rate) {
+            Ok(())
+        } else {
+            Err(Error::InvalidConfig(format!(
+                "partial.rate must be within 0..=1, got {}",
+                self.rate
+            )))
+        }
+    }
+}
+
+/// `examples`, then a partial copy of each of a `config.rate` share of them (drawn with
+/// `config.seed`). A copy keeps each of its inputs with a probability drawn uniformly from
+/// 0-1 for that copy, so copies of every coverage appear: numeric and categorical attributes,
+/// the protocol, ports and addresses one by one, and the flow measurement (bytes, packets and
+/// duration) as one. Label, weight and class stay those of the row.
+pub fn with_partial_copies(
+    examples: &[LabeledExample],
+    config: &PartialConfig,
+) -> Vec<LabeledExample> {
+    let mut out = examples.to_vec();
+    if config.rate <= 0.0 {
+        return out;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    for example in examples {
+        if !rng.gen_bool(config.rate.min(1.0)) {
+            continue;
+        }
+        let keep: f64 = rng.r#gen();
+        let mut copy = example.clone();
+        let s = &mut copy.signal;
+        let mut kept = || rng.r#gen::<f64>() < keep;
+        s.numeric.retain(|_, _| kept());
+        s.categorical.retain(|_, _| kept());
+        if !kept() {
+            s.protocol = None;
+        }
+        if !kept() {
+            s.source_port = None;
+        }
+        if !kept() {
+            s.destination_port = None;
+        }
+        if !kept() {
+            s.source_ip = None;
+        }
+        if !kept() {
+            s.destination_ip = None;
+        }
+        if !kept() {
+            s.bytes = 0;
+            s.packets = 0;
+            s.duration_seconds = 0.0;
+        }
+        out.push(copy);
+    }
+    out
+}
+
 /// Sample weights: the example's own weight times a class weight `n / (2 * n_class)`, so both
 /// classes carry the same total weight even without oversampling.
 pub fn sample_weights(examples: &[LabeledExample]) -> Vec<f32> {
@@ -367,6 +450,98 @@ mod tests {
 
     fn ids(examples: &[LabeledExample]) -> Vec<String> {
         examples.iter().map(|e| e.signal.id.clone()).collect()
+    }
+
+    /// A row carrying ten numeric attributes, two categorical ones, protocol, ports,
+    /// addresses and a flow.
+    fn full(i: usize) -> LabeledExample {
+        let mut e = example(i, i.is_multiple_of(2));
+        let s = &mut e.signal;
+        for k in 0..10 {
+            s.numeric.insert(format!("n{k}"), (i + k) as f64);
+        }
+        s.categorical.insert("service".into(), "http".into());
+        s.categorical.insert("flag".into(), "SF".into());
+        s.protocol = Some("tcp".into());
+        s.source_port = Some(50_000);
+        s.destination_port = Some(80);
+        s.source_ip = Some("10.0.0.1".parse().unwrap());
+        s.destination_ip = Some("10.0.0.2".parse().unwrap());
+        s.bytes = 1200;
+        s.packets = 9;
+        s.duration_seconds = 0.4;
+        e.class_name = Some(if e.label { "neptune" } else { "normal" }.into());
+        e
+    }
+
+    #[test]
+    fn partial_copies_add_rows_of_every_coverage_and_keep_the_originals() {
+        let rows: Vec<LabeledExample> = (0..4000).map(full).collect();
+        let config = PartialConfig::default();
+        let out = with_partial_copies(&rows, &config);
+        assert_eq!(
+            &out[..rows.len()],
+            &rows[..],
+            "the originals come first, untouched"
+        );
+        let copies = &out[rows.len()..];
+        let expected = rows.len() as f64 * config.rate;
+        assert!(
+            (copies.len() as f64 - expected).abs() < expected * 0.1,
+            "{} copies, about {expected} expected",
+            copies.len()
+        );
+        // What each copy kept, of the 10 numeric attributes; copies of every coverage appear.
+        let kept: Vec<usize> = copies.iter().map(|c| c.signal.numeric.len()).collect();
+        assert!(kept.contains(&0) && kept.contains(&10), "{kept:?}");
+        assert!((1..10).all(|n| kept.contains(&n)), "{kept:?}");
+        assert!(copies.iter().any(|c| c.signal.protocol.is_none()));
+        assert!(copies.iter().any(|c| c.signal.categorical.is_empty()));
+        let no_flow = copies
+            .iter()
+            .filter(|c| c.signal.bytes == 0)
+            .collect::<Vec<_>>();
+        assert!(!no_flow.is_empty());
+        assert!(
+            no_flow
+                .iter()
+                .all(|c| c.signal.packets == 0 && c.signal.duration_seconds == 0.0),
+            "the flow is dropped as one measurement"
+        );
+        // A copy is its row with inputs removed: same label, class and weight, nothing added.
+        for c in copies {
+            let row = rows.iter().find(|r| r.signal.id == c.signal.id).unwrap();
+            assert_eq!(
+                (c.label, &c.class_name, c.weight),
+                (row.label, &row.class_name, row.weight)
+            );
+            assert!(
+                c.signal
+                    .numeric
+                    .iter()
+                    .all(|(k, v)| row.signal.numeric[k] == *v)
+            );
+        }
+        // Reproducible for a seed, different for another; none at rate 0.
+        assert_eq!(with_partial_copies(&rows, &config), out);
+        let other = PartialConfig {
+            seed: config.seed + 1,
+            ..config
+        };
+        assert_ne!(with_partial_copies(&rows, &other), out);
+        let off = PartialConfig {
+            rate: 0.0,
+            ..config
+        };
+        assert_eq!(with_partial_copies(&rows, &off), rows);
+        assert!(
+            PartialConfig {
+                rate: 1.5,
+                ..config
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

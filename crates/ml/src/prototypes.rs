@@ -113,7 +113,8 @@ impl Prototypes {
         self.centroids.is_empty()
     }
 
-    /// Euclidean distance from `x` to the nearest centroid.
+    /// Euclidean distance from `x` to the nearest centroid, over the columns `x` carries
+    /// (`NaN` columns are left out).
     pub fn distance(&self, x: &[f32]) -> f64 {
         let mut best = f32::INFINITY;
         for centroid in self.centroids.chunks_exact(self.dim) {
@@ -185,22 +186,26 @@ fn squared_distance_below(a: &[f32], b: &[f32], bound: f32) -> f32 {
     total
 }
 
-/// Squared Euclidean distance, summed in eight independent lanes so that the compiler can
-/// vectorise it (a single running f32 sum has to be added in order).
+/// Squared Euclidean distance over the columns where neither side is `NaN` (missing), summed
+/// in eight independent lanes so that the compiler can vectorise it (a single running f32 sum
+/// has to be added in order).
 fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
+    let term = |x: f32, y: f32| {
+        let d = x - y;
+        if d.is_nan() { 0.0 } else { d * d }
+    };
     let mut acc = [0.0_f32; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = a_chunks
         .remainder()
         .iter()
         .zip(b_chunks.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
+        .map(|(x, y)| term(*x, *y))
         .sum();
     for (x, y) in a_chunks.zip(b_chunks) {
         for i in 0..LANES {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
+            acc[i] += term(x[i], y[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -234,6 +239,10 @@ mod tests {
         assert!(p.distance(&[5.0, 5.0]) > 6.0);
         p.check(2).unwrap();
         assert!(p.check(3).is_err());
+        // A missing column is left out of the distance, not read as 0.
+        assert!(p.distance(&[f32::NAN, 10.0]) < 0.1);
+        assert!(p.distance(&[0.0, f32::NAN]) < 0.1);
+        assert_eq!(p.distance(&[f32::NAN, f32::NAN]), 0.0);
     }
 
     #[test]

@@ -16,11 +16,12 @@ use crate::error::{Error, Result};
 use crate::evaluate::ModelEvaluator;
 use crate::features::{FeatureConfig, FeatureEngineer};
 use crate::forest::{ForestConfig, train_forest};
+use crate::in_domain::{DomainConfig, TrainingDomain};
 use crate::mlp::{MlpConfig, train_mlp};
 use crate::novelty::{NoveltyConfig, NoveltyDetector};
 use crate::pipeline::{
-    Balance, CleanReport, DataPipeline, LabeledExample, SplitConfig, oversample_indices,
-    sample_weights,
+    Balance, CleanReport, DataPipeline, LabeledExample, PartialConfig, SplitConfig,
+    oversample_indices, sample_weights, with_partial_copies,
 };
 
 /// Everything that decides how a model is trained; stored in the artifact.
@@ -35,6 +36,11 @@ pub struct TrainConfig {
     pub mlp: MlpConfig,
     /// The novelty member fitted on benign training rows (docs/ml.md).
     pub novelty: NoveltyConfig,
+    /// Partial copies of training and validation rows, so the models learn what a signal
+    /// without some inputs means (docs/ml.md).
+    pub partial: PartialConfig,
+    /// The measure of how close a signal lies to the training data.
+    pub domain: DomainConfig,
     /// Ensemble probability from which a signal counts as a threat. Below 0.5 on purpose:
     /// attacks of families absent from training get lower probabilities than known ones, and
     /// this threshold was chosen on held-out attack families (docs/ml.md).
@@ -51,6 +57,8 @@ impl Default for TrainConfig {
             xgboost: BoostConfig::default(),
             mlp: MlpConfig::default(),
             novelty: NoveltyConfig::default(),
+            partial: PartialConfig::default(),
+            domain: DomainConfig::default(),
             decision_threshold: 0.1,
         }
     }
@@ -160,27 +168,45 @@ pub fn fit_ensemble(
             config.decision_threshold
         )));
     }
+    config.partial.validate()?;
     let started = Instant::now();
-    // The spec is fitted on the real training rows; oversampling (of the training split only,
-    // which keeps duplicates out of validation and test) then repeats rows of the matrix.
+    // The spec is fitted on the real training rows. The members learn from those and from
+    // partial copies of them (what sensors that send less look like), and are stopped early
+    // and calibrated on validation rows with partial copies of the same kind. Oversampling (of
+    // the training split only, which keeps duplicates out of validation and test) then repeats
+    // rows of the matrix.
     let spec = FeatureEngineer::new(config.features).fit(train)?;
-    let (x, y) = spec.transform_examples(train)?;
+    let partial_train = with_partial_copies(train, &config.partial);
+    let partial_validation = with_partial_copies(
+        validation,
+        &PartialConfig {
+            seed: config.partial.seed.wrapping_add(1),
+            ..config.partial
+        },
+    );
+    let (x, y) = spec.transform_examples(&partial_train)?;
     let (x, y, w) = match config.balance {
         Balance::Oversample => {
-            let rows = oversample_indices(train, config.split.seed);
+            let rows = oversample_indices(&partial_train, config.split.seed);
             let balanced_y: Vec<bool> = rows.iter().map(|&r| y[r]).collect();
-            let w = weights_for(train, &rows);
+            let w = weights_for(&partial_train, &rows);
             (x.select_rows(&rows), balanced_y, w)
         }
-        Balance::None => (x, y, sample_weights(train)),
+        Balance::None => (x, y, sample_weights(&partial_train)),
     };
-    let (vx, vy) = spec.transform_examples(validation)?;
+    drop(partial_train);
+    let (vx, vy) = spec.transform_examples(&partial_validation)?;
+    drop(partial_validation);
+    // XGBoost reads missing values as such; the forest and the network read them imputed.
+    let xi = spec.impute_matrix(&x);
+    let vxi = spec.impute_matrix(&vx);
     seconds.insert("features".into(), started.elapsed().as_secs_f64());
 
     // XGBoost runs on its own thread (one OpenMP thread by default) while the forest and then
     // the network use the rest: on a small machine this hides most of the boosting time. The
-    // novelty member, which needs none of the three, is fitted on that thread afterwards.
-    let (forest, xgboost, mlp, novelty) = std::thread::scope(|scope| -> Result<_> {
+    // novelty member and the domain measure, which need none of the three and only the real
+    // rows, are fitted on that thread afterwards.
+    let (forest, xgboost, mlp, novelty, domain) = std::thread::scope(|scope| -> Result<_> {
         let boosting = scope.spawn(|| {
             let t = Instant::now();
             let model = train_xgboost(&x, &y, &w, &config.xgboost, progress);
@@ -190,38 +216,59 @@ pub fn fit_ensemble(
                 .novelty
                 .enabled
                 .then(|| NoveltyDetector::fit(&spec, train, validation, config.novelty));
-            (model, boost_seconds, novelty, t.elapsed().as_secs_f64())
+            let novelty_seconds = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let domain = config
+                .domain
+                .enabled
+                .then(|| TrainingDomain::fit(&spec, train, validation, config.domain));
+            let domain_seconds = t.elapsed().as_secs_f64();
+            (
+                model,
+                boost_seconds,
+                (novelty, novelty_seconds),
+                (domain, domain_seconds),
+            )
         });
         let t = Instant::now();
-        let forest = train_forest(&x, &y, &w, &config.forest, progress);
+        let forest = train_forest(&xi, &y, &w, &config.forest, progress);
         let forest_seconds = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mlp = match forest {
-            Ok(_) => Some(train_mlp(&x, &y, &w, &vx, &vy, &config.mlp, progress)),
+            Ok(_) => Some(train_mlp(&xi, &y, &w, &vxi, &vy, &config.mlp, progress)),
             Err(_) => None,
         };
         let mlp_seconds = t.elapsed().as_secs_f64();
-        let (xgboost, xgboost_seconds, novelty, novelty_seconds) = boosting
-            .join()
-            .map_err(|_| Error::Training("the xgboost training thread panicked".to_string()))?;
+        let (xgboost, xgboost_seconds, (novelty, novelty_seconds), (domain, domain_seconds)) =
+            boosting
+                .join()
+                .map_err(|_| Error::Training("the xgboost training thread panicked".to_string()))?;
         seconds.insert("random_forest".into(), forest_seconds);
         seconds.insert("xgboost".into(), xgboost_seconds);
         seconds.insert("neural_network".into(), mlp_seconds);
         if novelty.is_some() {
             seconds.insert("novelty".into(), novelty_seconds);
         }
+        if domain.is_some() {
+            seconds.insert("domain".into(), domain_seconds);
+        }
         let forest = forest?;
         let mlp = mlp.expect("trained whenever the forest succeeded, checked above")?;
-        Ok((forest, xgboost?, mlp, novelty.transpose()?))
+        Ok((
+            forest,
+            xgboost?,
+            mlp,
+            novelty.transpose()?,
+            domain.transpose()?,
+        ))
     })?;
 
     let t = Instant::now();
     let mut raw: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for i in 0..vx.rows {
-        let row = vx.row(i);
-        raw[0].push(forest.predict_proba(row));
-        raw[1].push(xgboost.predict_proba(row));
-        raw[2].push(mlp.predict_proba(row));
+        raw[0].push(forest.predict_proba(vxi.row(i)));
+        raw[1].push(xgboost.predict_proba(vx.row(i)));
+        raw[2].push(mlp.predict_proba(vxi.row(i)));
     }
     let calibration = [0, 1, 2].map(|m| Calibration::fit(&raw[m], &vy));
     let calibrated: [Vec<f64>; 3] =
@@ -243,6 +290,7 @@ pub fn fit_ensemble(
         decision_threshold: config.decision_threshold,
         importances,
         novelty,
+        domain,
     };
     seconds.insert("ensemble".into(), t.elapsed().as_secs_f64());
     seconds.insert("total".into(), started.elapsed().as_secs_f64());

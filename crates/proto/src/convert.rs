@@ -811,6 +811,28 @@ impl TryFrom<v1::PredictionResult> for domain::PredictionResult {
     type Error = ConversionError;
 
     fn try_from(w: v1::PredictionResult) -> Result<Self> {
+        let member_probabilities = w
+            .member_probabilities
+            .into_iter()
+            .map(|(name, p)| {
+                let model =
+                    name.parse::<domain::ModelType>()
+                        .map_err(|_| ConversionError::BadValue {
+                            field: "member_probabilities".into(),
+                            value: format!("{name:?}"),
+                            kind: "a member model",
+                            expected: "random_forest, xgboost or neural_network",
+                        })?;
+                Ok((model, p))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        let abstention = match w.abstention {
+            None => None,
+            Some(a) => Some(domain::Abstention {
+                reason: abstain_reason(a.reason)?,
+                detail: a.detail,
+            }),
+        };
         let result = domain::PredictionResult {
             threat_id: w.threat_id,
             risk_score: w.risk_score,
@@ -820,9 +842,28 @@ impl TryFrom<v1::PredictionResult> for domain::PredictionResult {
             features_used: w.features_used.into_iter().collect::<BTreeMap<_, _>>(),
             prediction_time_ms: w.prediction_time_ms,
             created_at: timestamp("created_at", w.created_at)?,
+            coverage: w.coverage,
+            missing_inputs: w.missing_inputs,
+            in_domain: w.in_domain,
+            probability: w.probability,
+            decision_threshold: w.decision_threshold,
+            member_probabilities,
+            novelty: w.novelty,
+            abstention,
         };
         result.validate()?;
         Ok(result)
+    }
+}
+
+fn abstain_reason(value: i32) -> Result<domain::AbstainReason> {
+    match v1::AbstainReason::try_from(value) {
+        Ok(v1::AbstainReason::LowCoverage) => Ok(domain::AbstainReason::LowCoverage),
+        _ => Err(ConversionError::UnknownEnum {
+            field: "abstention.reason",
+            value,
+            expected: "ABSTAIN_REASON_LOW_COVERAGE",
+        }),
     }
 }
 
@@ -837,6 +878,23 @@ impl From<domain::PredictionResult> for v1::PredictionResult {
             features_used: d.features_used.into_iter().collect(),
             prediction_time_ms: d.prediction_time_ms,
             created_at: Some(d.created_at.into()),
+            coverage: d.coverage,
+            missing_inputs: d.missing_inputs,
+            in_domain: d.in_domain,
+            probability: d.probability,
+            decision_threshold: d.decision_threshold,
+            member_probabilities: d
+                .member_probabilities
+                .into_iter()
+                .map(|(model, p)| (model.as_str().to_owned(), p))
+                .collect(),
+            novelty: d.novelty,
+            abstention: d.abstention.map(|a| v1::Abstention {
+                reason: match a.reason {
+                    domain::AbstainReason::LowCoverage => v1::AbstainReason::LowCoverage,
+                } as i32,
+                detail: a.detail,
+            }),
         }
     }
 }

@@ -334,6 +334,17 @@ fn prediction() -> d::PredictionResult {
         features_used: BTreeMap::from([("count".into(), 511.0)]),
         prediction_time_ms: 0.04,
         created_at: at(6),
+        coverage: 0.95,
+        missing_inputs: vec!["duration".into()],
+        in_domain: 0.8,
+        probability: 0.9,
+        decision_threshold: 0.1,
+        member_probabilities: BTreeMap::from([(d::ModelType::Xgboost, 0.97)]),
+        novelty: 0.02,
+        abstention: Some(d::Abstention {
+            reason: d::AbstainReason::LowCoverage,
+            detail: "too little".into(),
+        }),
     }
 }
 

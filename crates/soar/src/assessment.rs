@@ -227,7 +227,7 @@ impl ThreatAssessor {
         let rule_confidence = sensor_confidence
             + (1.0 - sensor_confidence) * (0.1 * f64::from(corroborating)).min(0.5);
 
-        // Blend with the ML prediction.
+        // Blend with the ML prediction, unless the model abstained.
         let mut risk_score = rule_score;
         let mut confidence = rule_confidence;
         let mut ml_score = None;
@@ -238,17 +238,32 @@ impl ThreatAssessor {
                     0.0,
                     format!("prediction ignored: {e}"),
                 ));
+            } else if let Some(abstention) = &p.abstention {
+                factors.push(factor(
+                    "ml_prediction",
+                    0.0,
+                    format!(
+                        "model {} abstained ({}): {}",
+                        p.model_version_id, abstention.reason, abstention.detail
+                    ),
+                ));
             } else {
-                let w = sane(s.ml_weight, 1.0);
+                let w = self.ml_weight(p);
                 let blended = tidy(sane((1.0 - w) * rule_score + w * p.risk_score, MAX_SCORE));
                 factors.push(factor(
                     "ml_prediction",
                     blended - rule_score,
                     format!(
-                        "model {} scored {:.2} ({:.0}% confident); blended at weight {w} with rule score {rule_score:.2}",
+                        "model {} scored {:.2} ({:.0}% confident, {:.0}% of its inputs carried); \
+                         blended at weight {w:.3} (ml_weight {} x coverage {:.2} x confidence \
+                         {:.2}) with rule score {rule_score:.2}",
                         p.model_version_id,
                         p.risk_score,
-                        p.confidence * 100.0
+                        p.confidence * 100.0,
+                        p.coverage * 100.0,
+                        s.ml_weight,
+                        p.coverage,
+                        p.confidence,
                     ),
                 ));
                 risk_score = blended;
@@ -267,6 +282,14 @@ impl ThreatAssessor {
             factors,
             assessed_at: now,
         }
+    }
+
+    /// The weight of the ML score in the final score: `ml_weight`, scaled by the share of the
+    /// model's inputs the signal carried and by the model's calibrated confidence, so a model
+    /// that saw little of what it reads, or is unsure, has less say than one that saw all of
+    /// it and is sure.
+    fn ml_weight(&self, p: &PredictionResult) -> f64 {
+        sane(self.settings.ml_weight, 1.0) * sane(p.coverage, 1.0) * sane(p.confidence, 1.0)
     }
 
     fn volume_factors(&self, signal: &ThreatSignal) -> Vec<RiskFactor> {
@@ -355,6 +378,14 @@ mod tests {
             features_used: BTreeMap::new(),
             prediction_time_ms: 0.2,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
+            coverage: 1.0,
+            missing_inputs: Vec::new(),
+            in_domain: 1.0,
+            probability: 0.5,
+            decision_threshold: 0.1,
+            member_probabilities: BTreeMap::new(),
+            novelty: 0.0,
+            abstention: None,
         }
     }
 
@@ -477,7 +508,7 @@ mod tests {
         };
         let assessor = ThreatAssessor::new(settings, RiskThresholds::default());
         let s = signal("port_scan", 0.4); // 1.5 + 1.0 = 2.5
-        let a = assessor.assess(&s, Some(&prediction(9.5, 0.9)));
+        let a = assessor.assess(&s, Some(&prediction(9.5, 1.0)));
         a.validate().unwrap();
         assert!((a.rule_score - 2.5).abs() < 1e-9);
         assert_eq!(a.ml_score, Some(9.5));
@@ -490,7 +521,7 @@ mod tests {
             .unwrap();
         assert!(ml.detail.contains("ensemble-v3"), "{}", ml.detail);
         assert!((sum(&a) - a.risk_score).abs() < 1e-5);
-        assert!(a.confidence > 0.4 && a.confidence < 0.9);
+        assert!(a.confidence > 0.4 && a.confidence < 1.0);
 
         // An unusable prediction is ignored, with the reason recorded.
         let a = assessor.assess(&s, Some(&prediction(f64::NAN, 0.9)));
@@ -501,6 +532,57 @@ mod tests {
                 .iter()
                 .any(|f| f.name == "ml_prediction" && f.detail.contains("ignored"))
         );
+    }
+
+    #[test]
+    fn the_ml_weight_follows_coverage_and_confidence() {
+        let assessor = assessor(); // ml_weight 0.5
+        let s = signal("port_scan", 0.4); // rule score 2.5
+        let blend = |coverage: f64, confidence: f64| {
+            let mut p = prediction(9.5, confidence);
+            p.coverage = coverage;
+            let a = assessor.assess(&s, Some(&p));
+            assert!((sum(&a) - a.risk_score).abs() < 1e-5);
+            a.risk_score
+        };
+        let full = blend(1.0, 1.0);
+        assert!((full - (0.5 * 2.5 + 0.5 * 9.5)).abs() < 1e-9, "{full}");
+        // Half the inputs, or a model half as sure: half the say.
+        assert!((blend(0.5, 1.0) - (0.75 * 2.5 + 0.25 * 9.5)).abs() < 1e-9);
+        assert!((blend(1.0, 0.5) - (0.75 * 2.5 + 0.25 * 9.5)).abs() < 1e-9);
+        // A model that saw nothing of what it reads, or cannot tell, has no say.
+        assert!((blend(0.0, 1.0) - 2.5).abs() < 1e-9);
+        assert!((blend(1.0, 0.0) - 2.5).abs() < 1e-9);
+        assert!(blend(0.9, 0.9) < full && blend(0.9, 0.9) > 2.5);
+    }
+
+    #[test]
+    fn an_abstaining_model_has_no_say_and_the_reason_is_recorded() {
+        let s = signal("normal", 0.1);
+        let rules = assessor().assess(&s, None);
+        let p = PredictionResult {
+            coverage: 0.03,
+            missing_inputs: vec!["count".into(), "srv_count".into()],
+            ..prediction(9.99, 0.99)
+        }
+        .abstain_below(0.5);
+        let a = assessor().assess(&s, Some(&p));
+        a.validate().unwrap();
+        assert_eq!(a.ml_score, None);
+        assert_eq!(a.risk_score, rules.risk_score);
+        assert_eq!(a.risk_level, rules.risk_level);
+        let ml = a
+            .factors
+            .iter()
+            .find(|f| f.name == "ml_prediction")
+            .expect("the abstention is explained");
+        assert_eq!(ml.contribution, 0.0);
+        assert!(
+            ml.detail.contains("abstained (low_coverage)"),
+            "{}",
+            ml.detail
+        );
+        assert!(ml.detail.contains("count, srv_count"), "{}", ml.detail);
     }
 
     #[test]

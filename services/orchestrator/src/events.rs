@@ -74,16 +74,35 @@ pub(crate) fn workflow_events(
         }),
     )];
     if let Some(p) = &results.prediction {
+        // An abstaining model says why and gives no score to act on; either way the event
+        // carries what a reviewer reads: coverage, domain, each member and the novelty member.
+        let mut data = json!({
+            "model_version_id": p.model_version_id,
+            "coverage": p.coverage,
+            "missing_inputs": p.missing_inputs,
+            "in_domain": p.in_domain,
+            "probability": p.probability,
+            "decision_threshold": p.decision_threshold,
+            "member_probabilities": p.member_probabilities,
+            "novelty": p.novelty,
+        });
+        let severity = match &p.abstention {
+            Some(abstention) => {
+                data["abstention"] = json!({
+                    "reason": abstention.reason,
+                    "detail": abstention.detail,
+                });
+                None
+            }
+            None => {
+                data["risk_score"] = json!(p.risk_score);
+                data["confidence"] = json!(p.confidence);
+                Some(p.risk_level)
+            }
+        };
         events.push(SecurityEvent {
-            severity: Some(p.risk_level),
-            ..event(
-                EventType::PredictionComplete,
-                json!({
-                    "risk_score": p.risk_score,
-                    "confidence": p.confidence,
-                    "model_version_id": p.model_version_id,
-                }),
-            )
+            severity,
+            ..event(EventType::PredictionComplete, data)
         });
     }
     if succeeded("route_alerts") {
@@ -200,6 +219,71 @@ mod tests {
                 "workflow_completed"
             ]
         );
+    }
+
+    fn prediction(coverage: f64) -> PredictionResult {
+        PredictionResult {
+            threat_id: "evt-1".into(),
+            risk_score: 9.99,
+            risk_level: Severity::Critical,
+            confidence: 0.98,
+            model_version_id: "ens-1".into(),
+            features_used: BTreeMap::new(),
+            prediction_time_ms: 0.1,
+            created_at: Utc::now(),
+            coverage,
+            missing_inputs: vec!["count".into()],
+            in_domain: 0.7,
+            probability: 0.999,
+            decision_threshold: 0.1,
+            member_probabilities: BTreeMap::from([(vigil_domain::ModelType::Xgboost, 0.99)]),
+            novelty: 0.02,
+            abstention: None,
+        }
+        .abstain_below(0.5)
+    }
+
+    #[test]
+    fn prediction_complete_says_why_the_model_abstained_and_gives_no_score() {
+        let (mut wf, mut results) = workflow(StepOutcome::Skipped);
+        results.prediction = Some(prediction(0.03));
+        wf.results = serde_json::to_value(&results).unwrap_or_default();
+        let stored = WorkflowResults::of(&wf).expect("results read back");
+        assert_eq!(
+            stored, results,
+            "the abstention is kept in the stored results"
+        );
+        let events = workflow_events(&wf, &stored);
+        let predicted = events
+            .iter()
+            .find(|e| e.event_type == EventType::PredictionComplete)
+            .expect("prediction_complete");
+        assert_eq!(predicted.data["abstention"]["reason"], "low_coverage");
+        assert!(
+            predicted.data["abstention"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("count")),
+            "{}",
+            predicted.data
+        );
+        assert!(
+            predicted.data.get("risk_score").is_none(),
+            "{}",
+            predicted.data
+        );
+        assert_eq!(predicted.severity, None);
+        assert_eq!(predicted.data["coverage"], 0.03);
+
+        results.prediction = Some(prediction(0.97));
+        let events = workflow_events(&wf, &results);
+        let predicted = events
+            .iter()
+            .find(|e| e.event_type == EventType::PredictionComplete)
+            .expect("prediction_complete");
+        assert!(predicted.data.get("abstention").is_none());
+        assert_eq!(predicted.data["risk_score"], 9.99);
+        assert_eq!(predicted.data["member_probabilities"]["xgboost"], 0.99);
+        assert_eq!(predicted.severity, Some(Severity::Critical));
     }
 
     #[test]

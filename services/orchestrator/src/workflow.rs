@@ -179,7 +179,15 @@ impl Orchestrator {
         let t = Instant::now();
         let prediction = self.predict(signal).await;
         let predict_step = match &prediction {
-            Ok(_) => step("predict", StepOutcome::Succeeded, None, t),
+            Ok(p) => {
+                let abstained = p.abstention.as_ref().map(|a| {
+                    format!(
+                        "model {} abstained ({}): {}",
+                        p.model_version_id, a.reason, a.detail
+                    )
+                });
+                step("predict", StepOutcome::Succeeded, abstained, t)
+            }
             Err(why) => {
                 self.metrics.predictions_skipped.inc();
                 step("predict", StepOutcome::Skipped, Some(why.clone()), t)

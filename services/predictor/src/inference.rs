@@ -5,7 +5,10 @@
 //! signals in JSON as every vigil entry point reads it (`{"threatType": "neptune", "confidence":
 //! 0.8, ...}`, or `type`, `port`, `"severity": "high"`: see [`vigil_proto::signal_json`]), in
 //! `contents` or length-prefixed in `raw_input_contents`. It answers `risk_score` (FP64 `[N]`,
-//! 0-10), `confidence` (FP64 `[N]`, 0-1) and `risk_level` (BYTES `[N]`: `low` ... `critical`).
+//! 0-10), `confidence` (FP64 `[N]`, 0-1), `risk_level` (BYTES `[N]`: `low` ... `critical`),
+//! `coverage` (FP64 `[N]`, the share of the model's inputs each signal carried) and `abstention`
+//! (BYTES `[N]`: `low_coverage` where the model abstained, empty where it scored; an abstained
+//! signal's other outputs are what the model computed anyway and must not be used).
 
 use tonic::{Request, Response, Status};
 use vigil_proto::inference::grpc_inference_service_server::GrpcInferenceService;
@@ -31,10 +34,17 @@ pub const OUTPUT_RISK_SCORE: &str = "risk_score";
 pub const OUTPUT_CONFIDENCE: &str = "confidence";
 /// Output: risk level name per signal.
 pub const OUTPUT_RISK_LEVEL: &str = "risk_level";
-const OUTPUTS: [(&str, &str); 3] = [
+/// Output: share of the model's inputs each signal carried, 0-1.
+pub const OUTPUT_COVERAGE: &str = "coverage";
+/// Output: why the model abstained on each signal (`low_coverage`), empty where it scored; the
+/// other outputs of an abstained signal are what the model computed anyway, not to be used.
+pub const OUTPUT_ABSTENTION: &str = "abstention";
+const OUTPUTS: [(&str, &str); 5] = [
     (OUTPUT_RISK_SCORE, "FP64"),
     (OUTPUT_CONFIDENCE, "FP64"),
     (OUTPUT_RISK_LEVEL, "BYTES"),
+    (OUTPUT_COVERAGE, "FP64"),
+    (OUTPUT_ABSTENTION, "BYTES"),
 ];
 /// What `ModelMetadata` names as the platform.
 pub const PLATFORM: &str = "vigil_ensemble";
@@ -128,6 +138,29 @@ impl InferenceApi {
                             ..Default::default()
                         },
                     ),
+                    OUTPUT_COVERAGE => (
+                        "FP64",
+                        InferTensorContents {
+                            fp64_contents: results.iter().map(|r| r.coverage).collect(),
+                            ..Default::default()
+                        },
+                    ),
+                    OUTPUT_ABSTENTION => (
+                        "BYTES",
+                        InferTensorContents {
+                            bytes_contents: results
+                                .iter()
+                                .map(|r| {
+                                    r.abstention
+                                        .as_ref()
+                                        .map_or("", |a| a.reason.as_str())
+                                        .as_bytes()
+                                        .to_vec()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        },
+                    ),
                     _ => (
                         "BYTES",
                         InferTensorContents {
@@ -184,7 +217,8 @@ fn requested_outputs(request: &ModelInferRequest) -> Result<Vec<&'static str>, A
                 .ok_or_else(|| {
                     ApiError::invalid(format!(
                         "unknown output {:?}; the outputs are {OUTPUT_RISK_SCORE}, \
-                         {OUTPUT_CONFIDENCE} and {OUTPUT_RISK_LEVEL}",
+                         {OUTPUT_CONFIDENCE}, {OUTPUT_RISK_LEVEL}, {OUTPUT_COVERAGE} and \
+                         {OUTPUT_ABSTENTION}",
                         o.name
                     ))
                 })

@@ -9,7 +9,9 @@
 //! artifact does not load is refused while the previous model keeps serving.
 //!
 //! Predictions carry the serving model's id: the registry id for registry models, the
-//! artifact's `ens-...` id for a file.
+//! artifact's `ens-...` id for a file. A signal that carries less than `predictor.min_coverage`
+//! of the model's inputs gets an answer with `abstention` set (reason and detail): the model
+//! does not speak about what it has not seen.
 
 mod error;
 mod inference;
@@ -31,7 +33,8 @@ use vigil_store::Store;
 
 pub use error::{ApiError, Error, Result};
 pub use inference::{
-    INPUT_SIGNALS, InferenceApi, OUTPUT_CONFIDENCE, OUTPUT_RISK_LEVEL, OUTPUT_RISK_SCORE, PLATFORM,
+    INPUT_SIGNALS, InferenceApi, OUTPUT_ABSTENTION, OUTPUT_CONFIDENCE, OUTPUT_COVERAGE,
+    OUTPUT_RISK_LEVEL, OUTPUT_RISK_SCORE, PLATFORM,
 };
 pub use metrics::PredictorMetrics;
 pub use model::{ModelSlot, ModelSource, ServingModel};

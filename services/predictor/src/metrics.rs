@@ -16,6 +16,8 @@ pub struct PredictorMetrics {
     pub swaps: Counter,
     /// Model versions that could not be loaded (checksum, format, registry errors).
     pub load_failures: Counter,
+    /// Signals the model abstained on (too little of its inputs carried).
+    pub abstentions: Counter,
     /// The per-RPC children of `predictions`, looked up once: the family's lookup takes a lock.
     by_rpc: [Counter; 3],
 }
@@ -48,6 +50,12 @@ impl PredictorMetrics {
             load_failures: metrics.register(
                 "predictor_model_load_failures",
                 "Model versions refused (corrupt artifact, checksum or registry error)",
+                Counter::default(),
+            ),
+            abstentions: metrics.register(
+                "predictor_abstentions",
+                "Signals the model abstained on: they carried less than predictor.min_coverage \
+                 of its inputs",
                 Counter::default(),
             ),
         }

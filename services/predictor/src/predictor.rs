@@ -15,11 +15,13 @@ use crate::model::{ModelSlot, ServingModel};
 /// blocking pool, so a big batch does not stall the other requests of its worker thread.
 const INLINE_BATCH_ROWS: usize = 16;
 
-/// What every handler needs: the model slot and the thresholds.
+/// What every handler needs: the model slot, the thresholds and the minimum coverage.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
     pub models: ModelSlot,
     pub thresholds: RiskThresholds,
+    /// Below this share of its inputs carried, the model abstains.
+    pub min_coverage: f64,
     pub model_name: String,
 }
 
@@ -33,6 +35,15 @@ impl Shared {
             }
             Status::from(error)
         })
+    }
+
+    /// `result`, abstaining when its signal carried less than the minimum coverage (counted).
+    fn abstain_below_minimum(&self, result: PredictionResult) -> PredictionResult {
+        let result = result.abstain_below(self.min_coverage);
+        if result.abstention.is_some() {
+            self.models.metrics().abstentions.inc();
+        }
+        result
     }
 
     /// Scores `signals` with the serving model, refusing the whole batch at the first signal
@@ -56,7 +67,10 @@ impl Shared {
         let results = results
             .into_iter()
             .enumerate()
-            .map(|(i, r)| r.map_err(|e| ApiError::from(e).at(&format!("signals[{i}]"))))
+            .map(|(i, r)| {
+                r.map(|r| self.abstain_below_minimum(r))
+                    .map_err(|e| ApiError::from(e).at(&format!("signals[{i}]")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         self.models.metrics().scored(rpc, rows);
         Ok((model, results))
@@ -89,7 +103,9 @@ impl PredictorApi {
         let signal = signal_from_wire(wire)?;
         let guard = self.shared.models.guard();
         let model = guard.as_ref().ok_or(ApiError::NoModel)?;
-        let result = model.predict(&signal, &self.shared.thresholds)?;
+        let result = self
+            .shared
+            .abstain_below_minimum(model.predict(&signal, &self.shared.thresholds)?);
         drop(guard);
         self.shared.models.metrics().scored("predict", 1);
         Ok(v1::PredictResponse {

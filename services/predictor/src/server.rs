@@ -31,6 +31,8 @@ pub struct ServerOptions {
     pub model_name: String,
     /// The score thresholds of the risk levels.
     pub thresholds: RiskThresholds,
+    /// Below this share of its inputs carried, the model abstains (`predictor.min_coverage`).
+    pub min_coverage: f64,
 }
 
 impl ServerOptions {
@@ -39,6 +41,7 @@ impl ServerOptions {
         Self {
             model_name: settings.model_name.clone(),
             thresholds,
+            min_coverage: settings.min_coverage,
         }
     }
 }
@@ -97,6 +100,7 @@ impl PredictorServer {
         let shared = Shared {
             models: models.clone(),
             thresholds: options.thresholds,
+            min_coverage: options.min_coverage,
             model_name: options.model_name,
         };
         let reflection = tonic_reflection::server::Builder::configure()

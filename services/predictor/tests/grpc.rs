@@ -306,7 +306,16 @@ async fn model_infer_scores_json_signals_like_predict() {
     );
     assert_eq!(response.id, "req-7");
     let names: Vec<&str> = response.outputs.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(names, ["risk_score", "confidence", "risk_level"]);
+    assert_eq!(
+        names,
+        [
+            "risk_score",
+            "confidence",
+            "risk_level",
+            "coverage",
+            "abstention"
+        ]
+    );
     for output in &response.outputs {
         assert_eq!(output.shape, vec![3]);
     }
@@ -456,7 +465,9 @@ async fn model_metadata_and_readiness_describe_the_tensors() {
         [
             ("risk_score", "FP64"),
             ("confidence", "FP64"),
-            ("risk_level", "BYTES")
+            ("risk_level", "BYTES"),
+            ("coverage", "FP64"),
+            ("abstention", "BYTES")
         ]
     );
 
