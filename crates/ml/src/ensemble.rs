@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use vigil_domain::{ModelType, ThreatSignal};
 
+use crate::operating_point::Choice;
 use crate::boost::XgbModel;
 use crate::error::{Error, Result};
 use crate::features::FeatureSpec;
@@ -169,6 +170,10 @@ pub struct Ensemble {
     pub weights: [f64; 3],
     /// Probability from which a signal counts as a threat.
     pub decision_threshold: f64,
+    /// How the threshold was chosen on validation (absent in artifacts written before
+    /// operating points, whose threshold was a fixed default).
+    #[serde(default)]
+    pub operating_point: Option<Choice>,
     /// Mean of the tree models' importances per feature, used to explain predictions.
     pub importances: Vec<f64>,
     /// Flags signals far outside benign traffic, whatever the supervised members say (absent

@@ -91,6 +91,8 @@ impl std::fmt::Display for RowError {
 pub struct ReadOutcome {
     pub examples: Vec<LabeledExample>,
     pub errors: Vec<RowError>,
+    /// Columns of a CSV that were not read as inputs, each with the reason.
+    pub dropped_columns: Vec<(String, String)>,
 }
 
 impl ReadOutcome {
@@ -209,11 +211,105 @@ pub fn parse_nsl_kdd_line(line: &str) -> std::result::Result<LabeledExample, Str
     Ok(example)
 }
 
-/// Reads a CSV file with a header row. Columns whose values are all numbers become numeric
-/// attributes, the others categorical; a few well-known names (`protocol`, `src_ip`,
-/// `dst_port`, `bytes`, `duration`, ...) fill the signal's well-known fields. `label_column`
-/// holds the class: `normal`, `benign`, `0` and `false` are benign, anything else a threat.
+/// How a generic CSV is read ([`read_csv_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// The column holding each row's class (matched case-insensitively).
+    pub label_column: String,
+    /// Class values that are threats; every other value is benign. Empty: `normal`, `benign`,
+    /// `0` and `false` (any case, trailing dot allowed) are benign and anything else a threat.
+    pub positive: Vec<String>,
+    /// Columns never read as inputs, whatever the rule below says.
+    pub drop: Vec<String>,
+    /// Columns read as inputs even when the rule below would drop them.
+    pub keep: Vec<String>,
+}
+
+impl CsvOptions {
+    /// Options for a CSV whose class is in `label_column`, with every default.
+    pub fn new(label_column: &str) -> Self {
+        Self {
+            label_column: label_column.to_string(),
+            positive: Vec::new(),
+            drop: Vec::new(),
+            keep: Vec::new(),
+        }
+    }
+
+    fn is_threat(&self, label: &str) -> bool {
+        if self.positive.is_empty() {
+            !is_benign_label(label)
+        } else {
+            let label = label.trim();
+            self.positive.iter().any(|p| p.trim().eq_ignore_ascii_case(label))
+        }
+    }
+}
+
+/// Column names that identify a row, a moment or a host rather than describe the traffic
+/// (compared with case, `_`, `-`, `.` and spaces ignored): a model that learns them learns
+/// which capture a row came from, not what an attack looks like.
+const IDENTIFIER_NAMES: [&str; 26] = [
+    "id", "rowid", "flowid", "index", "idx", "uid", "uuid", "no", "number", "timestamp", "time",
+    "date", "datetime", "stime", "ltime", "starttime", "endtime", "srcip", "dstip", "sourceip",
+    "destinationip", "srcaddr", "dstaddr", "ip", "mac", "host",
+];
+
+/// A text column with at least this many distinct values, and distinct in at least half of
+/// the rows, names rows (ids, timestamps, addresses) rather than kinds of traffic.
+const MAX_CATEGORY_LEVELS: usize = 100;
+
+fn squash(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Why column `c` is not an input, or `None` when it is (the rule in [`read_csv_with`]).
+fn identifier_reason(
+    header: &str,
+    numeric: bool,
+    rows: &[(u64, csv::StringRecord)],
+    c: usize,
+) -> Option<String> {
+    if IDENTIFIER_NAMES.contains(&squash(header).as_str()) {
+        return Some("its name marks an identifier, a time or an address".to_string());
+    }
+    let values = || rows.iter().map(|(_, r)| &r[c]).filter(|v| !v.is_empty());
+    if numeric {
+        // A counter: whole numbers rising by one from row to row.
+        let numbers: Vec<f64> = values().filter_map(|v| v.parse::<f64>().ok()).collect();
+        let counter = numbers.len() >= 3
+            && numbers.windows(2).all(|w| w[1] - w[0] == 1.0)
+            && numbers[0].fract() == 0.0;
+        return counter.then(|| "its values count the rows".to_string());
+    }
+    let filled = values().count();
+    let distinct = values().collect::<std::collections::HashSet<_>>().len();
+    (distinct >= MAX_CATEGORY_LEVELS && distinct * 2 >= filled).then(|| {
+        format!("text with {distinct} distinct values in {filled} rows names rows, not kinds")
+    })
+}
+
+/// Reads a CSV file with a header row ([`read_csv_with`] with the defaults of
+/// [`CsvOptions::new`]).
 pub fn read_csv(reader: impl Read, label_column: &str, source: &str) -> Result<ReadOutcome> {
+    read_csv_with(reader, &CsvOptions::new(label_column), source)
+}
+
+/// Reads a CSV file with a header row. Columns whose values are mostly numbers become numeric
+/// attributes, the others categorical; a few well-known names (`protocol`, `dst_port`,
+/// `bytes`, `duration`, ...) fill the signal's well-known fields. `options.label_column` holds
+/// the class, mapped to threat or benign by `options.positive`.
+///
+/// Identifier-like columns are dropped (listed in [`ReadOutcome::dropped_columns`] with the
+/// reason) unless `options.keep` names them: a name that marks an identifier, a time or an
+/// address ([`IDENTIFIER_NAMES`]: `id`, `flow_id`, `timestamp`, `src_ip`, ...), a numeric
+/// column counting the rows (1, 2, 3, ...), and a text column with at least 100 distinct
+/// values that are distinct in at least half of the rows. `options.drop` drops more.
+pub fn read_csv_with(reader: impl Read, options: &CsvOptions, source: &str) -> Result<ReadOutcome> {
+    let label_column = options.label_column.as_str();
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -232,6 +328,14 @@ pub fn read_csv(reader: impl Read, label_column: &str, source: &str) -> Result<R
                 headers.join(", ")
             ))
         })?;
+    for name in options.drop.iter().chain(&options.keep) {
+        if !headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return Err(Error::InvalidData(format!(
+                "column {name:?} (to drop or keep) not found; columns are {}",
+                headers.join(", ")
+            )));
+        }
+    }
 
     let mut outcome = ReadOutcome::default();
     let mut rows: Vec<(u64, csv::StringRecord)> = Vec::new();
@@ -288,8 +392,27 @@ pub fn read_csv(reader: impl Read, label_column: &str, source: &str) -> Result<R
         })
         .collect();
 
+    let named = |list: &[String], h: &str| list.iter().any(|n| n.eq_ignore_ascii_case(h));
+    let mut inputs = vec![true; headers.len()];
+    for (c, header) in headers.iter().enumerate() {
+        if c == label_index {
+            continue;
+        }
+        let reason = if named(&options.drop, header) {
+            Some("dropped on request".to_string())
+        } else if named(&options.keep, header) {
+            None
+        } else {
+            identifier_reason(header, numeric[c], &rows, c)
+        };
+        if let Some(reason) = reason {
+            inputs[c] = false;
+            outcome.dropped_columns.push((header.clone(), reason));
+        }
+    }
+
     for (line, row) in rows {
-        match csv_row_to_example(&headers, &numeric, label_index, &row, source) {
+        match csv_row_to_example(&headers, &numeric, &inputs, label_index, &row, options, source) {
             Ok(example) => outcome.examples.push(example),
             Err(message) => outcome.errors.push(RowError { line, message }),
         }
@@ -301,8 +424,10 @@ pub fn read_csv(reader: impl Read, label_column: &str, source: &str) -> Result<R
 fn csv_row_to_example(
     headers: &[String],
     numeric: &[bool],
+    inputs: &[bool],
     label_index: usize,
     row: &csv::StringRecord,
+    options: &CsvOptions,
     source: &str,
 ) -> std::result::Result<LabeledExample, String> {
     let label = &row[label_index];
@@ -316,19 +441,20 @@ fn csv_row_to_example(
     let mut numbers = BTreeMap::new();
     let mut categories = BTreeMap::new();
     for (c, header) in headers.iter().enumerate() {
-        if c == label_index {
-            continue;
-        }
         let value = &row[c];
-        if value.is_empty() {
+        if c == label_index || value.is_empty() {
             continue;
         }
         let key = header.to_ascii_lowercase();
+        // A row's own id names its signal (so a row read twice is one example), never an input.
+        if key == "id" {
+            signal.id = value.to_string();
+            continue;
+        }
+        if !inputs[c] {
+            continue;
+        }
         match key.as_str() {
-            "id" => {
-                signal.id = value.to_string();
-                continue;
-            }
             "protocol" | "protocol_type" | "proto" => {
                 signal.protocol = Some(value.to_ascii_lowercase());
                 continue;
@@ -382,7 +508,7 @@ fn csv_row_to_example(
     }
     signal.numeric = numbers;
     signal.categorical = categories;
-    let mut example = LabeledExample::new(signal, !is_benign_label(label), source);
+    let mut example = LabeledExample::new(signal, options.is_threat(label), source);
     example.class_name = Some(label.to_string());
     Ok(example)
 }
@@ -467,6 +593,62 @@ mod tests {
         assert_eq!(first.signal.numeric["rate"], 0.5);
         assert_eq!(first.signal.categorical["user"], "alice");
         assert!(outcome.examples[1].label);
+    }
+
+    #[test]
+    fn csv_drops_identifier_like_columns_by_a_rule_flags_override() {
+        // 120 flows: a row counter, a flow id, a timestamp, addresses, and the columns that
+        // describe the traffic; the class is multi-class and `--positive` picks the attacks.
+        let mut text = String::from("Flow ID,seq,Timestamp,Src IP,pkts,proto,svc,Label\n");
+        for i in 0..120 {
+            let label = ["BENIGN", "DDoS", "PortScan"][i % 3];
+            text.push_str(&format!(
+                "f-{i},{},2017-07-07 10:{:02}:{:02},10.0.0.{},{},tcp,{},{label}\n",
+                i + 1,
+                i / 60,
+                i % 60,
+                i % 250,
+                i % 7,
+                ["http", "dns"][i % 2]
+            ));
+        }
+        let options = CsvOptions {
+            positive: vec!["ddos".to_string()],
+            ..CsvOptions::new("label")
+        };
+        let outcome = read_csv_with(text.as_bytes(), &options, "flows.csv").unwrap();
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let dropped: Vec<&str> = outcome.dropped_columns.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(dropped, ["Flow ID", "seq", "Timestamp", "Src IP"]);
+        assert!(outcome.dropped_columns[1].1.contains("count the rows"));
+        let e = &outcome.examples[1];
+        assert!(e.label, "DDoS is the positive class");
+        assert!(!outcome.examples[2].label, "PortScan is not named by --positive");
+        assert_eq!(e.signal.numeric.keys().collect::<Vec<_>>(), ["pkts"]);
+        assert_eq!(e.signal.categorical.keys().collect::<Vec<_>>(), ["svc"]);
+        assert_eq!(e.signal.source_ip, None);
+
+        let options = CsvOptions {
+            keep: vec!["seq".to_string()],
+            drop: vec!["svc".to_string()],
+            ..CsvOptions::new("Label")
+        };
+        let outcome = read_csv_with(text.as_bytes(), &options, "flows.csv").unwrap();
+        let e = &outcome.examples[0];
+        assert_eq!(e.signal.numeric.keys().collect::<Vec<_>>(), ["pkts", "seq"]);
+        assert!(e.signal.categorical.is_empty());
+        assert!(outcome.examples[2].label, "without --positive every non-benign class is a threat");
+
+        let error = read_csv_with(
+            text.as_bytes(),
+            &CsvOptions {
+                keep: vec!["nope".to_string()],
+                ..CsvOptions::new("Label")
+            },
+            "flows.csv",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("\"nope\""), "{error}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod ingest;
 mod metrics;
 mod mlp;
 mod novelty;
+mod operating_point;
 mod pipeline;
 mod prototypes;
 mod train;
@@ -38,12 +39,13 @@ pub use features::{
 pub use forest::{ForestConfig, RandomForest, train_forest};
 pub use in_domain::{DomainConfig, TrainingDomain};
 pub use ingest::{
-    NSL_KDD_COLUMNS, ReadOutcome, RowError, is_benign_label, parse_nsl_kdd_line, read_csv,
-    read_nsl_kdd,
+    CsvOptions, NSL_KDD_COLUMNS, ReadOutcome, RowError, is_benign_label, parse_nsl_kdd_line,
+    read_csv, read_csv_with, read_nsl_kdd,
 };
 pub use metrics::{binary_metrics, log_loss, roc_auc};
 pub use mlp::{Mlp, MlpConfig, train_mlp};
 pub use novelty::{NoveltyConfig, NoveltyDetector};
+pub use operating_point::{Choice, OperatingPoint};
 pub use pipeline::{
     Balance, CleanIssue, CleanReport, DataPipeline, LabeledExample, PartialConfig, SplitConfig,
     Splits, oversample, oversample_indices, sample_weights, stratified_folds, with_partial_copies,

@@ -19,6 +19,7 @@ use crate::forest::{ForestConfig, train_forest};
 use crate::in_domain::{DomainConfig, TrainingDomain};
 use crate::mlp::{MlpConfig, train_mlp};
 use crate::novelty::{NoveltyConfig, NoveltyDetector};
+use crate::operating_point::{Choice, OperatingPoint};
 use crate::pipeline::{
     Balance, CleanReport, DataPipeline, LabeledExample, PartialConfig, SplitConfig,
     oversample_indices, sample_weights, with_partial_copies,
@@ -41,10 +42,9 @@ pub struct TrainConfig {
     pub partial: PartialConfig,
     /// The measure of how close a signal lies to the training data.
     pub domain: DomainConfig,
-    /// Ensemble probability from which a signal counts as a threat. Below 0.5 on purpose:
-    /// attacks of families absent from training get lower probabilities than known ones, and
-    /// this threshold was chosen on held-out attack families (docs/ml.md).
-    pub decision_threshold: f64,
+    /// The rule that chooses the probability from which a signal counts as a threat, on the
+    /// validation split (`balanced`, `fpr:B` or `fixed:T`; docs/ml.md).
+    pub operating_point: OperatingPoint,
 }
 
 impl Default for TrainConfig {
@@ -59,7 +59,7 @@ impl Default for TrainConfig {
             novelty: NoveltyConfig::default(),
             partial: PartialConfig::default(),
             domain: DomainConfig::default(),
-            decision_threshold: 0.1,
+            operating_point: OperatingPoint::default(),
         }
     }
 }
@@ -85,6 +85,8 @@ pub struct TrainReport {
     /// Wall-clock seconds per step (`features`, `random_forest`, `xgboost`, `neural_network`,
     /// `novelty`, `ensemble`).
     pub seconds: BTreeMap<String, f64>,
+    /// The decision threshold, the rule that chose it and what it gave on validation.
+    pub operating_point: Option<Choice>,
 }
 
 /// Trains the ensemble on `examples` and packages it with its test metrics.
@@ -108,6 +110,7 @@ pub fn train_ensemble(
         validation_rows: splits.validation.len(),
         test_rows: splits.test.len(),
         seconds: BTreeMap::new(),
+        operating_point: None,
     };
     let ensemble = fit_ensemble(
         &splits.train,
@@ -116,6 +119,7 @@ pub fn train_ensemble(
         progress,
         &mut report.seconds,
     )?;
+    report.operating_point = ensemble.operating_point;
     let evaluation = ModelEvaluator::evaluate(&ensemble, &splits.test)?;
     let mut metrics = evaluation.models.clone();
     metrics.insert(ModelType::Ensemble, evaluation.ensemble);
@@ -162,12 +166,7 @@ pub fn fit_ensemble(
                 .to_string(),
         ));
     }
-    if !(config.decision_threshold > 0.0 && config.decision_threshold < 1.0) {
-        return Err(Error::InvalidConfig(format!(
-            "decision_threshold must be in (0, 1), got {}",
-            config.decision_threshold
-        )));
-    }
+    config.operating_point.validate()?;
     config.partial.validate()?;
     let started = Instant::now();
     // The spec is fitted on the real training rows. The members learn from those and from
@@ -196,7 +195,6 @@ pub fn fit_ensemble(
     };
     drop(partial_train);
     let (vx, vy) = spec.transform_examples(&partial_validation)?;
-    drop(partial_validation);
     // XGBoost reads missing values as such; the forest and the network read them imputed.
     let xi = spec.impute_matrix(&x);
     let vxi = spec.impute_matrix(&vx);
@@ -274,6 +272,14 @@ pub fn fit_ensemble(
     let calibrated: [Vec<f64>; 3] =
         [0, 1, 2].map(|m| raw[m].iter().map(|&p| calibration[m].apply(p)).collect());
     let weights = weights_from_validation(&calibrated, &vy);
+    let choice = choose_operating_point(
+        config.operating_point,
+        &calibrated,
+        &weights,
+        &vy,
+        novelty.as_ref().map(|n| (n, &spec, partial_validation.as_slice())),
+    )?;
+    drop(partial_validation);
     let importances = forest
         .importances
         .iter()
@@ -287,7 +293,8 @@ pub fn fit_ensemble(
         mlp,
         calibration,
         weights,
-        decision_threshold: config.decision_threshold,
+        decision_threshold: choice.threshold,
+        operating_point: Some(choice),
         importances,
         novelty,
         domain,
@@ -295,6 +302,29 @@ pub fn fit_ensemble(
     seconds.insert("ensemble".into(), t.elapsed().as_secs_f64());
     seconds.insert("total".into(), started.elapsed().as_secs_f64());
     Ok(ensemble)
+}
+
+/// The decision threshold by `rule`, from the validation rows' weighted mean of calibrated
+/// member probabilities and the novelty member's verdict on each row.
+fn choose_operating_point(
+    rule: OperatingPoint,
+    calibrated: &[Vec<f64>; 3],
+    weights: &[f64; 3],
+    labels: &[bool],
+    novelty: Option<(&NoveltyDetector, &crate::features::FeatureSpec, &[LabeledExample])>,
+) -> Result<Choice> {
+    let total: f64 = weights.iter().sum();
+    let scores: Vec<f64> = (0..labels.len())
+        .map(|i| (0..3).map(|m| calibrated[m][i] * weights[m]).sum::<f64>() / total)
+        .collect();
+    let flagged = match novelty {
+        Some((detector, spec, rows)) => rows
+            .iter()
+            .map(|e| Ok(detector.score(spec, &e.signal)? >= detector.cutoff))
+            .collect::<Result<Vec<bool>>>()?,
+        None => vec![false; labels.len()],
+    };
+    rule.choose(&scores, labels, &flagged)
 }
 
 /// Sample weights of the rows `rows` of `examples` (repeats allowed), balanced by class.

@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use vigil_domain::ModelType;
-use vigil_ml::{LabeledExample, ModelEvaluator, TrainConfig, read_csv, read_nsl_kdd};
+use vigil_ml::{
+    CsvOptions, LabeledExample, ModelEvaluator, TrainConfig, read_csv_with, read_nsl_kdd,
+};
 
 /// Input formats the offline commands understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,6 +34,16 @@ pub struct DataArgs {
     /// Label column of a CSV file (`normal`, `benign`, `0`, `false` are benign).
     #[arg(long, default_value = "label")]
     pub label_column: String,
+    /// CSV classes that are threats (repeat or comma-separate); every other class is then
+    /// benign. Default: every class but `normal`, `benign`, `0` and `false`.
+    #[arg(long, value_name = "CLASS", value_delimiter = ',')]
+    pub positive: Vec<String>,
+    /// CSV columns never read as inputs (repeat or comma-separate).
+    #[arg(long = "drop-column", value_name = "COLUMN", value_delimiter = ',')]
+    pub drop_columns: Vec<String>,
+    /// CSV columns read as inputs even when they look like identifiers, times or addresses.
+    #[arg(long = "keep-column", value_name = "COLUMN", value_delimiter = ',')]
+    pub keep_columns: Vec<String>,
     /// Refuse the file if any row is malformed, instead of skipping such rows.
     #[arg(long)]
     pub strict: bool,
@@ -40,7 +52,13 @@ pub struct DataArgs {
 impl DataArgs {
     /// Reads the examples; see [`load_examples`].
     pub fn load(&self) -> anyhow::Result<Vec<LabeledExample>> {
-        load_examples(&self.data, self.format, &self.label_column, self.strict)
+        let csv = CsvOptions {
+            label_column: self.label_column.clone(),
+            positive: self.positive.clone(),
+            drop: self.drop_columns.clone(),
+            keep: self.keep_columns.clone(),
+        };
+        load_examples(&self.data, self.format, &csv, self.strict)
     }
 }
 
@@ -58,8 +76,13 @@ pub struct TrainArgs {
     /// Seed for the split and every model.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Ensemble probability from which a signal counts as a threat.
-    #[arg(long)]
+    /// How the decision threshold is chosen on the validation split: `balanced` (the best
+    /// balanced accuracy), `fpr:B` (the most detection with at most a B false-positive rate)
+    /// or `fixed:T`. Default: the configuration's, else balanced.
+    #[arg(long, value_name = "RULE")]
+    pub operating_point: Option<vigil_ml::OperatingPoint>,
+    /// Shorthand for `--operating-point fixed:T`.
+    #[arg(long, conflicts_with = "operating_point")]
     pub threshold: Option<f64>,
     /// Also run stratified k-fold cross-validation with this many folds (slow: k trainings).
     #[arg(long)]
@@ -114,7 +137,7 @@ impl vigil_ml::Progress for BarProgress {
 pub(crate) fn load_examples(
     path: &Path,
     format: DataFormat,
-    label_column: &str,
+    csv: &CsvOptions,
     strict: bool,
 ) -> anyhow::Result<Vec<LabeledExample>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -127,10 +150,17 @@ pub(crate) fn load_examples(
     );
     let outcome = match format {
         DataFormat::NslKdd => read_nsl_kdd(BufReader::new(file)),
-        DataFormat::Csv => read_csv(BufReader::new(file), label_column, &source)
+        DataFormat::Csv => read_csv_with(BufReader::new(file), csv, &source)
             .with_context(|| format!("cannot read {}", path.display()))?,
     };
     spinner.finish_and_clear();
+    for (column, reason) in &outcome.dropped_columns {
+        if csv.drop.iter().any(|d| d.eq_ignore_ascii_case(column)) {
+            eprintln!("column {column:?} is not an input: {reason}");
+        } else {
+            eprintln!("column {column:?} is not an input: {reason} (--keep-column to read it)");
+        }
+    }
     if !outcome.errors.is_empty() {
         for err in outcome.errors.iter().take(10) {
             eprintln!("{}: {err}", path.display());
@@ -168,8 +198,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         config = config.with_seed(seed);
     }
+    if let Some(point) = args.operating_point {
+        config.operating_point = point;
+    }
     if let Some(threshold) = args.threshold {
-        config.decision_threshold = threshold;
+        let point = vigil_ml::OperatingPoint::Fixed(threshold);
+        point.validate()?;
+        config.operating_point = point;
     }
     let examples = args.input.load()?;
     let threats = examples.iter().filter(|e| e.label).count();
@@ -221,8 +256,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seconds("novelty"),
         seconds("total")
     );
+    if let Some(choice) = &report.operating_point {
+        println!("operating point: {choice}");
+    }
     println!(
-        "test split metrics at threshold {}:",
+        "test split metrics at threshold {:.4} (the test split chose nothing):",
         artifact.ensemble.decision_threshold
     );
     for model in ModelType::ALL {
