@@ -264,6 +264,10 @@ pub struct TrainerSettings {
     pub dataset: Option<PathBuf>,
     /// A JSON training configuration (as `vigil train --config`); the defaults otherwise.
     pub train_config: Option<PathBuf>,
+    /// How each run chooses the decision threshold on its validation split, over the training
+    /// configuration's: `balanced`, `fpr:B` (a false-positive budget) or `fixed:T`
+    /// (docs/ml.md, "Operating point").
+    pub operating_point: Option<String>,
 }
 
 impl Default for TrainerSettings {
@@ -277,6 +281,7 @@ impl Default for TrainerSettings {
             max_examples: 200_000,
             dataset: None,
             train_config: None,
+            operating_point: None,
         }
     }
 }

@@ -76,9 +76,9 @@ pub struct RunRequest {
 }
 
 /// The training configuration of `settings`: the JSON file it names (as `vigil train --config`)
-/// or the defaults, with the configured seed everywhere.
+/// or the defaults, with the configured seed everywhere and the configured operating point.
 pub fn train_config(settings: &TrainerSettings) -> Result<TrainConfig> {
-    let config = match &settings.train_config {
+    let mut config = match &settings.train_config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::Config(format!("trainer.train_config {}: {e}", path.display()))
@@ -92,6 +92,11 @@ pub fn train_config(settings: &TrainerSettings) -> Result<TrainConfig> {
         }
         None => TrainConfig::default(),
     };
+    if let Some(point) = &settings.operating_point {
+        config.operating_point = point
+            .parse()
+            .map_err(|e| Error::Config(format!("trainer.operating_point: {e}")))?;
+    }
     Ok(config.with_seed(settings.seed))
 }
 
