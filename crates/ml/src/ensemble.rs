@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use vigil_domain::{ModelType, ThreatSignal};
 
-use crate::operating_point::Choice;
 use crate::boost::XgbModel;
 use crate::error::{Error, Result};
 use crate::features::FeatureSpec;
@@ -14,6 +13,7 @@ use crate::in_domain::TrainingDomain;
 use crate::metrics::brier;
 use crate::mlp::Mlp;
 use crate::novelty::NoveltyDetector;
+use crate::operating_point::Choice;
 
 /// The member models, in the order used by every per-model array.
 pub const MEMBERS: [ModelType; 3] = [

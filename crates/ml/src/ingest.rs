@@ -241,7 +241,9 @@ impl CsvOptions {
             !is_benign_label(label)
         } else {
             let label = label.trim();
-            self.positive.iter().any(|p| p.trim().eq_ignore_ascii_case(label))
+            self.positive
+                .iter()
+                .any(|p| p.trim().eq_ignore_ascii_case(label))
         }
     }
 }
@@ -250,9 +252,32 @@ impl CsvOptions {
 /// (compared with case, `_`, `-`, `.` and spaces ignored): a model that learns them learns
 /// which capture a row came from, not what an attack looks like.
 const IDENTIFIER_NAMES: [&str; 26] = [
-    "id", "rowid", "flowid", "index", "idx", "uid", "uuid", "no", "number", "timestamp", "time",
-    "date", "datetime", "stime", "ltime", "starttime", "endtime", "srcip", "dstip", "sourceip",
-    "destinationip", "srcaddr", "dstaddr", "ip", "mac", "host",
+    "id",
+    "rowid",
+    "flowid",
+    "index",
+    "idx",
+    "uid",
+    "uuid",
+    "no",
+    "number",
+    "timestamp",
+    "time",
+    "date",
+    "datetime",
+    "stime",
+    "ltime",
+    "starttime",
+    "endtime",
+    "srcip",
+    "dstip",
+    "sourceip",
+    "destinationip",
+    "srcaddr",
+    "dstaddr",
+    "ip",
+    "mac",
+    "host",
 ];
 
 /// A text column with at least this many distinct values, and distinct in at least half of
@@ -412,7 +437,15 @@ pub fn read_csv_with(reader: impl Read, options: &CsvOptions, source: &str) -> R
     }
 
     for (line, row) in rows {
-        match csv_row_to_example(&headers, &numeric, &inputs, label_index, &row, options, source) {
+        match csv_row_to_example(
+            &headers,
+            &numeric,
+            &inputs,
+            label_index,
+            &row,
+            options,
+            source,
+        ) {
             Ok(example) => outcome.examples.push(example),
             Err(message) => outcome.errors.push(RowError { line, message }),
         }
@@ -618,12 +651,19 @@ mod tests {
         };
         let outcome = read_csv_with(text.as_bytes(), &options, "flows.csv").unwrap();
         assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-        let dropped: Vec<&str> = outcome.dropped_columns.iter().map(|(c, _)| c.as_str()).collect();
+        let dropped: Vec<&str> = outcome
+            .dropped_columns
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect();
         assert_eq!(dropped, ["Flow ID", "seq", "Timestamp", "Src IP"]);
         assert!(outcome.dropped_columns[1].1.contains("count the rows"));
         let e = &outcome.examples[1];
         assert!(e.label, "DDoS is the positive class");
-        assert!(!outcome.examples[2].label, "PortScan is not named by --positive");
+        assert!(
+            !outcome.examples[2].label,
+            "PortScan is not named by --positive"
+        );
         assert_eq!(e.signal.numeric.keys().collect::<Vec<_>>(), ["pkts"]);
         assert_eq!(e.signal.categorical.keys().collect::<Vec<_>>(), ["svc"]);
         assert_eq!(e.signal.source_ip, None);
@@ -637,7 +677,10 @@ mod tests {
         let e = &outcome.examples[0];
         assert_eq!(e.signal.numeric.keys().collect::<Vec<_>>(), ["pkts", "seq"]);
         assert!(e.signal.categorical.is_empty());
-        assert!(outcome.examples[2].label, "without --positive every non-benign class is a threat");
+        assert!(
+            outcome.examples[2].label,
+            "without --positive every non-benign class is a threat"
+        );
 
         let error = read_csv_with(
             text.as_bytes(),

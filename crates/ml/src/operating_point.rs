@@ -42,9 +42,9 @@ impl OperatingPoint {
         let bad = |what: String| Err(Error::InvalidConfig(what));
         match *self {
             Self::Balanced => Ok(()),
-            Self::Fpr(b) if !(b > 0.0 && b < 1.0) => {
-                bad(format!("operating point fpr:{b}: the budget must be in (0, 1)"))
-            }
+            Self::Fpr(b) if !(b > 0.0 && b < 1.0) => bad(format!(
+                "operating point fpr:{b}: the budget must be in (0, 1)"
+            )),
             Self::Fixed(t) if !(t > 0.0 && t < 1.0) => bad(format!(
                 "operating point fixed:{t}: the threshold must be in (0, 1)"
             )),
@@ -105,9 +105,7 @@ impl FromStr for OperatingPoint {
         let point = match s_trim.split_once(':') {
             None if s_trim.eq_ignore_ascii_case("balanced") => Self::Balanced,
             Some((rule, v)) if rule.trim().eq_ignore_ascii_case("fpr") => Self::Fpr(number(v)?),
-            Some((rule, v)) if rule.trim().eq_ignore_ascii_case("fixed") => {
-                Self::Fixed(number(v)?)
-            }
+            Some((rule, v)) if rule.trim().eq_ignore_ascii_case("fixed") => Self::Fixed(number(v)?),
             _ => return Err(expected()),
         };
         point.validate()?;
@@ -396,7 +394,10 @@ mod tests {
             assert_eq!(text.parse::<OperatingPoint>().unwrap(), point);
             assert_eq!(point.to_string(), text);
             let json = serde_json::to_string(&point).unwrap();
-            assert_eq!(serde_json::from_str::<OperatingPoint>(&json).unwrap(), point);
+            assert_eq!(
+                serde_json::from_str::<OperatingPoint>(&json).unwrap(),
+                point
+            );
         }
         for bad in ["", "best", "fpr:", "fpr:1.5", "fixed:0", "fixed:x"] {
             let error = bad.parse::<OperatingPoint>().unwrap_err().to_string();

@@ -277,7 +277,9 @@ pub fn fit_ensemble(
         &calibrated,
         &weights,
         &vy,
-        novelty.as_ref().map(|n| (n, &spec, partial_validation.as_slice())),
+        novelty
+            .as_ref()
+            .map(|n| (n, &spec, partial_validation.as_slice())),
     )?;
     drop(partial_validation);
     let importances = forest
@@ -311,7 +313,11 @@ fn choose_operating_point(
     calibrated: &[Vec<f64>; 3],
     weights: &[f64; 3],
     labels: &[bool],
-    novelty: Option<(&NoveltyDetector, &crate::features::FeatureSpec, &[LabeledExample])>,
+    novelty: Option<(
+        &NoveltyDetector,
+        &crate::features::FeatureSpec,
+        &[LabeledExample],
+    )>,
 ) -> Result<Choice> {
     let total: f64 = weights.iter().sum();
     let scores: Vec<f64> = (0..labels.len())
