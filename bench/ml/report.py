@@ -83,30 +83,35 @@ def main():
                     notes.append(f"vigil, {mode} thread(s): {rust.get('operating_point', '?')}; "
                                  f"whole train_ensemble {rust['train_ensemble_seconds']:.2f} s")
             else:
-                evaluate = load(folder, f"rust-flows-evaluate-{mode}.json")
-                score = load(folder, f"rust-flows-score-{mode}.json")
-                train = load(folder, f"rust-flows-train-{mode}.txt") or ""
-                wall = load(folder, f"rust-flows-train-{mode}.seconds")
-                total = re.search(r"total ([0-9.]+)s", train)
-                if evaluate and score:
-                    print(row("**vigil ensemble**", score.get("threads_available", mode),
-                              evaluate, fmt_s(float(total.group(1)) if total else None),
+                variants = [("default", "**vigil ensemble** (defaults)"),
+                            ("fixed05-no-novelty",
+                             "**vigil ensemble** (fixed:0.5, no novelty member)")]
+                for variant, title in variants:
+                    name = f"flows-{variant}-{mode}"
+                    evaluate = load(folder, f"rust-{name}-evaluate.json")
+                    score = load(folder, f"rust-{name}-score.json")
+                    train = load(folder, f"rust-{name}-train.txt") or ""
+                    wall = load(folder, f"rust-{name}-train.seconds")
+                    total = re.search(r"total ([0-9.]+)s", train)
+                    if not (evaluate and score):
+                        continue
+                    threads = score.get("threads_available", mode)
+                    print(row(title, threads, evaluate,
+                              fmt_s(float(total.group(1)) if total else None),
                               fmt_us(score["predict_single_p50_us"]),
                               fmt_us(score["predict_single_p99_us"]),
                               fmt_rate(score["predict_batch_rows_per_second"])))
-                    times = {k: float(v) for k, v in
-                             re.findall(r"(random forest|xgboost|neural network) ([0-9.]+)s",
-                                        train)}
+                    times = {k: float(v) for k, v in re.findall(
+                        r"(random forest|xgboost|neural network) ([0-9.]+)s", train)}
                     for member, label in [("random_forest", "random forest"),
                                           ("xgboost", "xgboost"),
                                           ("neural_network", "neural network")]:
                         mm = evaluate["models"].get(member)
                         if mm:
-                            print(row(f"vigil {member} (at the ensemble's threshold)",
-                                      score.get("threads_available", mode), mm,
-                                      fmt_s(times.get(label)), "—", "—", "—"))
+                            print(row(f"vigil {member} (at the ensemble's threshold)", threads,
+                                      mm, fmt_s(times.get(label)), "—", "—", "—"))
                     point = re.search(r"operating point: (.*)", train)
-                    notes.append(f"vigil, {mode} thread(s): "
+                    notes.append(f"vigil ({variant}), {mode} thread(s): "
                                  f"{point.group(1) if point else '?'}; `vigil train` wall "
                                  f"{float(wall):.2f} s (reading, splitting, test split, writing "
                                  "included)")

@@ -215,13 +215,19 @@ fn main() -> anyhow::Result<()> {
     results.insert("train_features_seconds", t.elapsed().as_secs_f64().into());
     let t = Instant::now();
     train_forest(&xi, &y, &w, &config.forest, &NoProgress)?;
-    results.insert("train_random_forest_seconds", t.elapsed().as_secs_f64().into());
+    results.insert(
+        "train_random_forest_seconds",
+        t.elapsed().as_secs_f64().into(),
+    );
     let t = Instant::now();
     train_xgboost(&x, &y, &w, &config.xgboost, &NoProgress)?;
     results.insert("train_xgboost_seconds", t.elapsed().as_secs_f64().into());
     let t = Instant::now();
     train_mlp(&xi, &y, &w, &vxi, &vy, &config.mlp, &NoProgress)?;
-    results.insert("train_neural_network_seconds", t.elapsed().as_secs_f64().into());
+    results.insert(
+        "train_neural_network_seconds",
+        t.elapsed().as_secs_f64().into(),
+    );
     let t = Instant::now();
     NoveltyDetector::fit(&spec, &splits.train, &splits.validation, config.novelty)?;
     results.insert("train_novelty_seconds", t.elapsed().as_secs_f64().into());
