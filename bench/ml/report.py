@@ -26,6 +26,7 @@ def load(folder, name):
 
 
 def row(name, threads, m, train, p50, p99, batch):
+    m = dict(m, auc=m.get("auc", m.get("auc_roc")))  # `vigil evaluate` says auc_roc
     cells = [f"{100 * m['accuracy']:.2f} %"] + [f"{m[k]:.4f}" for k in COLUMNS[1:]]
     cells += [train, p50, p99, batch]
     return f"| {name} | {threads} | " + " | ".join(cells) + " |"
