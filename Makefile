@@ -57,7 +57,7 @@ bench: bench-events bench-ml bench-predictor ## Run every benchmark (results: do
 bench-events: setup ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
 	cargo bench -p vigil-orchestrator --bench events
 
-bench-ml: ## ML core: vigil-ml vs scikit-learn + xgboost + MLP on KDDTrain+ (Python venv in bench/.venv)
+bench-ml: ## ML core: vigil vs XGBoost, RandomForest, MLP on NSL-KDD and synthetic flows, 1 core and all (venv in bench/.venv)
 	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 	bash bench/ml/run.sh
 
