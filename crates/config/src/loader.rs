@@ -171,6 +171,12 @@ impl Config {
         if !(0.0..=1.0).contains(&self.trainer.promotion_margin) {
             return invalid("trainer.promotion_margin must be within 0..=1".into());
         }
+        if self.trainer.cross_val_folds == 1 {
+            return invalid(
+                "trainer.cross_val_folds must be 0 (off) or at least 2 (k-fold needs two folds)"
+                    .into(),
+            );
+        }
         if !(0.0..=1.0).contains(&self.predictor.min_coverage) {
             return invalid(format!(
                 "predictor.min_coverage must be within 0..=1 (a share of the model's inputs), got {}",

@@ -268,6 +268,12 @@ pub struct TrainerSettings {
     /// configuration's: `balanced`, `fpr:B` (a false-positive budget) or `fixed:T`
     /// (docs/ml.md, "Operating point").
     pub operating_point: Option<String>,
+    /// Folds of the stratified cross-validation each run adds on its training rows (the mean
+    /// F1 is each registry row's `cross_val_score`); 0 turns it off.
+    pub cross_val_folds: usize,
+    /// The most training rows the cross-validation uses (evenly spaced when there are more),
+    /// so that it costs a bounded share of a run.
+    pub cross_val_max_rows: usize,
 }
 
 impl Default for TrainerSettings {
@@ -282,6 +288,8 @@ impl Default for TrainerSettings {
             dataset: None,
             train_config: None,
             operating_point: None,
+            cross_val_folds: 3,
+            cross_val_max_rows: 20_000,
         }
     }
 }
@@ -295,6 +303,17 @@ mod tests {
             overrides: overrides.iter().map(|o| (*o).to_owned()).collect(),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn cross_validation_needs_two_folds_or_none() {
+        let defaults = with(&[]).expect("defaults are valid");
+        assert_eq!(defaults.trainer.cross_val_folds, 3);
+        assert!(with(&["trainer.cross_val_folds=0"]).is_ok());
+        let err = with(&["trainer.cross_val_folds=1"])
+            .expect_err("one fold")
+            .to_string();
+        assert!(err.contains("trainer.cross_val_folds"), "{err}");
     }
 
     #[test]

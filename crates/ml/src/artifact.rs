@@ -17,6 +17,7 @@ use vigil_domain::{
 
 use crate::ensemble::{Ensemble, MEMBERS, Score};
 use crate::error::{Error, Result};
+use crate::holdout::Holdout;
 
 /// First bytes of every artifact.
 pub const ARTIFACT_MAGIC: [u8; 8] = *b"VIGILML\0";
@@ -42,6 +43,9 @@ pub struct ArtifactMetadata {
     pub library_version: String,
     /// Where the training data came from (a file name, `registry`, ...).
     pub data_source: String,
+    /// The rows held out to score the model (`None`: written before artifacts recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
 }
 
 /// A trained ensemble with its metadata and test metrics: what the predictor serves.

@@ -18,6 +18,7 @@ mod error;
 mod evaluate;
 mod features;
 mod forest;
+mod holdout;
 mod in_domain;
 mod ingest;
 mod metrics;
@@ -37,6 +38,7 @@ pub use features::{
     Coverage, FeatureConfig, FeatureEngineer, FeatureSpec, Field, Input, Matrix, ModelInput,
 };
 pub use forest::{ForestConfig, RandomForest, train_forest};
+pub use holdout::{HashHoldout, Holdout, HoldoutRule};
 pub use in_domain::{DomainConfig, TrainingDomain};
 pub use ingest::{
     CsvOptions, NSL_KDD_COLUMNS, ReadOutcome, RowError, is_benign_label, parse_nsl_kdd_line,

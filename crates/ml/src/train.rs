@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::evaluate::ModelEvaluator;
 use crate::features::{FeatureConfig, FeatureEngineer};
 use crate::forest::{ForestConfig, train_forest};
+use crate::holdout::{Holdout, HoldoutRule};
 use crate::in_domain::{DomainConfig, TrainingDomain};
 use crate::mlp::{MlpConfig, train_mlp};
 use crate::novelty::{NoveltyConfig, NoveltyDetector};
@@ -131,6 +132,13 @@ pub fn train_ensemble(
         hyperparameters: serde_json::to_value(config)?,
         library_version: env!("CARGO_PKG_VERSION").to_string(),
         data_source: data_source.to_string(),
+        holdout: Some(Holdout {
+            rule: HoldoutRule::Random {
+                share: config.split.test,
+                seed: config.split.seed,
+            },
+            rows: splits.test.len() as u64,
+        }),
     };
     Ok((
         ModelArtifact {

@@ -28,7 +28,8 @@ use vigil_store::Store;
 
 pub use import::{DatasetFormat, ImportReport, import_examples, read_dataset};
 pub use run::{
-    ACTOR, ExampleCounts, RUN_LOCK, RegisteredModel, RunOutcome, RunReport, Trainer, Trigger,
+    ACTOR, CrossValidationSummary, ExampleCounts, HoldoutReport, RUN_LOCK, RegisteredModel,
+    RunOutcome, RunReport, Trainer, Trigger, holdout_rule,
 };
 pub use schedule::Schedule;
 

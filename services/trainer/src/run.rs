@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigil_bus::{Bus, PublishOptions};
-use vigil_domain::{EventType, ModelType, SecurityEvent};
+use vigil_domain::{EventType, ModelMetrics, ModelType, SecurityEvent};
 use vigil_ml::{
-    ArtifactMetadata, DataPipeline, EvaluationReport, LabeledExample, ModelArtifact,
-    ModelEvaluator, TrainConfig, fit_ensemble,
+    ArtifactMetadata, DataPipeline, EvaluationReport, HashHoldout, Holdout, HoldoutRule,
+    LabeledExample, ModelArtifact, ModelEvaluator, SplitConfig, TrainConfig, fit_ensemble,
 };
 use vigil_proto::v1;
 use vigil_store::{ModelRecord, NewModelVersion, Store};
@@ -168,9 +169,16 @@ pub struct RunReport {
     /// Why it was promoted or not, or what went wrong.
     pub reason: String,
     pub examples: ExampleCounts,
-    /// The new ensemble on the held-out test split (members under `models`).
+    /// The rows both ensembles were scored on, and whether production may have trained on
+    /// some of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<HoldoutReport>,
+    /// Stratified k-fold cross-validation on the training rows (`trainer.cross_val_folds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_validation: Option<CrossValidationSummary>,
+    /// The new ensemble on the hold-out (members under `models`).
     pub metrics: Option<serde_json::Value>,
-    /// The production ensemble before this run, on the same held-out split.
+    /// The production ensemble before this run, on the same hold-out.
     pub production_metrics: Option<serde_json::Value>,
     /// The production ensemble before this run.
     pub previous_production: Option<RegisteredModel>,
@@ -195,6 +203,8 @@ impl RunReport {
             outcome: RunOutcome::Failed,
             reason: String::new(),
             examples: ExampleCounts::default(),
+            holdout: None,
+            cross_validation: None,
             metrics: None,
             production_metrics: None,
             previous_production: None,
@@ -214,6 +224,44 @@ impl RunReport {
     }
 }
 
+/// The hold-out of a run: the rows the new and the production ensemble are scored on.
+///
+/// A row is held out when the SHA-256 of its `source_ref` (salted with the split seed) falls
+/// below the test share ([`HashHoldout`]), so every run with the same rule holds out the same
+/// rows, and a production ensemble trained by an earlier run with that rule never trained on
+/// them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutReport {
+    pub rule: HoldoutRule,
+    /// Rows held out and scored (after cleaning).
+    pub rows: usize,
+    pub threats: usize,
+    /// SHA-256 (hex) of the held-out `source_ref`s in order, each followed by a 0 byte: two
+    /// runs with the same digest held out the same rows.
+    pub digest: String,
+    /// The rule the production ensemble was scored with when it was trained (`None`: no
+    /// production ensemble, or its artifact does not record one).
+    pub production_rule: Option<HoldoutRule>,
+    /// Set when production's rule is not this run's: some of this hold-out's rows may have
+    /// been in production's training data, which flatters production.
+    pub production_caveat: Option<String>,
+}
+
+/// Cross-validation of the training recipe on the run's training rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossValidationSummary {
+    pub folds: usize,
+    /// Training rows it used (at most `trainer.cross_val_max_rows`, evenly spaced).
+    pub rows: usize,
+    /// Mean metrics over the folds per model; the mean F1 is each registry row's
+    /// `cross_val_score`. Empty when it failed.
+    pub mean: BTreeMap<ModelType, ModelMetrics>,
+    pub seconds: f64,
+    /// Why it could not run (too few rows of a class for the folds, ...); the run goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// What the new ensemble is compared with.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Baseline {
@@ -222,17 +270,17 @@ pub(crate) enum Baseline {
     /// The production ensemble could not be loaded or scored; the predictor cannot use it
     /// either, so replacing it is the safe choice.
     Unusable { version: i32, error: String },
-    /// The production ensemble's F1 on the new run's held-out split.
+    /// The production ensemble's F1 on the new run's hold-out.
     Scored { version: i32, f1: f64 },
 }
 
-/// Whether a new ensemble with `new_f1` on the held-out split goes to production, and why.
-/// It must beat the production ensemble's F1 on the same split by more than `margin`.
+/// Whether a new ensemble with `new_f1` on the hold-out goes to production, and why. It must
+/// beat the production ensemble's F1 on the same rows by more than `margin`.
 pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, String) {
     match baseline {
         Baseline::None => (
             true,
-            format!("no ensemble in production; new F1 {new_f1:.4} on the held-out split"),
+            format!("no ensemble in production; new F1 {new_f1:.4} on the hold-out"),
         ),
         Baseline::Unusable { version, error } => (
             true,
@@ -245,7 +293,7 @@ pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, St
                     true,
                     format!(
                         "new F1 {new_f1:.4} beats production v{version} ({f1:.4}) by {gain:.4} \
-                         > margin {margin} on the same held-out split"
+                         > margin {margin} on the same hold-out"
                     ),
                 )
             } else {
@@ -253,7 +301,7 @@ pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, St
                     false,
                     format!(
                         "new F1 {new_f1:.4} does not beat production v{version} ({f1:.4}) by \
-                         more than the margin {margin} on the same held-out split \
+                         more than the margin {margin} on the same hold-out \
                          (difference {gain:+.4}); production unchanged"
                     ),
                 )
@@ -269,6 +317,7 @@ pub struct Trainer {
     train_config: TrainConfig,
     max_examples: u64,
     margin: f64,
+    cross_val: CrossValPlan,
     metrics: TrainerMetrics,
     /// When the last run started: examples recorded after it count as new.
     watermark: Mutex<DateTime<Utc>>,
@@ -297,6 +346,10 @@ impl Trainer {
             train_config,
             max_examples: settings.max_examples,
             margin: settings.promotion_margin,
+            cross_val: CrossValPlan {
+                folds: settings.cross_val_folds,
+                max_rows: settings.cross_val_max_rows,
+            },
             metrics: TrainerMetrics::register(metrics),
             watermark: Mutex::new(watermark),
             registered_here: Mutex::new(None),
@@ -450,7 +503,7 @@ impl Trainer {
         let training = self.store.training();
         let available = training.resolved_by_source().await?;
         let stored = training.load(self.max_examples).await?;
-        let examples: Vec<LabeledExample> = stored
+        let examples: Vec<(String, LabeledExample)> = stored
             .into_iter()
             .map(|e| {
                 *report
@@ -458,17 +511,18 @@ impl Trainer {
                     .by_source
                     .entry(e.source.as_str().to_string())
                     .or_default() += 1;
-                LabeledExample {
+                let example = LabeledExample {
                     signal: e.signal,
                     label: e.label,
                     source: e.source.as_str().to_string(),
                     class_name: None,
                     weight: e.weight,
-                }
+                };
+                (e.source_ref, example)
             })
             .collect();
         report.examples.total = examples.len();
-        report.examples.threats = examples.iter().filter(|e| e.label).count();
+        report.examples.threats = examples.iter().filter(|(_, e)| e.label).count();
         report.examples.benign = report.examples.total - report.examples.threats;
         report
             .examples
@@ -484,9 +538,10 @@ impl Trainer {
         );
 
         let config = self.train_config.clone();
+        let plan = self.cross_val;
         let run_id = report.run_id.clone();
         let training = tokio::task::spawn_blocking(move || {
-            train(examples, &config, production_bytes, &run_id)
+            train(examples, &config, plan, production_bytes, &run_id)
         });
         let trained = tokio::select! {
             biased;
@@ -501,17 +556,25 @@ impl Trainer {
         report.examples.refused = trained.refused;
         report.examples.train = trained.train_rows;
         report.examples.validation = trained.validation_rows;
-        report.examples.test = trained.test_rows;
+        report.examples.test = trained.holdout.rows;
         report.seconds = trained.seconds.clone();
         report.metrics = Some(trained.evaluation.to_json());
         report.artifact_id = Some(trained.artifact.metadata.model_version_id.clone());
+        report.cross_validation = trained.cross_validation.clone();
+        let mut holdout = trained.holdout.clone();
         let baseline = match (&production, &trained.production) {
             (None, _) | (Some(_), None) => Baseline::None,
-            (Some(record), Some(Ok(evaluation))) => {
-                report.production_metrics = Some(evaluation.to_json());
+            (Some(record), Some(Ok(scored))) => {
+                report.production_metrics = Some(scored.evaluation.to_json());
+                holdout.production_rule = scored.holdout.as_ref().map(|h| h.rule.clone());
+                holdout.production_caveat = production_caveat(
+                    record.version.version,
+                    scored.holdout.as_ref().map(|h| &h.rule),
+                    &holdout.rule,
+                );
                 Baseline::Scored {
                     version: record.version.version,
-                    f1: evaluation.ensemble.f1,
+                    f1: scored.evaluation.ensemble.f1,
                 }
             }
             (Some(record), Some(Err(error))) => Baseline::Unusable {
@@ -519,8 +582,13 @@ impl Trainer {
                 error: error.clone(),
             },
         };
-        let (promote, reason) = decide(trained.evaluation.ensemble.f1, &baseline, self.margin);
+        let (promote, mut reason) = decide(trained.evaluation.ensemble.f1, &baseline, self.margin);
+        if let Some(caveat) = &holdout.production_caveat {
+            warn!(run_id = %report.run_id, %caveat, "the comparison with production may be optimistic");
+            reason.push_str(&format!(" ({caveat})"));
+        }
         report.reason = reason;
+        report.holdout = Some(holdout);
 
         self.register(report, &trained).await?;
         if promote {
@@ -549,8 +617,26 @@ impl Trainer {
         let mut versions = trained.artifact.model_versions(1);
         // Members first, so a registered ensemble always has its members registered.
         versions.sort_by_key(|v| v.model_type == ModelType::Ensemble);
+        // The registry row says how the run held out rows and cross-validated, beside the
+        // training configuration.
+        let holdout = report
+            .holdout
+            .as_ref()
+            .map(|h| serde_json::json!({ "rule": h.rule, "rows": h.rows, "digest": h.digest }));
+        let cross_validation = report
+            .cross_validation
+            .as_ref()
+            .map(|cv| serde_json::json!({ "folds": cv.folds, "rows": cv.rows }));
         for mut version in versions {
             version.id = uuid::Uuid::now_v7().to_string();
+            if let serde_json::Value::Object(map) = &mut version.hyperparameters {
+                if let Some(holdout) = &holdout {
+                    map.insert("holdout".into(), holdout.clone());
+                }
+                if let Some(cv) = &cross_validation {
+                    map.insert("cross_validation".into(), cv.clone());
+                }
+            }
             let new = NewModelVersion {
                 version,
                 feature_spec: feature_spec.clone(),
@@ -644,17 +730,33 @@ impl Trainer {
     }
 }
 
+/// How a run cross-validates (`trainer.cross_val_folds`, `trainer.cross_val_max_rows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CrossValPlan {
+    /// 0: off.
+    pub(crate) folds: usize,
+    pub(crate) max_rows: usize,
+}
+
+/// The production ensemble scored on the run's hold-out, with the hold-out it was scored on
+/// when it was trained.
+struct ProductionScore {
+    evaluation: EvaluationReport,
+    holdout: Option<Holdout>,
+}
+
 /// A trained ensemble and what was measured about it.
 struct Trained {
     artifact: ModelArtifact,
     bytes: Vec<u8>,
     evaluation: EvaluationReport,
-    /// The production ensemble on the same held-out split (`None`: there is none).
-    production: Option<std::result::Result<EvaluationReport, String>>,
+    /// The production ensemble on the same hold-out (`None`: there is none).
+    production: Option<std::result::Result<ProductionScore, String>>,
+    holdout: HoldoutReport,
+    cross_validation: Option<CrossValidationSummary>,
     refused: usize,
     train_rows: usize,
     validation_rows: usize,
-    test_rows: usize,
     seconds: BTreeMap<String, f64>,
 }
 
@@ -673,22 +775,78 @@ impl vigil_ml::Progress for LogProgress<'_> {
     }
 }
 
-/// The CPU-bound part of a run: clean, split, fit, evaluate the new and the production ensemble
-/// on the same held-out split, package the artifact.
+/// The trainer's hold-out rule for `config`: rows whose `source_ref` hashes (salted with the
+/// split seed) below the test share.
+pub fn holdout_rule(config: &TrainConfig) -> HashHoldout {
+    HashHoldout::new("source_ref", config.split.test, config.split.seed)
+}
+
+/// Why comparing production v`version` on this run's hold-out may flatter it: it was scored
+/// on another rule's hold-out when it was trained (or its artifact does not say), so it may
+/// have trained on some of these rows. `None` when the rules are the same.
+pub(crate) fn production_caveat(
+    version: i32,
+    production: Option<&HoldoutRule>,
+    this_run: &HoldoutRule,
+) -> Option<String> {
+    match production {
+        Some(rule) if rule == this_run => None,
+        Some(rule) => Some(format!(
+            "production v{version} held out rows by another rule ({}), not this run's ({}): it \
+             may have trained on some of this hold-out, so the comparison may be optimistic \
+             for production",
+            rule.describe(),
+            this_run.describe()
+        )),
+        None => Some(format!(
+            "production v{version}'s artifact does not record how it held out rows: it may \
+             have trained on some of this hold-out, so the comparison may be optimistic for \
+             production"
+        )),
+    }
+}
+
+/// The CPU-bound part of a run: hold out the rows whose `source_ref` the rule picks, clean,
+/// split the rest into train and validation, fit, cross-validate, evaluate the new and the
+/// production ensemble on the same hold-out, package the artifact.
 fn train(
-    examples: Vec<LabeledExample>,
+    examples: Vec<(String, LabeledExample)>,
     config: &TrainConfig,
+    plan: CrossValPlan,
     production: Option<std::result::Result<Vec<u8>, String>>,
     run_id: &str,
 ) -> Result<Trained> {
-    let mut pipeline = DataPipeline::from_examples(examples);
-    let clean = pipeline.clean();
-    let splits = pipeline.into_splits(&config.split)?;
-    if splits.test.is_empty() {
+    let rule = holdout_rule(config);
+    let mut digest = Sha256::new();
+    let (mut held, mut rest) = (Vec::new(), Vec::new());
+    for (source_ref, example) in examples {
+        if rule.holds_out(&source_ref) {
+            digest.update(source_ref.as_bytes());
+            digest.update([0]);
+            held.push(example);
+        } else {
+            rest.push(example);
+        }
+    }
+    let mut held = DataPipeline::from_examples(held);
+    let held_clean = held.clean();
+    let held = held.into_examples();
+    if held.is_empty() {
         return Err(Error::Training(
-            "too few examples: the held-out test split is empty".into(),
+            "too few examples: the hold-out is empty".into(),
         ));
     }
+    let mut pipeline = DataPipeline::from_examples(rest);
+    let clean = pipeline.clean();
+    // The rest goes to train and validation in the configured proportion.
+    let split = config.split;
+    let kept = split.train + split.validation;
+    let splits = pipeline.into_splits(&SplitConfig {
+        train: split.train / kept,
+        validation: split.validation / kept,
+        test: 0.0,
+        seed: split.seed,
+    })?;
     let mut seconds = BTreeMap::new();
     let ensemble = fit_ensemble(
         &splits.train,
@@ -697,14 +855,61 @@ fn train(
         &LogProgress { run_id },
         &mut seconds,
     )?;
-    let evaluation = ModelEvaluator::evaluate(&ensemble, &splits.test)?;
+    let evaluation = ModelEvaluator::evaluate(&ensemble, &held)?;
     let production = production.map(|loaded| {
         let bytes = loaded?;
         let artifact = ModelArtifact::from_bytes(&bytes).map_err(|e| e.to_string())?;
-        ModelEvaluator::evaluate(&artifact.ensemble, &splits.test).map_err(|e| e.to_string())
+        let evaluation =
+            ModelEvaluator::evaluate(&artifact.ensemble, &held).map_err(|e| e.to_string())?;
+        Ok(ProductionScore {
+            evaluation,
+            holdout: artifact.metadata.holdout,
+        })
     });
+    let cross_validation = (plan.folds >= 2).then(|| {
+        let started = Instant::now();
+        let rows = evenly_spaced(
+            splits.train.iter().chain(&splits.validation),
+            splits.train.len() + splits.validation.len(),
+            plan.max_rows,
+        );
+        let outcome =
+            ModelEvaluator::cross_validate(&rows, config, plan.folds, &LogProgress { run_id });
+        let seconds = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(cv) => CrossValidationSummary {
+                folds: plan.folds,
+                rows: rows.len(),
+                mean: cv.mean,
+                seconds,
+                error: None,
+            },
+            Err(error) => {
+                warn!(%run_id, %error, "cross-validation failed; the run goes on without it");
+                CrossValidationSummary {
+                    folds: plan.folds,
+                    rows: rows.len(),
+                    mean: BTreeMap::new(),
+                    seconds,
+                    error: Some(error.to_string()),
+                }
+            }
+        }
+    });
+    if let Some(cv) = &cross_validation {
+        seconds.insert("cross_validation".to_string(), cv.seconds);
+    }
     let mut metrics = evaluation.models.clone();
     metrics.insert(ModelType::Ensemble, evaluation.ensemble);
+    if let Some(cv) = &cross_validation {
+        for (model_type, m) in &mut metrics {
+            m.cross_val_score = cv.mean.get(model_type).map(|mean| mean.f1);
+        }
+    }
+    let holdout = Holdout {
+        rule: HoldoutRule::Hash(rule),
+        rows: held.len() as u64,
+    };
     let metadata = ArtifactMetadata {
         model_version_id: ModelArtifact::version_id_of(&ensemble)?,
         trained_at: Utc::now(),
@@ -714,6 +919,7 @@ fn train(
             .map_err(|e| Error::Training(format!("training configuration: {e}")))?,
         library_version: env!("CARGO_PKG_VERSION").to_string(),
         data_source: "registry".to_string(),
+        holdout: Some(holdout.clone()),
     };
     let artifact = ModelArtifact {
         metadata,
@@ -721,17 +927,47 @@ fn train(
         metrics,
     };
     let bytes = artifact.to_bytes()?;
+    let digest: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(Trained {
         artifact,
         bytes,
         evaluation,
         production,
-        refused: clean.refused.len(),
+        holdout: HoldoutReport {
+            rule: holdout.rule,
+            rows: held.len(),
+            threats: held.iter().filter(|e| e.label).count(),
+            digest,
+            production_rule: None,
+            production_caveat: None,
+        },
+        cross_validation,
+        refused: clean.refused.len() + held_clean.refused.len(),
         train_rows: splits.train.len(),
         validation_rows: splits.validation.len(),
-        test_rows: splits.test.len(),
         seconds,
     })
+}
+
+/// At most `max` of the `len` rows `rows` yields, evenly spaced (all of them when there are
+/// no more than `max`), cloned.
+fn evenly_spaced<'a>(
+    rows: impl Iterator<Item = &'a LabeledExample>,
+    len: usize,
+    max: usize,
+) -> Vec<LabeledExample> {
+    if len <= max {
+        return rows.cloned().collect();
+    }
+    // Row i is kept when it is the first of its stride: floor(i * max / len) changes at it.
+    rows.enumerate()
+        .filter(|(i, _)| *i == 0 || (i * max / len) != ((i - 1) * max / len))
+        .map(|(_, e)| e.clone())
+        .collect()
 }
 
 #[cfg(test)]

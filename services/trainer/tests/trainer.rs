@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -370,11 +371,50 @@ async fn a_request_runs_the_trainer_and_a_model_that_is_not_better_stays_out_of_
         "{}",
         second.reason
     );
-    // Both ensembles were measured on the same held-out split.
+    // Both ensembles were measured on the same hold-out: the rows the first run held out too,
+    // so production never trained on them.
     assert_eq!(
         second.metrics.as_ref().unwrap()["rows"],
         second.production_metrics.as_ref().unwrap()["rows"]
     );
+    let (held_first, held_second) = (
+        first.holdout.as_ref().unwrap(),
+        second.holdout.as_ref().unwrap(),
+    );
+    assert_eq!(
+        held_second.digest, held_first.digest,
+        "the same rows held out"
+    );
+    assert_eq!(held_second.rows, held_first.rows);
+    assert_eq!(second.metrics.as_ref().unwrap()["rows"], held_second.rows);
+    assert_eq!(
+        held_second.production_rule.as_ref(),
+        Some(&held_second.rule)
+    );
+    assert_eq!(held_second.production_caveat, None);
+    assert!(!second.reason.contains("optimistic"), "{}", second.reason);
+    // Cross-validation ran on the training rows, and every registry row carries its mean F1.
+    let cv = second.cross_validation.as_ref().unwrap();
+    assert_eq!(cv.folds, 3);
+    assert_eq!(cv.error, None);
+    assert_eq!(cv.rows, second.examples.train + second.examples.validation);
+    assert_eq!(cv.mean.len(), 4);
+    let rows = store.models().list(None).await.unwrap();
+    assert_eq!(rows.len(), 8);
+    for row in &rows {
+        let score = row.version.metrics.cross_val_score;
+        assert!(
+            score.is_some_and(|f1| f1 > 0.5 && f1 <= 1.0),
+            "{} v{}: cross_val_score {score:?}",
+            row.version.model_type,
+            row.version.version
+        );
+        assert_eq!(row.version.hyperparameters["cross_validation"]["folds"], 3);
+        assert_eq!(
+            row.version.hyperparameters["holdout"]["rule"]["kind"],
+            "hash"
+        );
+    }
     assert_eq!(second.previous_production.as_ref(), Some(&first_ensemble));
     let second_ensemble = second.ensemble().unwrap();
     assert_eq!(second_ensemble.version, 2);
@@ -462,5 +502,125 @@ async fn shutdown_during_training_abandons_the_run_cleanly() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// The held-out `source_ref`s of `refs` under the trainer's rule, as the report digests them:
+/// in `source_ref` order, each followed by a 0 byte.
+fn holdout_digest(rule: &vigil_ml::HashHoldout, refs: &[String]) -> (usize, String) {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&String> = refs.iter().filter(|r| rule.holds_out(r)).collect();
+    sorted.sort();
+    let mut digest = Sha256::new();
+    for r in &sorted {
+        digest.update(r.as_bytes());
+        digest.update([0]);
+    }
+    let hex = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (sorted.len(), hex)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_is_compared_on_rows_neither_ensemble_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox(
+        &dir,
+        &[
+            "trainer.min_new_examples=1000000000".to_string(),
+            "trainer.cross_val_folds=0".to_string(),
+        ],
+    )
+    .await;
+    let store = sandbox.store();
+    let examples = subset_examples(&dir);
+    let (first_rows, later_rows) = examples.split_at(1_500);
+    vigil_trainer::import_examples(store, first_rows)
+        .await
+        .unwrap();
+    let client = requester().await;
+    let subject = vigil_trainer::run_subject(sandbox.prefix());
+    let trainer = start_trainer(&sandbox).await;
+    let first = request(&client, &subject).await;
+    assert_eq!(first.outcome, RunOutcome::Promoted, "{first:?}");
+    assert_eq!(first.cross_validation, None, "cross_val_folds = 0 is off");
+
+    // New rows arrive; the second run's hold-out takes some of them, and of the first rows
+    // exactly those the first run held out (and so never trained on).
+    vigil_trainer::import_examples(store, later_rows)
+        .await
+        .unwrap();
+    let second = request(&client, &subject).await;
+    assert!(
+        matches!(
+            second.outcome,
+            RunOutcome::Promoted | RunOutcome::NotPromoted
+        ),
+        "{second:?}"
+    );
+    trainer.stop().await;
+
+    let settings = &sandbox.config().trainer;
+    let rule = vigil_trainer::holdout_rule(&vigil_trainer::train_config(settings).unwrap());
+    let refs = |rows: &[vigil_ml::LabeledExample]| -> Vec<String> {
+        rows.iter().map(|e| e.signal.id.clone()).collect()
+    };
+    let all: Vec<String> = refs(&examples);
+    let (first_held, first_digest) = holdout_digest(&rule, &refs(first_rows));
+    let (second_held, second_digest) = holdout_digest(&rule, &all);
+    let held_first = first.holdout.as_ref().unwrap();
+    let held_second = second.holdout.as_ref().unwrap();
+    assert_eq!(held_first.digest, first_digest);
+    assert_eq!(held_second.digest, second_digest);
+    assert!(
+        first_held > 100 && second_held > first_held,
+        "{first_held} / {second_held}"
+    );
+    assert_eq!(held_second.rows, second_held, "no held-out row was refused");
+    // The rows the first (production) run trained on: none of them is held out now.
+    let trained_first: HashSet<String> = refs(first_rows)
+        .into_iter()
+        .filter(|r| !rule.holds_out(r))
+        .collect();
+    let held_now: HashSet<String> = all.iter().filter(|r| rule.holds_out(r)).cloned().collect();
+    assert_eq!(trained_first.intersection(&held_now).count(), 0);
+    assert_eq!(
+        first.examples.train + first.examples.validation + first_held,
+        first.examples.total - first.examples.refused
+    );
+    // Both ensembles scored on those rows, and production's artifact says it held out the same.
+    assert_eq!(
+        second.production_metrics.as_ref().unwrap()["rows"],
+        held_second.rows
+    );
+    assert_eq!(second.metrics.as_ref().unwrap()["rows"], held_second.rows);
+    assert_eq!(
+        held_second.production_rule.as_ref(),
+        Some(&held_second.rule)
+    );
+    assert_eq!(held_second.production_caveat, None);
+
+    // A trainer with another seed holds out other rows: its report says production may have
+    // trained on some of them.
+    let mut other = sandbox.config().clone();
+    other.trainer.seed = 7;
+    let mut trainer = sandbox.spawn_with_config("trainer", other, vigil_trainer::run_in);
+    trainer.ready(PATIENCE).await;
+    let third = request(&client, &subject).await;
+    trainer.stop().await;
+    let held_third = third.holdout.as_ref().unwrap();
+    assert_ne!(held_third.digest, held_second.digest);
+    let caveat = held_third.production_caveat.as_deref().unwrap_or_default();
+    assert!(
+        caveat.contains("may be optimistic for production") && caveat.contains("salt 42"),
+        "{caveat}"
+    );
+    assert!(
+        third.reason.contains("may be optimistic"),
+        "{}",
+        third.reason
     );
 }

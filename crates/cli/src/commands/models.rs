@@ -368,11 +368,36 @@ fn print_report(report: &RunReport) {
             .and_then(|m| m["f1"].as_f64())
             .map_or_else(|| "-".to_string(), |f| format!("{f:.4}"))
     };
+    if let Some(holdout) = &report.holdout {
+        println!(
+            "  hold-out: {} rows ({} threats), {}",
+            holdout.rows,
+            holdout.threats,
+            holdout.rule.describe()
+        );
+    }
     println!(
-        "  F1 on the held-out split: new {}, production before {}",
+        "  F1 on the hold-out: new {}, production before {}",
         f1(&report.metrics),
         f1(&report.production_metrics)
     );
+    if let Some(caveat) = report
+        .holdout
+        .as_ref()
+        .and_then(|h| h.production_caveat.as_ref())
+    {
+        println!("  note: {caveat}");
+    }
+    if let Some(cv) = &report.cross_validation {
+        match (&cv.error, cv.mean.get(&ModelType::Ensemble)) {
+            (Some(error), _) => println!("  cross-validation: not run ({error})"),
+            (None, Some(mean)) => println!(
+                "  {}-fold cross-validation on {} training rows: ensemble F1 {:.4} ({:.1} s)",
+                cv.folds, cv.rows, mean.f1, cv.seconds
+            ),
+            (None, None) => {}
+        }
+    }
     for model in &report.registered {
         println!(
             "  registered {} v{} ({})",

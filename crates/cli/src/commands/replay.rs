@@ -1,4 +1,7 @@
-//! `vigil replay nsl-kdd FILE`: publish data-set rows as threat signals.
+//! `vigil replay nsl-kdd FILE`: publish data-set rows as threat signals, and with
+//! `--with-feedback` give their labels back as analysts' verdicts.
+
+mod feedback;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -38,8 +41,37 @@ pub struct NslKddArgs {
     /// Stop after this many rows.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Give each row's own label back as an analyst's verdict on its workflow, through the
+    /// feedback service, once the workflow completed: `correct` when vigil's verdict matches
+    /// it, `incorrect` with the true label (and attack type) otherwise.
+    #[arg(long)]
+    pub with_feedback: bool,
+    /// Give only this many verdicts, chosen by --pick once every workflow completed.
+    #[arg(long, requires = "with_feedback", requires = "pick")]
+    pub budget: Option<usize>,
+    /// How the budget's verdicts are chosen: the review queue's picks, or at random (--seed).
+    #[arg(long, value_enum, requires = "budget")]
+    pub pick: Option<Pick>,
+    /// Seed of --pick random: the same seed picks the same rows.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Who the verdicts are given as.
+    #[arg(long, default_value = "replay")]
+    pub analyst: String,
+    /// Give up when no workflow completes and no verdict is answered for this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub stall_secs: u64,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// How `--budget` verdicts are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pick {
+    /// What the feedback service's review queue ranks first (`vigil.feedback.review`).
+    Queue,
+    /// A seeded random sample of the replayed rows whose workflow completed.
+    Random,
 }
 
 /// At most this many publishes wait for their ack at once.
@@ -50,10 +82,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let ReplaySource::NslKdd(args) = args.source;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
-    let mut signals = Vec::new();
+    let mut rows = Vec::new();
     let mut malformed = 0usize;
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
-        if args.limit.is_some_and(|limit| signals.len() >= limit) {
+        if args.limit.is_some_and(|limit| rows.len() >= limit) {
             break;
         }
         let line = line.with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -61,7 +93,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
             continue;
         }
         match vigil_ml::parse_nsl_kdd_line(&line) {
-            Ok(example) => signals.push(v1::ThreatSignal::from(example.signal)),
+            Ok(example) => rows.push(example),
             Err(reason) => {
                 malformed += 1;
                 if malformed <= 20 {
@@ -76,6 +108,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
 
     let config = args.config.load()?;
     let runtime = tokio::runtime::Runtime::new()?;
+    if args.with_feedback {
+        let summary = runtime.block_on(feedback::replay(&config, &rows, &args))?;
+        summary.print(malformed);
+        return Ok(());
+    }
+    let signals: Vec<v1::ThreatSignal> = rows
+        .into_iter()
+        .map(|e| v1::ThreatSignal::from(e.signal))
+        .collect();
     let tally = runtime.block_on(async {
         let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
         bus.declare().await?;
