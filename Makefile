@@ -12,7 +12,7 @@ endif
 # packages that do not use the test sandbox (vigil-testkit).
 UNIT_FILTER := not (rdeps(vigil-testkit) & kind(test))
 
-.PHONY: help setup build up demo test test-unit lint lint-proto fmt bench bench-ml bench-events bench-predictor
+.PHONY: help setup build up demo test test-unit lint lint-proto fmt bench bench-ml bench-events bench-predictor bench-learning
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,7 +52,7 @@ lint-proto: ## buf lint of proto/ (fetches buf from the npm registry)
 fmt: ## Format the code
 	cargo fmt --all
 
-bench: bench-events bench-ml bench-predictor ## Run every benchmark (results: docs/benchmarks.md)
+bench: bench-events bench-ml bench-predictor bench-learning ## Run every benchmark (results: docs/benchmarks.md)
 
 bench-events: setup ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
 	cargo bench -p vigil-orchestrator --bench events
@@ -64,3 +64,6 @@ bench-ml: ## ML core: vigil vs XGBoost, RandomForest, MLP on NSL-KDD and synthet
 bench-predictor: ## Predictor over gRPC on loopback vs a no-op tonic service
 	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 	cargo bench -p vigil-predictor --bench grpc
+
+bench-learning: ## Learning loop: analysts' verdicts on unseen attack families through the running system (all, 2 % by the review queue, 2 % at random)
+	bash bench/learning/run.sh
