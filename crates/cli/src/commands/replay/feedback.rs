@@ -320,7 +320,7 @@ async fn run(
             }
             _ = reads.tick(), if !waiting.is_empty() => {
                 read_count = read_count.wrapping_add(1);
-                let ids: Vec<&str> = if read_count % RECONCILE_EVERY == 0 {
+                let ids: Vec<&str> = if read_count.is_multiple_of(RECONCILE_EVERY) {
                     waiting.iter().map(String::as_str).collect()
                 } else {
                     signalled.iter().map(String::as_str).collect()
