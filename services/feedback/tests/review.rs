@@ -13,7 +13,7 @@ use common::{now, prediction, record, record_failed, results, signal};
 use vigil_domain::{AbstainReason, Abstention, FeedbackType, Severity, TrueLabel};
 use vigil_feedback::{ReviewItem, ReviewReply};
 use vigil_store::NewFeedback;
-use vigil_testkit::{Sandbox, Service};
+use vigil_testkit::{Sandbox, Service, eventually};
 
 /// A guard against a hung system, not a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -350,7 +350,26 @@ async fn bad_requests_get_one_clear_error() {
     );
     feedback.stop().await;
 
-    // With no service running, the client says so.
+    // With no service running, the client says so. The server may take a moment to drop the
+    // stopped service's subscription; until it does, a request goes to it and goes unanswered.
+    let subject = sandbox.bus().topology().feedback_review_subject();
+    eventually(
+        PATIENCE,
+        "the stopped service's subscription is gone",
+        || async {
+            let sent = sandbox
+                .nats()
+                .send_request(
+                    subject.clone(),
+                    async_nats::Request::new()
+                        .payload(Bytes::from_static(b"{}"))
+                        .timeout(Some(Duration::from_secs(1))),
+                )
+                .await;
+            matches!(sent, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders)
+        },
+    )
+    .await;
     let error = vigil_feedback::review(sandbox.bus(), 5).await.unwrap_err();
     assert!(
         matches!(error, vigil_feedback::QueryError::NoService { .. }),
