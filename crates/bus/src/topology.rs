@@ -421,6 +421,18 @@ impl Topology {
         self.prefixed_subject("vigil.feedback.submit")
     }
 
+    /// Where analysts ask what to judge next: `vigil.feedback.review` (core NATS
+    /// request/reply).
+    pub fn feedback_review_subject(&self) -> String {
+        self.prefixed_subject("vigil.feedback.review")
+    }
+
+    /// Where analysts ask what the verdicts say about vigil: `vigil.feedback.insights` (core
+    /// NATS request/reply).
+    pub fn feedback_insights_subject(&self) -> String {
+        self.prefixed_subject("vigil.feedback.insights")
+    }
+
     /// The server-side configuration of a stream.
     pub fn stream_config(&self, kind: StreamKind) -> stream::Config {
         let base = stream::Config {
@@ -663,6 +675,8 @@ mod tests {
             "vigil.health.heartbeat.broker.pod-1"
         );
         assert_eq!(t.feedback_submit_subject(), "vigil.feedback.submit");
+        assert_eq!(t.feedback_review_subject(), "vigil.feedback.review");
+        assert_eq!(t.feedback_insights_subject(), "vigil.feedback.insights");
     }
 
     #[test]
@@ -679,6 +693,11 @@ mod tests {
             "t1a2b.vigil.dlq.VIGIL_WORK"
         );
         assert_eq!(t.feedback_submit_subject(), "t1a2b.vigil.feedback.submit");
+        assert_eq!(t.feedback_review_subject(), "t1a2b.vigil.feedback.review");
+        assert_eq!(
+            t.feedback_insights_subject(),
+            "t1a2b.vigil.feedback.insights"
+        );
         let critical = t.consumer_config(ConsumerKind::Orchestrator(WorkPriority::Critical));
         assert_eq!(
             critical.durable_name.as_deref(),

@@ -34,6 +34,10 @@ enum Command {
     Evaluate(commands::evaluate::EvaluateArgs),
     /// Analysts' verdicts on workflows: submit, list, import.
     Feedback(commands::feedback::FeedbackArgs),
+    /// The unjudged workflows a verdict would teach most about, each with why.
+    Review(commands::review::ReviewArgs),
+    /// What the verdicts say: accuracy, error rates, frequent mistakes, threshold advice.
+    Insights(commands::insights::InsightsArgs),
     /// Five minutes of vigil on NSL-KDD: train, replay, feedback, retrain, and a report.
     Demo(commands::demo::DemoArgs),
 }
@@ -51,6 +55,8 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Feedback(args) => commands::feedback::run(args),
+        Command::Review(args) => commands::review::run(args),
+        Command::Insights(args) => commands::insights::run(args),
         Command::Demo(args) => commands::demo::run(args),
     };
     match result {

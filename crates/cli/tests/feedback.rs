@@ -169,3 +169,73 @@ async fn submit_list_and_import_as_an_analyst_does() {
     );
     feedback.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_and_insights_as_an_analyst_runs_them() {
+    let (sandbox, feedback) = with_a_workflow().await;
+
+    // The workflow is unjudged: the queue offers it, and says why.
+    let out = vigil(&sandbox, &["review", "--limit", "5", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let items: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(items.len(), 1, "{items:#?}");
+    assert_eq!(items[0]["event_id"], "evt-cli");
+    assert_eq!(items[0]["threat_type"], "port_scan");
+    let reasons = items[0]["reasons"].to_string();
+    assert!(reasons.contains("no model prediction"), "{reasons}");
+    let out = vigil(&sandbox, &["review"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("port_scan") && table.contains("- no model prediction"),
+        "{table}"
+    );
+    let out = vigil(&sandbox, &["review", "--limit", "0"]).await;
+    assert!(!out.status.success(), "the limit is 1-1000");
+
+    let out = vigil(&sandbox, &["insights"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no verdicts yet"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // vigil called it an attack; the analyst says benign: one false positive.
+    let out = vigil(
+        &sandbox,
+        &[
+            "feedback",
+            "submit",
+            "evt-cli",
+            "incorrect",
+            "--label",
+            "benign",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = vigil(&sandbox, &["review", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "", "judged: off the queue");
+    let out = vigil(&sandbox, &["review"]).await;
+    assert!(text(&out.stdout).contains("nothing to review"));
+
+    let out = vigil(&sandbox, &["insights", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let insights: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(insights["overall"]["judged"], 1);
+    assert_eq!(insights["overall"]["false_positives"], 1);
+    assert_eq!(insights["overall"]["accuracy"], 0.0);
+    assert_eq!(insights["overall"]["false_positive_rate"], 1.0);
+    let out = vigil(&sandbox, &["insights"]).await;
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("overall") && report.contains("recommendations"),
+        "{report}"
+    );
+    feedback.stop().await;
+}

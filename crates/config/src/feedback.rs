@@ -1,8 +1,10 @@
-//! The feedback service: when analysts' verdicts ask the trainer for a run.
+//! The feedback service: when analysts' verdicts ask the trainer for a run, and how much
+//! the review queue looks at.
 
 use serde::{Deserialize, Serialize};
 
-/// When labelled feedback asks the trainer for a run (on the trainer's request subject).
+/// When labelled feedback asks the trainer for a run (on the trainer's request subject), and
+/// how many workflows the review queue scores.
 ///
 /// Either trigger fires once per crossing: after a request, both count only verdicts accepted
 /// since it, and no new request is made while an earlier one has not reached a trainer.
@@ -21,6 +23,8 @@ pub struct FeedbackSettings {
     pub retry_secs: u64,
     /// How long (seconds) the service waits for the trainer's run report, to record it.
     pub run_report_timeout_secs: u64,
+    /// How many of the newest unjudged workflows the review queue scores (the rest wait).
+    pub review_window: u64,
 }
 
 impl Default for FeedbackSettings {
@@ -31,6 +35,7 @@ impl Default for FeedbackSettings {
             accuracy_window: 50,
             retry_secs: 30,
             run_report_timeout_secs: 3_600,
+            review_window: 5_000,
         }
     }
 }
@@ -55,6 +60,9 @@ impl FeedbackSettings {
         }
         if self.run_report_timeout_secs == 0 {
             return Err("feedback.run_report_timeout_secs must be at least 1".into());
+        }
+        if self.review_window == 0 {
+            return Err("feedback.review_window must be at least 1".into());
         }
         Ok(())
     }
@@ -83,6 +91,7 @@ mod tests {
             ("feedback.accuracy_floor=nan", "feedback.accuracy_floor"),
             ("feedback.accuracy_window=0", "feedback.accuracy_window"),
             ("feedback.retry_secs=0", "feedback.retry_secs"),
+            ("feedback.review_window=0", "feedback.review_window"),
         ] {
             let error = load(&[bad]).expect_err(bad).to_string();
             assert!(error.contains(key), "{bad}: {error}");

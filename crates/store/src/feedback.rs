@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 use vigil_domain::{
-    FeedbackRecord, FeedbackType, Severity, TrueLabel, ValidationError, WorkflowStatus,
+    FeedbackRecord, FeedbackType, Severity, ThreatSignal, TrueLabel, ValidationError,
+    WorkflowStatus,
 };
 
 use crate::ids::parse_uuid;
@@ -36,6 +37,41 @@ impl JudgedWorkflow {
     /// vigil's own verdict on the workflow's signal, if it reached one.
     pub fn system_label(&self) -> Option<TrueLabel> {
         self.risk_level.map(TrueLabel::verdict_of)
+    }
+}
+
+/// A successful workflow no analyst has judged yet, as the review queue scores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewCandidate {
+    pub id: String,
+    pub event_id: String,
+    pub started_at: DateTime<Utc>,
+    /// The workflow's recorded `results`: risk score and level, prediction, alerts,
+    /// remediation.
+    pub results: serde_json::Value,
+    /// The signal it processed (`None` for a workflow recorded without it).
+    pub signal: Option<ThreatSignal>,
+}
+
+/// A judged workflow as the insights read it: what vigil recorded and what its current
+/// verdict says the signal was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgedOutcome {
+    pub workflow_id: String,
+    /// The signal's threat type (`None` for a workflow recorded without its signal).
+    pub threat_type: Option<String>,
+    /// The workflow's final risk score, 0-10.
+    pub risk_score: f64,
+    /// The level vigil gave it.
+    pub risk_level: Severity,
+    /// The true label of the workflow's newest current verdict.
+    pub label: TrueLabel,
+}
+
+impl JudgedOutcome {
+    /// vigil's own verdict on the workflow (attack from risk level high).
+    pub fn system_label(&self) -> TrueLabel {
+        TrueLabel::verdict_of(self.risk_level)
     }
 }
 
@@ -483,6 +519,102 @@ impl<'a> Feedback<'a> {
             .fetch_one(self.pool)
             .await?;
         Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    /// The newest `window` successful workflows without any verdict (by any analyst, on the
+    /// workflow or one of its actions), newest first, with their results and signals: what the
+    /// review queue scores.
+    pub async fn review_candidates(&self, window: u64) -> Result<Vec<ReviewCandidate>> {
+        #[derive(sqlx::FromRow)]
+        struct CandidateRow {
+            id: Uuid,
+            event_id: String,
+            started_at: DateTime<Utc>,
+            results: serde_json::Value,
+            signal: Option<serde_json::Value>,
+        }
+        let rows: Vec<CandidateRow> = sqlx::query_as(
+            "SELECT w.id, w.event_id, w.started_at, w.results, s.signal \
+             FROM workflows w LEFT JOIN workflow_signals s ON s.event_id = w.event_id \
+             WHERE w.status = 'SUCCESS' \
+               AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.workflow_id = w.id) \
+             ORDER BY w.started_at DESC, w.id DESC LIMIT $1",
+        )
+        .bind(i64::try_from(window).unwrap_or(i64::MAX))
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let signal = row
+                    .signal
+                    .map(serde_json::from_value::<ThreatSignal>)
+                    .transpose()
+                    .map_err(|e| Error::CorruptRow {
+                        table: "workflow_signals",
+                        reason: format!("event {}: {e}", row.event_id),
+                    })?;
+                Ok(ReviewCandidate {
+                    id: row.id.to_string(),
+                    event_id: row.event_id,
+                    started_at: row.started_at,
+                    results: row.results,
+                    signal,
+                })
+            })
+            .collect()
+    }
+
+    /// Every successful workflow with a current labelled verdict, once, with the label of its
+    /// newest current verdict (whoever gave it: the label its training example carries), and
+    /// the score and level vigil recorded; oldest judged workflow first.
+    pub async fn judged_outcomes(&self) -> Result<Vec<JudgedOutcome>> {
+        #[derive(sqlx::FromRow)]
+        struct JudgedRow {
+            workflow_id: Uuid,
+            label: String,
+            risk_score: Option<f64>,
+            risk_level: Option<String>,
+            threat_type: Option<String>,
+        }
+        let rows: Vec<JudgedRow> = sqlx::query_as(
+            "SELECT DISTINCT ON (f.workflow_id) f.workflow_id, f.label, \
+                    (w.results->>'risk_score')::float8 AS risk_score, \
+                    w.results->>'risk_level' AS risk_level, \
+                    s.signal->>'threat_type' AS threat_type \
+             FROM feedback f JOIN workflows w ON w.id = f.workflow_id \
+             LEFT JOIN workflow_signals s ON s.event_id = w.event_id \
+             WHERE f.superseded_by IS NULL AND f.label IS NOT NULL \
+               AND w.status = 'SUCCESS' \
+             ORDER BY f.workflow_id, f.created_at DESC, f.id DESC",
+        )
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let id = row.workflow_id;
+                let corrupt = |reason: String| Error::CorruptRow {
+                    table: "workflows",
+                    reason: format!("{id}: {reason}"),
+                };
+                Ok(JudgedOutcome {
+                    workflow_id: id.to_string(),
+                    threat_type: row.threat_type,
+                    risk_score: row
+                        .risk_score
+                        .filter(|s| s.is_finite())
+                        .ok_or_else(|| corrupt("results hold no risk_score".into()))?,
+                    risk_level: row
+                        .risk_level
+                        .as_deref()
+                        .ok_or_else(|| corrupt("results hold no risk_level".into()))
+                        .and_then(|l| Severity::from_str(l).map_err(|e| corrupt(e.to_string())))?,
+                    label: TrueLabel::from_str(&row.label).map_err(|e| Error::CorruptRow {
+                        table: "feedback",
+                        reason: format!("a verdict on {id}: {e}"),
+                    })?,
+                })
+            })
+            .collect()
     }
 
     /// Checks the retraining rule and, when it fires, records a request and returns it.

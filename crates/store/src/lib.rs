@@ -22,7 +22,8 @@ mod workflows;
 pub use batch::WorkflowBatch;
 pub use error::{Error, Result};
 pub use feedback::{
-    Feedback, FeedbackWrite, JudgedWorkflow, NewFeedback, Recorded, RetrainRequest, RetrainRule,
+    Feedback, FeedbackWrite, JudgedOutcome, JudgedWorkflow, NewFeedback, Recorded, RetrainRequest,
+    RetrainRule, ReviewCandidate,
 };
 pub use lock::ReplicaLock;
 pub use models::{

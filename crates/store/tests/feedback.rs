@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{new_id, now, running_workflow};
-use vigil_domain::{FeedbackType, ThreatSignal, TrueLabel, WorkflowStatus};
+use vigil_domain::{FeedbackType, Severity, ThreatSignal, TrueLabel, WorkflowStatus};
 use vigil_store::{
     EVICTION_ORDER, ExampleSource, NewExample, NewFeedback, Recorded, RetrainRule, Store,
 };
@@ -269,5 +269,136 @@ async fn the_retraining_rule_fires_once_per_crossing_and_waits_for_delivery() ->
     assert_eq!(fired.trigger, "accuracy");
     assert_eq!(fired.accuracy, Some(0.0));
     assert!(fired.reason.contains("0 of the last 2"), "{}", fired.reason);
+    Ok(())
+}
+
+#[tokio::test]
+async fn review_candidates_are_the_newest_unjudged_successful_workflows() -> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let start = now();
+    let mut ids = Vec::new();
+    for (i, event_id) in ["evt-old", "evt-judged", "evt-action", "evt-new"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut w = running_workflow(event_id);
+        w.status = WorkflowStatus::Success;
+        w.started_at = start + chrono::Duration::seconds(i as i64);
+        w.completed_at = Some(w.started_at);
+        w.results = serde_json::json!({ "risk_score": 8.0, "risk_level": "high" });
+        let mut batch = store.begin_batch().await?;
+        batch.save_workflows(&[&w]).await?;
+        if event_id != "evt-old" {
+            batch
+                .record_signals(&[(event_id, &signal(event_id, 22))])
+                .await?;
+        }
+        batch.commit().await?;
+        ids.push(w.id);
+    }
+    let mut failed = running_workflow("evt-failed");
+    failed.status = WorkflowStatus::Failed;
+    failed.error_message = Some("predictor exploded".into());
+    failed.started_at = start + chrono::Duration::seconds(10);
+    store.workflows().insert_if_absent(&failed).await?;
+
+    let feedback = store.feedback();
+    feedback
+        .record(&verdict(&ids[1], "alice", TrueLabel::Attack))
+        .await?;
+    // A verdict on one action of a workflow judges it too.
+    feedback
+        .record(&NewFeedback {
+            action_id: "alert-1",
+            ..verdict(&ids[2], "bob", TrueLabel::Benign)
+        })
+        .await?;
+
+    let candidates = feedback.review_candidates(10).await?;
+    let events: Vec<&str> = candidates.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(
+        events,
+        ["evt-new", "evt-old"],
+        "newest first, judged and failed left out"
+    );
+    assert_eq!(candidates[0].id, ids[3]);
+    assert_eq!(candidates[0].results["risk_level"], "high");
+    assert_eq!(
+        candidates[0].signal.as_ref().map(|s| s.id.as_str()),
+        Some("evt-new")
+    );
+    assert!(
+        candidates[1].signal.is_none(),
+        "recorded without its signal"
+    );
+    let window: Vec<String> = feedback
+        .review_candidates(1)
+        .await?
+        .into_iter()
+        .map(|c| c.event_id)
+        .collect();
+    assert_eq!(window, ["evt-new"], "the window bounds the candidates");
+    Ok(())
+}
+
+#[tokio::test]
+async fn judged_outcomes_take_each_workflows_newest_current_verdict() -> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let high = workflow(store, "evt-high", "high").await?;
+    let medium = workflow(store, "evt-medium", "medium").await?;
+    workflow(store, "evt-unjudged", "critical").await?;
+    let feedback = store.feedback();
+    feedback
+        .record(&verdict(&high, "alice", TrueLabel::Attack))
+        .await?;
+    // Bob's later verdict is the newest current one on the workflow.
+    feedback
+        .record(&verdict(&high, "bob", TrueLabel::Benign))
+        .await?;
+    feedback
+        .record(&verdict(&medium, "alice", TrueLabel::Benign))
+        .await?;
+    // Alice changes her mind: her first verdict on it is superseded.
+    feedback
+        .record(&verdict(&medium, "alice", TrueLabel::Attack))
+        .await?;
+
+    let mut judged = feedback.judged_outcomes().await?;
+    judged.sort_by(|a, b| a.workflow_id.cmp(&b.workflow_id));
+    let mut expected = vec![
+        (
+            high.clone(),
+            Severity::High,
+            TrueLabel::Benign,
+            TrueLabel::Attack,
+        ),
+        (
+            medium.clone(),
+            Severity::Medium,
+            TrueLabel::Attack,
+            TrueLabel::Benign,
+        ),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let got: Vec<_> = judged
+        .iter()
+        .map(|j| {
+            (
+                j.workflow_id.clone(),
+                j.risk_level,
+                j.label,
+                j.system_label(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(judged.iter().all(|j| j.risk_score == 8.0));
+    assert!(
+        judged
+            .iter()
+            .all(|j| j.threat_type.as_deref() == Some("port_scan"))
+    );
     Ok(())
 }

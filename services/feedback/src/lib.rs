@@ -19,10 +19,21 @@
 //!   `feedback.accuracy_window` verdicts falls below `feedback.accuracy_floor`, the service asks
 //!   the trainer for a run on [`vigil_trainer::run_subject`] with the reason; once per crossing,
 //!   across replicas and restarts (see [`vigil_store::Feedback::check_retrain`]).
+//! - **Review queue** (request/reply, same queue group, on
+//!   [`Topology::feedback_review_subject`](vigil_bus::Topology::feedback_review_subject)):
+//!   `{"limit": N}` gets the unjudged workflows a verdict would teach most about, ranked by a
+//!   documented score and spread over patterns, each with its reasons (see [`review`]).
+//! - **Insights** (request/reply, same queue group, on
+//!   [`Topology::feedback_insights_subject`](vigil_bus::Topology::feedback_insights_subject)):
+//!   vigil's accuracy by the verdicts, its error rates and most frequent mistakes, and the high
+//!   threshold the recorded scores say would have served better (see [`insights`]).
 
 mod client;
+pub mod insights;
 mod metrics;
+mod queries;
 mod retrain;
+pub mod review;
 mod submit;
 
 use std::future::Future;
@@ -38,17 +49,22 @@ use vigil_config::Config;
 use vigil_runtime::ServiceContext;
 use vigil_store::Store;
 
-pub use client::{SubmitError, submit, submit_subject};
+pub use client::{
+    QUERY_TIMEOUT, QueryError, SubmitError, insights, review, submit, submit_subject,
+};
+pub use insights::{Insights, InsightsReply};
+pub use review::{ReviewItem, ReviewReply};
 pub use submit::{SubmitOutcome, SubmitReply};
 
 use crate::metrics::FeedbackMetrics;
+use crate::queries::Queries;
 use crate::retrain::Retrainer;
 use crate::submit::Submissions;
 
 /// The queue group replicas share, so one submission is handled once.
 pub const QUEUE_GROUP: &str = "vigil-feedback";
 
-/// Submissions handled at once by one replica.
+/// Requests (submissions, review and insights requests) handled at once by one replica.
 const MAX_IN_FLIGHT: usize = 64;
 
 /// Why the feedback service stopped, or could not start.
@@ -77,7 +93,7 @@ pub async fn run(
 }
 
 /// Runs the feedback service in a shared context until `token` is cancelled. Shutdown stops
-/// taking submissions and answers the ones in flight.
+/// taking requests and answers the ones in flight.
 pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()> {
     let config = ctx.config.clone();
     config.feedback.validate().map_err(Error::Config)?;
@@ -101,17 +117,36 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         metrics,
     ));
 
+    let queries = Arc::new(Queries::new(
+        store.clone(),
+        bus.client().clone(),
+        config.feedback.review_window,
+        config.thresholds,
+    ));
+
     let subject = bus.topology().feedback_submit_subject();
-    let mut requests = bus
-        .client()
-        .queue_subscribe(subject.clone(), QUEUE_GROUP.to_string())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot subscribe to submissions on {subject}: {e}"))?;
-    // A round trip, so the subscription is in place before we report ready.
+    let subscribe = |subject: String, what: &'static str| {
+        let client = bus.client().clone();
+        async move {
+            client
+                .queue_subscribe(subject.clone(), QUEUE_GROUP.to_string())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot subscribe to {what} on {subject}: {e}"))
+        }
+    };
+    let mut requests = subscribe(subject.clone(), "submissions").await?;
+    let mut reviews =
+        subscribe(bus.topology().feedback_review_subject(), "review requests").await?;
+    let mut insight_requests = subscribe(
+        bus.topology().feedback_insights_subject(),
+        "insights requests",
+    )
+    .await?;
+    // A round trip, so the subscriptions are in place before we report ready.
     bus.client()
         .flush()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot confirm the submission subscription: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot confirm the subscriptions: {e}"))?;
     ctx.readiness.set("feedback", true);
     info!(%subject, trainer = %retrainer.subject(), "feedback service waiting for verdicts");
 
@@ -144,15 +179,33 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                     drop(slot);
                 });
             }
+            Some(message) = reviews.next() => {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+                let queries = Arc::clone(&queries);
+                in_flight.spawn(async move {
+                    queries.handle_review(message).await;
+                    drop(slot);
+                });
+            }
+            Some(message) = insight_requests.next() => {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+                let queries = Arc::clone(&queries);
+                in_flight.spawn(async move {
+                    queries.handle_insights(message).await;
+                    drop(slot);
+                });
+            }
             _ = sweeps.tick() => {
                 submissions.republish_events().await;
                 retrainer.check_and_send().await;
             }
         }
     }
-    // Stop taking submissions, then answer those in flight.
-    if let Err(error) = requests.unsubscribe().await {
-        warn!(%error, "cannot unsubscribe from submissions");
+    // Stop taking requests, then answer those in flight.
+    for subscription in [&mut requests, &mut reviews, &mut insight_requests] {
+        if let Err(error) = subscription.unsubscribe().await {
+            warn!(%error, "cannot unsubscribe from requests");
+        }
     }
     while in_flight.join_next().await.is_some() {}
     if let Err(error) = checker.await {

@@ -1,0 +1,771 @@
+//! The review queue: which unjudged workflows an analyst should look at next.
+//!
+//! A verdict on a signal the model already gets right teaches it nothing. Each candidate (one
+//! of the newest `feedback.review_window` successful workflows without a verdict) gets a
+//! score in 0-1 from four signals of what vigil recorded, each in 0-1:
+//!
+//! ```text
+//! score = 0.35 uncertainty + 0.25 novelty + 0.25 disagreement + 0.15 impact
+//! ```
+//!
+//! - **uncertainty**: 1 at the ensemble's decision threshold, falling linearly to 0 at a
+//!   probability of 0 or 1; 1 when the model abstained; 0.5 without a probability (no
+//!   prediction, or one without the ensemble's details).
+//! - **novelty**: 1 when the novelty member is at or above the decision threshold while every
+//!   supervised member is below it ("never seen this"), 0.5 when it is above and a supervised
+//!   member is too; or, when larger, how far the in-domain score is below 0.05
+//!   (`(0.05 - in_domain) / 0.05`).
+//! - **disagreement**: the spread (max - min) of the supervised members' probabilities; halved
+//!   unless the members fall on both sides of the threshold.
+//! - **impact**: 1 when remediation actions were taken, 0.5 when alerts were routed, else 0.
+//!
+//! The list is then spread over patterns (see [`pattern_of`]): picked greedily by priority, where
+//! the priority of a candidate is its score times 0.5 for each candidate of its pattern already
+//! picked; so the second near-copy of a scan needs twice the score of a new pattern to come
+//! before it.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vigil_domain::{ModelType, PredictionResult, Severity, ThreatSignal};
+use vigil_store::ReviewCandidate;
+
+/// Weight of the model's uncertainty in the score.
+pub const W_UNCERTAINTY: f64 = 0.35;
+/// Weight of novelty (the novelty member, or a signal outside the training data).
+pub const W_NOVELTY: f64 = 0.25;
+/// Weight of the supervised members' disagreement.
+pub const W_DISAGREEMENT: f64 = 0.25;
+/// Weight of the impact of what vigil did (remediation, alerts).
+pub const W_IMPACT: f64 = 0.15;
+/// Each candidate of a pattern already in the list multiplies a candidate's priority by this.
+pub const PATTERN_DECAY: f64 = 0.5;
+/// In-domain scores below this count as outside the training data.
+pub const IN_DOMAIN_FLOOR: f64 = 0.05;
+/// Uncertainty when the model gave no probability to measure it by.
+pub const UNKNOWN_UNCERTAINTY: f64 = 0.5;
+/// Impact of routed alerts (remediation is 1).
+pub const ALERT_IMPACT: f64 = 0.5;
+/// Items a request gets when it names no limit.
+pub const DEFAULT_LIMIT: usize = 20;
+/// The most items one request may ask for.
+pub const MAX_LIMIT: usize = 1_000;
+
+/// Uncertainty at or above which it is named as a reason.
+const UNSURE_FROM: f64 = 0.5;
+/// A spread of the members at least this wide is named even when they agree on the side.
+const WIDE_SPREAD: f64 = 0.3;
+
+/// One workflow the queue offers an analyst, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    pub workflow_id: String,
+    pub event_id: String,
+    /// The signal's threat type (empty when the signal was not recorded).
+    pub threat_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    pub risk_level: Severity,
+    pub risk_score: f64,
+    /// The ensemble's probability that the signal is a threat, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// How much a verdict on it would teach, 0-1 (the documented formula).
+    pub score: f64,
+    /// The score after the pattern decay: the order of the list.
+    pub priority: f64,
+    /// What it counts as a near-copy of (see [`pattern_of`]).
+    pub pattern: String,
+    /// Why it was picked, for the analyst.
+    pub reasons: Vec<String>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A request on the review subject: `{"limit": N}`, or an empty body for the default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// How many items, 1 to [`MAX_LIMIT`]; [`DEFAULT_LIMIT`] when absent.
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+impl ReviewRequest {
+    /// Decodes a request body; an empty body asks for the default.
+    pub fn decode(body: &[u8]) -> Result<usize, String> {
+        let request: ReviewRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            ReviewRequest::default()
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| format!("not a review request ({{\"limit\": N}}): {e}"))?
+        };
+        match request.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| format!("limit must be within 1..={MAX_LIMIT}, got {n}")),
+        }
+    }
+}
+
+/// The reply on the review subject, always JSON: `{"ok":true,"items":[...]}` or
+/// `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReviewReply {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Highest priority first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ReviewItem>>,
+}
+
+impl ReviewReply {
+    /// A refusal, or a failure to answer.
+    pub fn refused(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(error.into()),
+            items: None,
+        }
+    }
+
+    /// The ranked items.
+    pub fn items(items: Vec<ReviewItem>) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            items: Some(items),
+        }
+    }
+}
+
+/// What the score reads of one workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub workflow_id: String,
+    pub event_id: String,
+    pub started_at: DateTime<Utc>,
+    pub risk_score: f64,
+    pub risk_level: Severity,
+    pub prediction: Option<PredictionResult>,
+    /// The remediation actions taken, as `kind target`.
+    pub remediations: Vec<String>,
+    /// The alert channels routed to, as `channel (status)`.
+    pub alerts: Vec<String>,
+    pub signal: Option<ThreatSignal>,
+}
+
+/// The parts of a workflow's `results` the score reads.
+#[derive(Deserialize)]
+struct RecordedResults {
+    risk_score: f64,
+    risk_level: Severity,
+    /// Read on its own: a prediction another version wrote differently counts as none.
+    #[serde(default)]
+    prediction: serde_json::Value,
+    #[serde(default)]
+    alerts: serde_json::Value,
+    #[serde(default)]
+    remediation: serde_json::Value,
+}
+
+impl Candidate {
+    /// A stored candidate, or why its results cannot be read.
+    pub fn from_stored(stored: ReviewCandidate) -> Result<Self, String> {
+        let results: RecordedResults = serde_json::from_value(stored.results)
+            .map_err(|e| format!("workflow {}: unreadable results: {e}", stored.id))?;
+        let remediations = results
+            .remediation
+            .get("actions")
+            .and_then(|a| a.as_array())
+            .map(|actions| {
+                actions
+                    .iter()
+                    .map(|a| {
+                        let field =
+                            |name: &str| a.get(name).and_then(|v| v.as_str()).unwrap_or("?");
+                        format!("{} {}", field("kind"), field("target"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let alerts = results
+            .alerts
+            .get("channels")
+            .and_then(|c| c.as_array())
+            .map(|channels| {
+                channels
+                    .iter()
+                    .map(|c| {
+                        let field =
+                            |name: &str| c.get(name).and_then(|v| v.as_str()).unwrap_or("?");
+                        format!("{} ({})", field("channel"), field("status"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            workflow_id: stored.id,
+            event_id: stored.event_id,
+            started_at: stored.started_at,
+            risk_score: results.risk_score,
+            risk_level: results.risk_level,
+            prediction: serde_json::from_value(results.prediction).ok(),
+            remediations,
+            alerts,
+            signal: stored.signal,
+        })
+    }
+}
+
+/// The four parts of a candidate's score, each 0-1, and the reasons they give.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreParts {
+    pub uncertainty: f64,
+    pub novelty: f64,
+    pub disagreement: f64,
+    pub impact: f64,
+    pub reasons: Vec<String>,
+}
+
+impl ScoreParts {
+    /// The weighted sum, 0-1.
+    pub fn score(&self) -> f64 {
+        W_UNCERTAINTY * self.uncertainty
+            + W_NOVELTY * self.novelty
+            + W_DISAGREEMENT * self.disagreement
+            + W_IMPACT * self.impact
+    }
+}
+
+/// The ensemble's details, when the prediction carries them (older rows do not).
+fn detailed(prediction: &PredictionResult) -> Option<f64> {
+    let t = prediction.decision_threshold;
+    (t > 0.0 && t < 1.0 && !prediction.member_probabilities.is_empty()).then_some(t)
+}
+
+/// Scores one candidate (see the module documentation for the formula).
+pub fn score_parts(candidate: &Candidate) -> ScoreParts {
+    let mut reasons = Vec::new();
+    let prediction = candidate.prediction.as_ref();
+    let threshold = prediction.and_then(detailed);
+
+    let uncertainty = match (prediction, threshold) {
+        (None, _) => {
+            reasons.push("no model prediction: the rules alone scored it".to_owned());
+            UNKNOWN_UNCERTAINTY
+        }
+        (Some(p), _) if p.abstention.is_some() => {
+            let detail = p.abstention.as_ref().map_or("", |a| a.detail.as_str());
+            reasons.push(format!("the model abstained: {detail}"));
+            1.0
+        }
+        (Some(_), None) => {
+            reasons.push("the prediction carries no probability to judge it by".to_owned());
+            UNKNOWN_UNCERTAINTY
+        }
+        (Some(p), Some(t)) => {
+            let probability = p.probability.clamp(0.0, 1.0);
+            let u = if probability >= t {
+                1.0 - (probability - t) / (1.0 - t)
+            } else {
+                1.0 - (t - probability) / t
+            }
+            .clamp(0.0, 1.0);
+            if u >= UNSURE_FROM {
+                reasons.push(format!(
+                    "the model is unsure: probability {probability:.2}, threshold {t:.2}"
+                ));
+            }
+            u
+        }
+    };
+
+    let supervised: Vec<(ModelType, f64)> = prediction
+        .map(|p| {
+            p.member_probabilities
+                .iter()
+                .filter(|(member, _)| **member != ModelType::Ensemble)
+                .map(|(member, probability)| (*member, *probability))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let novelty = match (prediction, threshold) {
+        (Some(p), Some(t)) => {
+            let highest = supervised.iter().map(|(_, p)| *p).fold(f64::NAN, f64::max);
+            let member: f64 = if p.novelty >= t {
+                if highest < t {
+                    reasons.push(format!(
+                        "never seen this: the novelty member says {:.2} (threshold {t:.2}), \
+                         the supervised members at most {highest:.2}",
+                        p.novelty
+                    ));
+                    1.0
+                } else {
+                    reasons.push(format!(
+                        "unusual: the novelty member says {:.2} (threshold {t:.2})",
+                        p.novelty
+                    ));
+                    0.5
+                }
+            } else {
+                0.0
+            };
+            let outside = ((IN_DOMAIN_FLOOR - p.in_domain) / IN_DOMAIN_FLOOR).clamp(0.0, 1.0);
+            if outside > 0.0 {
+                reasons.push(format!(
+                    "outside the training data: in-domain {:.3} (below {IN_DOMAIN_FLOOR})",
+                    p.in_domain
+                ));
+            }
+            member.max(outside)
+        }
+        _ => 0.0,
+    };
+
+    let disagreement = match threshold {
+        Some(t) if supervised.len() >= 2 => {
+            let highest = supervised.iter().map(|(_, p)| *p).fold(f64::MIN, f64::max);
+            let lowest = supervised.iter().map(|(_, p)| *p).fold(f64::MAX, f64::min);
+            let spread = (highest - lowest).clamp(0.0, 1.0);
+            let split = highest >= t && lowest < t;
+            let mut named = supervised.clone();
+            named.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let named = named
+                .iter()
+                .map(|(member, p)| format!("{member} {p:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if split {
+                reasons.push(format!("members disagree: {named}"));
+                spread
+            } else {
+                if spread >= WIDE_SPREAD {
+                    reasons.push(format!("members differ widely: {named}"));
+                }
+                spread / 2.0
+            }
+        }
+        _ => 0.0,
+    };
+
+    let impact = if !candidate.remediations.is_empty() {
+        reasons.push(format!(
+            "remediated: {}",
+            named_list(&candidate.remediations)
+        ));
+        1.0
+    } else if !candidate.alerts.is_empty() {
+        reasons.push(format!("alerted: {}", named_list(&candidate.alerts)));
+        ALERT_IMPACT
+    } else {
+        0.0
+    };
+
+    ScoreParts {
+        uncertainty,
+        novelty,
+        disagreement,
+        impact,
+        reasons,
+    }
+}
+
+/// Up to three names, then how many more.
+fn named_list(names: &[String]) -> String {
+    const NAMED: usize = 3;
+    let mut list = names
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMED {
+        list.push_str(&format!(" and {} more", names.len() - NAMED));
+    }
+    list
+}
+
+/// What a candidate counts as a near-copy of: the threat type, protocol, destination port
+/// and source network (/24 for IPv4, /48 for IPv6) of its signal, e.g.
+/// `port_scan tcp/22 from 203.0.113.0/24`; a missing field is `-`. Workflows recorded without
+/// their signal share one pattern.
+pub fn pattern_of(signal: Option<&ThreatSignal>) -> String {
+    let Some(signal) = signal else {
+        return "(signal not recorded)".to_owned();
+    };
+    let protocol = signal.protocol.as_deref().unwrap_or("-");
+    let port = signal
+        .destination_port
+        .map_or_else(|| "-".to_owned(), |p| p.to_string());
+    let source = match signal.source_ip {
+        Some(IpAddr::V4(ip)) => {
+            let [a, b, c, _] = ip.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        Some(IpAddr::V6(ip)) => {
+            let s = ip.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+        None => "-".to_owned(),
+    };
+    format!("{} {protocol}/{port} from {source}", signal.threat_type)
+}
+
+/// A scored candidate waiting in its pattern's queue.
+struct Scored {
+    candidate: Candidate,
+    score: f64,
+    reasons: Vec<String>,
+}
+
+/// The head of one pattern's queue in the pick heap.
+struct Head {
+    priority: f64,
+    score: f64,
+    started_at: DateTime<Utc>,
+    workflow_id: String,
+    pattern: String,
+}
+
+impl Head {
+    fn order(&self, other: &Self) -> Ordering {
+        // Higher priority, then higher score, then newer, then the smaller id first.
+        self.priority
+            .total_cmp(&other.priority)
+            .then(self.score.total_cmp(&other.score))
+            .then(self.started_at.cmp(&other.started_at))
+            .then(other.workflow_id.cmp(&self.workflow_id))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.order(other) == Ordering::Equal
+    }
+}
+impl Eq for Head {}
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order(other)
+    }
+}
+
+/// The best `limit` candidates, highest priority first, spread over patterns: each pick takes
+/// the candidate with the highest score x [`PATTERN_DECAY`]^(candidates of its pattern
+/// already picked); ties go to the higher score, then the newer workflow.
+pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
+    let mut patterns: BTreeMap<String, Vec<Scored>> = BTreeMap::new();
+    for candidate in candidates {
+        let parts = score_parts(&candidate);
+        let pattern = pattern_of(candidate.signal.as_ref());
+        patterns.entry(pattern).or_default().push(Scored {
+            score: parts.score(),
+            reasons: parts.reasons,
+            candidate,
+        });
+    }
+    let mut queues: BTreeMap<String, (VecDeque<Scored>, i32)> = BTreeMap::new();
+    let mut heap = BinaryHeap::new();
+    for (pattern, mut scored) in patterns {
+        scored.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(b.candidate.started_at.cmp(&a.candidate.started_at))
+                .then(a.candidate.workflow_id.cmp(&b.candidate.workflow_id))
+        });
+        let queue: VecDeque<Scored> = scored.into();
+        if let Some(first) = queue.front() {
+            heap.push(head(&pattern, first, 0));
+        }
+        queues.insert(pattern, (queue, 0));
+    }
+
+    let mut items = Vec::with_capacity(limit.min(heap.len()));
+    while items.len() < limit {
+        let Some(top) = heap.pop() else { break };
+        let (queue, picked) = queues
+            .get_mut(&top.pattern)
+            .expect("every head in the heap has its queue");
+        let Some(next) = queue.pop_front() else {
+            continue;
+        };
+        let mut reasons = next.reasons;
+        if *picked > 0 {
+            reasons.push(format!(
+                "{} of its pattern already listed above: priority x {}",
+                picked,
+                PATTERN_DECAY.powi(*picked)
+            ));
+        }
+        let signal = next.candidate.signal.as_ref();
+        items.push(ReviewItem {
+            workflow_id: next.candidate.workflow_id.clone(),
+            event_id: next.candidate.event_id.clone(),
+            threat_type: signal.map(|s| s.threat_type.clone()).unwrap_or_default(),
+            source_ip: signal.and_then(|s| s.source_ip).map(|ip| ip.to_string()),
+            risk_level: next.candidate.risk_level,
+            risk_score: next.candidate.risk_score,
+            probability: next
+                .candidate
+                .prediction
+                .as_ref()
+                .filter(|p| detailed(p).is_some())
+                .map(|p| p.probability),
+            score: next.score,
+            priority: top.priority,
+            pattern: top.pattern.clone(),
+            reasons,
+            started_at: next.candidate.started_at,
+        });
+        *picked += 1;
+        if let Some(following) = queue.front() {
+            heap.push(head(&top.pattern, following, *picked));
+        }
+    }
+    items
+}
+
+fn head(pattern: &str, scored: &Scored, picked: i32) -> Head {
+    Head {
+        priority: scored.score * PATTERN_DECAY.powi(picked),
+        score: scored.score,
+        started_at: scored.candidate.started_at,
+        workflow_id: scored.candidate.workflow_id.clone(),
+        pattern: pattern.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigil_domain::{AbstainReason, Abstention};
+
+    fn prediction(probability: f64, members: [f64; 3], novelty: f64) -> PredictionResult {
+        PredictionResult {
+            threat_id: "t".into(),
+            risk_score: probability * 10.0,
+            risk_level: Severity::Medium,
+            confidence: 0.8,
+            model_version_id: "m".into(),
+            features_used: BTreeMap::new(),
+            prediction_time_ms: 1.0,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            coverage: 1.0,
+            missing_inputs: Vec::new(),
+            in_domain: 0.5,
+            probability,
+            decision_threshold: 0.5,
+            member_probabilities: [
+                (ModelType::RandomForest, members[0]),
+                (ModelType::Xgboost, members[1]),
+                (ModelType::NeuralNetwork, members[2]),
+            ]
+            .into(),
+            novelty,
+            abstention: None,
+        }
+    }
+
+    fn candidate(id: &str, prediction: Option<PredictionResult>) -> Candidate {
+        let mut signal = ThreatSignal::new("port_scan", 0.5, DateTime::<Utc>::UNIX_EPOCH);
+        signal.protocol = Some("tcp".into());
+        signal.destination_port = Some(22);
+        signal.source_ip = Some("203.0.113.7".parse().unwrap());
+        Candidate {
+            workflow_id: id.into(),
+            event_id: format!("evt-{id}"),
+            started_at: DateTime::<Utc>::UNIX_EPOCH,
+            risk_score: 5.0,
+            risk_level: Severity::Medium,
+            prediction,
+            remediations: Vec::new(),
+            alerts: Vec::new(),
+            signal: Some(signal),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn uncertainty_peaks_at_the_threshold_and_falls_to_zero_at_the_ends() {
+        let at =
+            |p: f64| score_parts(&candidate("a", Some(prediction(p, [p; 3], 0.0)))).uncertainty;
+        assert!(close(at(0.5), 1.0));
+        assert!(close(at(0.75), 0.5));
+        assert!(close(at(0.25), 0.5));
+        assert!(close(at(1.0), 0.0));
+        assert!(close(at(0.0), 0.0));
+        let reasons = score_parts(&candidate("a", Some(prediction(0.55, [0.55; 3], 0.0)))).reasons;
+        assert_eq!(
+            reasons,
+            ["the model is unsure: probability 0.55, threshold 0.50"]
+        );
+    }
+
+    #[test]
+    fn an_abstention_is_most_uncertain_and_a_missing_prediction_half() {
+        let mut p = prediction(0.99, [0.99; 3], 0.0);
+        p.abstention = Some(Abstention {
+            reason: AbstainReason::LowCoverage,
+            detail: "the signal carried 20% of the model's inputs".into(),
+        });
+        let parts = score_parts(&candidate("a", Some(p)));
+        assert!(close(parts.uncertainty, 1.0));
+        assert!(parts.reasons[0].starts_with("the model abstained: the signal carried 20%"));
+        let parts = score_parts(&candidate("a", None));
+        assert!(close(parts.uncertainty, UNKNOWN_UNCERTAINTY));
+        assert!(close(parts.score(), W_UNCERTAINTY * 0.5));
+        assert_eq!(
+            parts.reasons,
+            ["no model prediction: the rules alone scored it"]
+        );
+    }
+
+    #[test]
+    fn the_novelty_member_alone_above_the_threshold_is_never_seen() {
+        let parts = score_parts(&candidate(
+            "a",
+            Some(prediction(0.1, [0.1, 0.1, 0.1], 0.97)),
+        ));
+        assert!(close(parts.novelty, 1.0));
+        assert!(
+            parts.reasons.iter().any(|r| r.starts_with(
+                "never seen this: the novelty member \
+                                                        says 0.97 (threshold 0.50), the \
+                                                        supervised members at most 0.10"
+            )),
+            "{:?}",
+            parts.reasons
+        );
+        // Novel, but the supervised members call it a threat too: half.
+        let parts = score_parts(&candidate("a", Some(prediction(0.9, [0.9; 3], 0.97))));
+        assert!(close(parts.novelty, 0.5));
+        // Far outside the training data.
+        let mut p = prediction(0.1, [0.1; 3], 0.0);
+        p.in_domain = 0.01;
+        let parts = score_parts(&candidate("a", Some(p)));
+        assert!(close(parts.novelty, 0.8));
+        assert!(parts.reasons.iter().any(|r| r.contains("in-domain 0.010")));
+    }
+
+    #[test]
+    fn members_on_both_sides_of_the_threshold_disagree_by_their_spread() {
+        let parts = score_parts(&candidate(
+            "a",
+            Some(prediction(0.5, [0.12, 0.91, 0.40], 0.0)),
+        ));
+        assert!(close(parts.disagreement, 0.79));
+        assert!(
+            parts.reasons.contains(
+                &"members disagree: xgboost 0.91, neural_network 0.40, random_forest 0.12"
+                    .to_owned()
+            ),
+            "{:?}",
+            parts.reasons
+        );
+        // Same side: half the spread.
+        let parts = score_parts(&candidate("a", Some(prediction(0.8, [0.6, 1.0, 0.8], 0.0))));
+        assert!(close(parts.disagreement, 0.2));
+    }
+
+    #[test]
+    fn remediation_outweighs_alerts_and_the_formula_adds_up() {
+        let mut c = candidate("a", Some(prediction(1.0, [1.0; 3], 0.0)));
+        assert!(
+            close(score_parts(&c).score(), 0.0),
+            "confident, agreed, nothing done"
+        );
+        assert!(score_parts(&c).reasons.is_empty());
+        c.alerts = vec!["slack (delivered)".into()];
+        assert!(close(score_parts(&c).score(), W_IMPACT * ALERT_IMPACT));
+        c.remediations = vec!["block_address 203.0.113.7".into()];
+        let parts = score_parts(&c);
+        assert!(close(parts.score(), W_IMPACT));
+        assert_eq!(parts.reasons, ["remediated: block_address 203.0.113.7"]);
+
+        // All four at once.
+        let mut c = candidate("b", Some(prediction(0.5, [0.05, 0.95, 0.3], 0.8)));
+        c.alerts = vec!["pagerduty (delivered)".into()];
+        let parts = score_parts(&c);
+        // uncertainty 1, novelty 0.5 (a member is above), spread 0.9 split, alerts 0.5.
+        assert!(close(
+            parts.score(),
+            0.35 + 0.25 * 0.5 + 0.25 * 0.9 + 0.15 * 0.5
+        ));
+    }
+
+    #[test]
+    fn patterns_group_by_type_protocol_port_and_source_network() {
+        let c = candidate("a", None);
+        assert_eq!(
+            pattern_of(c.signal.as_ref()),
+            "port_scan tcp/22 from 203.0.113.0/24"
+        );
+        let mut s = c.signal.clone().unwrap();
+        s.source_ip = Some("2001:db8:1:2::9".parse().unwrap());
+        s.protocol = None;
+        assert_eq!(pattern_of(Some(&s)), "port_scan -/22 from 2001:db8:1::/48");
+        assert_eq!(pattern_of(None), "(signal not recorded)");
+    }
+
+    #[test]
+    fn near_copies_of_one_pattern_decay_so_other_patterns_come_first() {
+        // Five copies of one scan, each very uncertain, and two other patterns.
+        let mut candidates: Vec<Candidate> = (0..5)
+            .map(|i| candidate(&format!("scan-{i}"), Some(prediction(0.5, [0.5; 3], 0.0))))
+            .collect();
+        let mut other = candidate("other", Some(prediction(0.7, [0.7; 3], 0.0)));
+        other.signal.as_mut().unwrap().destination_port = Some(443);
+        let mut third = candidate("third", Some(prediction(0.8, [0.8; 3], 0.0)));
+        third.signal.as_mut().unwrap().threat_type = "brute_force".into();
+        candidates.push(other);
+        candidates.push(third);
+
+        let ranked = rank(candidates, 4);
+        let ids: Vec<&str> = ranked.iter().map(|i| i.workflow_id.as_str()).collect();
+        // Scores: each scan 0.35, other 0.35 x 0.6 = 0.21, third 0.35 x 0.4 = 0.14. Priorities:
+        // scan #1 0.35, other 0.21, scan #2 0.175, third 0.14, scan #3 0.0875.
+        assert_eq!(ids, ["scan-0", "other", "scan-1", "third"]);
+        assert!(close(ranked[2].priority, 0.175));
+        assert!(close(ranked[2].score, 0.35));
+        assert!(
+            ranked[2]
+                .reasons
+                .last()
+                .unwrap()
+                .starts_with("1 of its pattern already listed above")
+        );
+        assert_eq!(rank(Vec::new(), 5), Vec::new());
+        assert_eq!(rank(vec![candidate("x", None)], 0), Vec::new());
+    }
+
+    #[test]
+    fn requests_take_a_limit_within_range() {
+        assert_eq!(ReviewRequest::decode(b""), Ok(DEFAULT_LIMIT));
+        assert_eq!(ReviewRequest::decode(b"{}"), Ok(DEFAULT_LIMIT));
+        assert_eq!(ReviewRequest::decode(br#"{"limit":5}"#), Ok(5));
+        for bad in [r#"{"limit":0}"#, r#"{"limit":1001}"#, r#"{"limit":-3}"#] {
+            let error = ReviewRequest::decode(bad.as_bytes()).unwrap_err();
+            assert!(error.contains("limit must be within 1..=1000"), "{error}");
+        }
+        let error = ReviewRequest::decode(b"{limit").unwrap_err();
+        assert!(error.starts_with("not a review request"), "{error}");
+        assert!(ReviewRequest::decode(br#"{"limt":5}"#).is_err());
+    }
+}
