@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::process::Output;
 use std::time::Duration;
 
-use futures::StreamExt;
 use vigil_ml::LabeledExample;
 use vigil_testkit::{Sandbox, Service, nsl_kdd};
 
@@ -194,64 +193,32 @@ async fn a_budget_picked_at_random_gives_exactly_that_many_verdicts() {
     stop(services).await;
 }
 
-/// The review queue is served by the feedback service on another branch; a stand-in answers
-/// its documented contract here (`{"limit":N}` -> `{"ok":true,"items":[...]}`), ranking the
-/// replayed rows last first, so the test sees whose picks were judged.
+/// The feedback service's review queue picks the budget's rows: the rows judged are the queue's
+/// top three, as the queue ranked them before any verdict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_picked_by_the_review_queue_judges_the_queue_s_picks() {
     let (sandbox, services) = with_services().await;
     let dir = tempfile::tempdir().unwrap();
-    let (file, examples) = fixture(&dir, 12);
+    let (file, _) = fixture(&dir, 12);
 
-    let mut requests = sandbox
-        .subscribe(&sandbox.subject("vigil.feedback.review"))
-        .await;
-    let store = sandbox.store().clone();
-    let client = sandbox.nats().clone();
-    let ranked: Vec<String> = examples.iter().rev().map(|e| e.signal.id.clone()).collect();
-    let queue = tokio::spawn(async move {
-        let mut asked = 0;
-        while let Some(request) = requests.next().await {
-            asked += 1;
-            let limit =
-                serde_json::from_slice::<serde_json::Value>(&request.payload).unwrap()["limit"]
-                    .as_u64()
-                    .unwrap() as usize;
-            let mut items = Vec::new();
-            for event_id in &ranked {
-                let judged: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM feedback f JOIN workflows w ON w.id = f.workflow_id \
-                     WHERE w.event_id = $1",
-                )
-                .bind(event_id)
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-                let workflow: Option<String> =
-                    sqlx::query_scalar("SELECT id::text FROM workflows WHERE event_id = $1")
-                        .bind(event_id)
-                        .fetch_optional(store.pool())
-                        .await
-                        .unwrap();
-                if judged == 0
-                    && let Some(workflow) = workflow
-                {
-                    items.push(serde_json::json!({
-                        "workflow_id": workflow, "event_id": event_id, "score": 1.0,
-                    }));
-                }
-                if items.len() == limit {
-                    break;
-                }
-            }
-            let body = serde_json::json!({ "ok": true, "items": items });
-            client
-                .publish(request.reply.unwrap(), body.to_string().into())
-                .await
-                .unwrap();
-        }
-        asked
-    });
+    // The rows once without verdicts, then the queue's ranking of their workflows.
+    let out = vigil(&sandbox, &["replay", "nsl-kdd", &file]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    vigil_testkit::eventually(PATIENCE, "the 12 workflows complete", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM workflows")
+            .fetch_one(sandbox.store().pool())
+            .await
+            .unwrap();
+        n == 12
+    })
+    .await;
+    let mut expected: Vec<String> = vigil_feedback::review(sandbox.bus(), 3)
+        .await
+        .expect("the review queue answers")
+        .into_iter()
+        .map(|item| item.event_id)
+        .collect();
+    assert_eq!(expected.len(), 3);
 
     let out = vigil(
         &sandbox,
@@ -274,11 +241,9 @@ async fn a_budget_picked_by_the_review_queue_judges_the_queue_s_picks() {
         "{stdout}"
     );
     let given = verdicts(&sandbox).await;
-    let mut judged: Vec<&String> = given.keys().collect();
+    let mut judged: Vec<String> = given.keys().cloned().collect();
     judged.sort();
-    let mut expected: Vec<&String> = examples[9..].iter().map(|e| &e.signal.id).collect();
     expected.sort();
-    assert_eq!(judged, expected, "the queue's top three, the last rows");
-    queue.abort();
+    assert_eq!(judged, expected, "the queue's top three");
     stop(services).await;
 }

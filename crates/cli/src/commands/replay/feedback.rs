@@ -16,7 +16,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message as _;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
 use vigil_bus::Bus;
 use vigil_config::Config;
 use vigil_domain::{
@@ -468,7 +467,10 @@ async fn give_from_queue(
 ) -> anyhow::Result<usize> {
     let mut judged: HashSet<String> = HashSet::new();
     while judged.len() < budget {
-        let items = review_queue(bus.client(), prefix, budget).await?;
+        // The feedback service's review queue (`vigil_feedback::review`): its top picks.
+        let items = vigil_feedback::review(bus, budget)
+            .await
+            .context("asking the review queue (--pick random needs none)")?;
         let mut round = Vec::new();
         for item in items {
             if judged.len() + round.len() >= budget {
@@ -488,62 +490,6 @@ async fn give_from_queue(
         give(bus, prefix, round, summary).await?;
     }
     Ok(judged.len())
-}
-
-/// One workflow the review queue names.
-/// (Its `workflow_id` and the ranking's details are not needed: the event id names the row.)
-#[derive(Debug, Clone, Deserialize)]
-struct ReviewPick {
-    event_id: String,
-}
-
-/// The review queue's reply: `{"ok":true,"items":[{"workflow_id","event_id",...}]}`.
-#[derive(Debug, Deserialize)]
-struct ReviewReply {
-    ok: bool,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    items: Vec<ReviewPick>,
-}
-
-/// The review queue's top `limit` workflows without a verdict, best first.
-///
-/// The one place that talks to the review queue. It is served by the feedback service on
-/// `<prefix>.vigil.feedback.review` (request `{"limit":N}`), which another branch builds as
-/// `vigil_feedback::review(bus, limit)`; once that is merged, this body becomes a call to it.
-async fn review_queue(
-    client: &async_nats::Client,
-    prefix: &str,
-    limit: usize,
-) -> anyhow::Result<Vec<ReviewPick>> {
-    let subject = if prefix.is_empty() {
-        "vigil.feedback.review".to_owned()
-    } else {
-        format!("{prefix}.vigil.feedback.review")
-    };
-    let request = async_nats::Request::new()
-        .payload(serde_json::to_vec(&serde_json::json!({ "limit": limit }))?.into())
-        .timeout(Some(SUBMIT_TIMEOUT));
-    let reply = client
-        .send_request(subject.clone(), request)
-        .await
-        .map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => anyhow::anyhow!(
-                "no review queue answers on {subject}; is a feedback service with the review \
-                 queue running? (--pick random needs none)"
-            ),
-            _ => anyhow::anyhow!("asking the review queue on {subject}: {e}"),
-        })?;
-    let reply: ReviewReply = serde_json::from_slice(&reply.payload)
-        .with_context(|| format!("the review queue on {subject} answered something else"))?;
-    if !reply.ok {
-        bail!(
-            "the review queue refused: {}",
-            reply.error.as_deref().unwrap_or("no reason given")
-        );
-    }
-    Ok(reply.items)
 }
 
 async fn workflows_of(store: &Store, ids: &[&str]) -> anyhow::Result<Vec<WorkflowExecution>> {
