@@ -268,6 +268,11 @@ pub struct TrainerSettings {
     /// configuration's: `balanced`, `fpr:B` (a false-positive budget) or `fixed:T`
     /// (docs/ml.md, "Operating point").
     pub operating_point: Option<String>,
+    /// How many data-set rows one analyst-labelled signal counts for in training (its sample
+    /// weight is multiplied by this): analysts label the few signals the data sets got wrong
+    /// or never had, and a handful among a hundred thousand rows would otherwise teach
+    /// nothing. A stated prior, not fitted to any data (docs/feedback.md).
+    pub feedback_weight: f64,
     /// Folds of the stratified cross-validation each run adds on its training rows (the mean
     /// F1 is each registry row's `cross_val_score`); 0 turns it off.
     pub cross_val_folds: usize,
@@ -288,6 +293,7 @@ impl Default for TrainerSettings {
             dataset: None,
             train_config: None,
             operating_point: None,
+            feedback_weight: 10.0,
             cross_val_folds: 3,
             cross_val_max_rows: 20_000,
         }

@@ -110,6 +110,12 @@ fn validate(settings: &TrainerSettings) -> Result<Schedule> {
     if settings.max_examples == 0 {
         return Err(Error::Config("max_examples must be at least 1".into()));
     }
+    if !(settings.feedback_weight.is_finite() && settings.feedback_weight > 0.0) {
+        return Err(Error::Config(format!(
+            "feedback_weight must be a positive number, got {}",
+            settings.feedback_weight
+        )));
+    }
     Schedule::parse(&settings.schedule)
 }
 

@@ -105,6 +105,9 @@ pub struct ExampleCounts {
     /// Which signals the cap leaves out first: data-set rows, oldest first, then
     /// analyst-labelled rows, oldest first.
     pub eviction_order: Vec<String>,
+    /// What an analyst-labelled signal's sample weight was multiplied by
+    /// (`trainer.feedback_weight`).
+    pub feedback_weight: f64,
     /// Dropped by the data pipeline's cleaning (non-finite values, bad weights).
     pub refused: usize,
     pub train: usize,
@@ -316,6 +319,8 @@ pub struct Trainer {
     bus: Bus,
     train_config: TrainConfig,
     max_examples: u64,
+    /// Multiplies the sample weight of analyst-labelled signals.
+    feedback_weight: f64,
     margin: f64,
     cross_val: CrossValPlan,
     metrics: TrainerMetrics,
@@ -345,6 +350,7 @@ impl Trainer {
             bus,
             train_config,
             max_examples: settings.max_examples,
+            feedback_weight: settings.feedback_weight,
             margin: settings.promotion_margin,
             cross_val: CrossValPlan {
                 folds: settings.cross_val_folds,
@@ -511,16 +517,21 @@ impl Trainer {
                     .by_source
                     .entry(e.source.as_str().to_string())
                     .or_default() += 1;
+                let weight = match e.source {
+                    vigil_store::ExampleSource::Feedback => e.weight * self.feedback_weight,
+                    vigil_store::ExampleSource::Dataset => e.weight,
+                };
                 let example = LabeledExample {
                     signal: e.signal,
                     label: e.label,
                     source: e.source.as_str().to_string(),
                     class_name: None,
-                    weight: e.weight,
+                    weight,
                 };
                 (e.source_ref, example)
             })
             .collect();
+        report.examples.feedback_weight = self.feedback_weight;
         report.examples.total = examples.len();
         report.examples.threats = examples.iter().filter(|(_, e)| e.label).count();
         report.examples.benign = report.examples.total - report.examples.threats;
