@@ -265,7 +265,7 @@ pub struct TrainerSettings {
     /// A JSON training configuration (as `vigil train --config`); the defaults otherwise.
     pub train_config: Option<PathBuf>,
     /// How each run chooses the decision threshold on its validation split, over the training
-    /// configuration's: `balanced`, `fpr:B` (a false-positive budget) or `fixed:T`
+    /// configuration's: `balanced`, `accuracy`, `fpr:B` (a false-positive budget) or `fixed:T`
     /// (docs/ml.md, "Operating point").
     pub operating_point: Option<String>,
     /// How many data-set rows one analyst-labelled signal counts for in training (its sample

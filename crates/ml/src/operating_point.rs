@@ -5,6 +5,10 @@
 //!   and the benign pass rate) on the validation rows. The rows' scores leave a range of equally
 //!   good thresholds; the middle of the widest such range is taken, so the choice does not sit
 //!   on one validation row.
+//! - `accuracy`: the threshold that maximises accuracy on the validation rows (the middle of the
+//!   widest range of equally good thresholds, as for `balanced`). Right when the data the model
+//!   will score has the class mix and families of its training data; `balanced` weighs a missed
+//!   threat as much as a false alarm whatever the mix, which is the safer prior when it may not.
 //! - `fpr:B`: the lowest threshold whose false-positive rate on the validation's benign rows is
 //!   at most `B` (the most detection a false-positive budget buys), halfway to the next score.
 //! - `fixed:T`: the operator's own threshold; nothing is chosen.
@@ -30,6 +34,8 @@ pub enum OperatingPoint {
     /// Maximise balanced accuracy on the validation split.
     #[default]
     Balanced,
+    /// Maximise accuracy on the validation split.
+    Accuracy,
     /// The lowest threshold with at most this false-positive rate on validation benign rows.
     Fpr(f64),
     /// This threshold, chosen by the operator.
@@ -41,7 +47,7 @@ impl OperatingPoint {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidConfig(what));
         match *self {
-            Self::Balanced => Ok(()),
+            Self::Balanced | Self::Accuracy => Ok(()),
             Self::Fpr(b) if !(b > 0.0 && b < 1.0) => bad(format!(
                 "operating point fpr:{b}: the budget must be in (0, 1)"
             )),
@@ -64,7 +70,12 @@ impl OperatingPoint {
         }
         let threshold = match *self {
             Self::Fixed(t) => t,
-            Self::Balanced => balanced(scores, labels, flagged)?,
+            Self::Balanced => best_gap(scores, labels, flagged, |tp, fp, p, n| {
+                (tp / p + 1.0 - fp / n) / 2.0
+            })?,
+            Self::Accuracy => best_gap(scores, labels, flagged, |tp, fp, p, n| {
+                (tp + n - fp) / (p + n)
+            })?,
             Self::Fpr(budget) => within_budget(scores, labels, flagged, budget)?,
         }
         .clamp(MIN_THRESHOLD, MAX_THRESHOLD);
@@ -76,6 +87,7 @@ impl OperatingPoint {
             detection_rate: rates.tpr(),
             false_positive_rate: rates.fpr(),
             balanced_accuracy: rates.balanced_accuracy(),
+            accuracy: rates.accuracy(),
         })
     }
 }
@@ -84,6 +96,7 @@ impl fmt::Display for OperatingPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Balanced => f.write_str("balanced"),
+            Self::Accuracy => f.write_str("accuracy"),
             Self::Fpr(b) => write!(f, "fpr:{b}"),
             Self::Fixed(t) => write!(f, "fixed:{t}"),
         }
@@ -96,7 +109,7 @@ impl FromStr for OperatingPoint {
     fn from_str(s: &str) -> Result<Self> {
         let expected = || {
             Error::InvalidConfig(format!(
-                "operating point {s:?}: expected balanced, fpr:B (a false-positive budget in \
+                "operating point {s:?}: expected balanced, accuracy, fpr:B (a false-positive budget in \
                  (0, 1), e.g. fpr:0.01) or fixed:T (a threshold in (0, 1), e.g. fixed:0.3)"
             ))
         };
@@ -104,6 +117,7 @@ impl FromStr for OperatingPoint {
         let s_trim = s.trim();
         let point = match s_trim.split_once(':') {
             None if s_trim.eq_ignore_ascii_case("balanced") => Self::Balanced,
+            None if s_trim.eq_ignore_ascii_case("accuracy") => Self::Accuracy,
             Some((rule, v)) if rule.trim().eq_ignore_ascii_case("fpr") => Self::Fpr(number(v)?),
             Some((rule, v)) if rule.trim().eq_ignore_ascii_case("fixed") => Self::Fixed(number(v)?),
             _ => return Err(expected()),
@@ -137,6 +151,10 @@ pub struct Choice {
     pub detection_rate: f64,
     pub false_positive_rate: f64,
     pub balanced_accuracy: f64,
+    /// Accuracy on those rows at the threshold (absent from artifacts written before it was
+    /// recorded: 0).
+    #[serde(default)]
+    pub accuracy: f64,
 }
 
 impl fmt::Display for Choice {
@@ -144,13 +162,14 @@ impl fmt::Display for Choice {
         write!(
             f,
             "threshold {:.4} by rule {} on {} validation rows (detection {:.4}, false positives \
-             {:.4}, balanced accuracy {:.4})",
+             {:.4}, balanced accuracy {:.4}, accuracy {:.4})",
             self.threshold,
             self.rule,
             self.rows,
             self.detection_rate,
             self.false_positive_rate,
-            self.balanced_accuracy
+            self.balanced_accuracy,
+            self.accuracy
         )
     }
 }
@@ -189,6 +208,13 @@ impl Rates {
 
     fn balanced_accuracy(&self) -> f64 {
         (self.tpr() + 1.0 - self.fpr()) / 2.0
+    }
+
+    fn accuracy(&self) -> f64 {
+        ratio(
+            self.tp + self.negatives - self.fp,
+            self.positives + self.negatives,
+        )
     }
 }
 
@@ -241,17 +267,23 @@ fn both_classes(labels: &[bool]) -> Result<(usize, usize)> {
     Ok((positives, negatives))
 }
 
-/// The middle of the widest range of thresholds with the best balanced accuracy.
-fn balanced(scores: &[f64], labels: &[bool], flagged: &[bool]) -> Result<f64> {
+/// The middle of the widest range of thresholds with the best `objective(tp, fp, positives,
+/// negatives)`.
+fn best_gap(
+    scores: &[f64],
+    labels: &[bool],
+    flagged: &[bool],
+    objective: impl Fn(f64, f64, f64, f64) -> f64,
+) -> Result<f64> {
     let (positives, negatives) = both_classes(labels)?;
     let levels = levels(scores, labels, flagged)?;
     // A threshold in the gap below level i (between level i-1 and level i) flags every level
     // from i up, plus the novelty rows; gap 0 lies below every score and flags every row.
     let (mut tp, mut fp) = (positives, negatives);
     // Walk the gaps from the lowest threshold up; `tp`/`fp` are what the current gap flags.
-    let mut best: Option<(f64, f64, f64)> = None; // (balanced accuracy, low, high)
+    let mut best: Option<(f64, f64, f64)> = None; // (objective, low, high)
     for i in 0..=levels.len() {
-        let ba = (tp as f64 / positives as f64 + 1.0 - fp as f64 / negatives as f64) / 2.0;
+        let ba = objective(tp as f64, fp as f64, positives as f64, negatives as f64);
         let low = if i == 0 { 0.0 } else { levels[i - 1].0 };
         let high = levels.get(i).map_or(1.0, |l| l.0);
         let better = match best {
@@ -302,6 +334,18 @@ mod tests {
     /// Draws `n` scores of each class, benign from N(mu0, sd), threats from N(mu1, sd), squashed
     /// into (0, 1) by a logistic: the balanced optimum is at logistic((mu0 + mu1) / 2).
     fn two_normals(n: usize, mu0: f64, mu1: f64, sd: f64, seed: u64) -> (Vec<f64>, Vec<bool>) {
+        mixed_normals(n, 1, mu0, mu1, sd, seed)
+    }
+
+    /// As [`two_normals`], with `benign_per_threat` benign rows for each threat.
+    fn mixed_normals(
+        n: usize,
+        benign_per_threat: usize,
+        mu0: f64,
+        mu1: f64,
+        sd: f64,
+        seed: u64,
+    ) -> (Vec<f64>, Vec<bool>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut normal = |mu: f64| {
             // Box-Muller.
@@ -312,8 +356,10 @@ mod tests {
         let mut scores = Vec::new();
         let mut labels = Vec::new();
         for _ in 0..n {
-            scores.push(logistic(normal(mu0)));
-            labels.push(false);
+            for _ in 0..benign_per_threat {
+                scores.push(logistic(normal(mu0)));
+                labels.push(false);
+            }
             scores.push(logistic(normal(mu1)));
             labels.push(true);
         }
@@ -336,6 +382,34 @@ mod tests {
         );
         // Balanced accuracy at the optimum is Phi(1) = 0.841.
         assert!((choice.balanced_accuracy - 0.841).abs() < 0.01, "{choice}");
+    }
+
+    #[test]
+    fn accuracy_lands_near_the_known_optimum_of_an_uneven_mix() {
+        // Four benign rows per threat: the accuracy optimum is where 4 f0(z) = f1(z), z =
+        // (ln 4 - 2) / 2 = -0.307, logistic(z) = 0.4239; balanced stays at logistic(-1) = 0.2689.
+        let (scores, labels) = mixed_normals(10_000, 4, -2.0, 0.0, 1.0, 13);
+        let flagged = vec![false; scores.len()];
+        let accuracy = OperatingPoint::Accuracy
+            .choose(&scores, &labels, &flagged)
+            .unwrap();
+        let z: f64 = (4f64.ln() - 2.0) / 2.0;
+        let optimum = 1.0 / (1.0 + (-z).exp());
+        assert!(
+            (accuracy.threshold - optimum).abs() < 0.03,
+            "chose {} for an optimum at {optimum}",
+            accuracy.threshold
+        );
+        let balanced = OperatingPoint::Balanced
+            .choose(&scores, &labels, &flagged)
+            .unwrap();
+        assert!((balanced.threshold - 0.2689).abs() < 0.03, "{balanced}");
+        // Each rule wins on its own measure.
+        assert!(accuracy.accuracy > balanced.accuracy, "{accuracy} / {balanced}");
+        assert!(
+            balanced.balanced_accuracy > accuracy.balanced_accuracy,
+            "{accuracy} / {balanced}"
+        );
     }
 
     #[test]
@@ -388,6 +462,7 @@ mod tests {
     fn parses_and_prints_each_rule() {
         for (text, point) in [
             ("balanced", OperatingPoint::Balanced),
+            ("accuracy", OperatingPoint::Accuracy),
             ("fpr:0.01", OperatingPoint::Fpr(0.01)),
             ("fixed:0.3", OperatingPoint::Fixed(0.3)),
         ] {

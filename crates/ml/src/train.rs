@@ -44,7 +44,7 @@ pub struct TrainConfig {
     /// The measure of how close a signal lies to the training data.
     pub domain: DomainConfig,
     /// The rule that chooses the probability from which a signal counts as a threat, on the
-    /// validation split (`balanced`, `fpr:B` or `fixed:T`; docs/ml.md).
+    /// validation split (`balanced`, `accuracy`, `fpr:B` or `fixed:T`; docs/ml.md).
     pub operating_point: OperatingPoint,
 }
 
@@ -66,6 +66,27 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Reads a training configuration a person wrote (`vigil train --config`,
+    /// `trainer.train_config`): keys left out keep their defaults, and a key the configuration
+    /// does not have is refused with its path (a misspelt key would otherwise be ignored
+    /// without a word). `decision_threshold`, replaced by `operating_point`, is refused with
+    /// what to write instead. (Artifacts are read leniently; this is for files people edit.)
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::InvalidConfig(format!("not JSON: {e}")))?;
+        if let Some(t) = value.get("decision_threshold") {
+            return Err(Error::InvalidConfig(format!(
+                "decision_threshold was replaced by operating_point: write \
+                 \"operating_point\": \"fixed:{t}\" to keep this threshold, or a rule such as \
+                 \"balanced\" (docs/ml.md)"
+            )));
+        }
+        let known = serde_json::to_value(Self::default())
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        unknown_keys(&value, &known, "")?;
+        serde_json::from_value(value).map_err(|e| Error::InvalidConfig(e.to_string()))
+    }
+
     /// The same configuration with every seed set to `seed`.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.split.seed = seed;
@@ -74,6 +95,36 @@ impl TrainConfig {
         self.mlp.seed = seed;
         self
     }
+}
+
+/// Refuses the first key of `value` that `known` (the defaults, as JSON) does not have, looking
+/// into nested objects; an empty object in `known` (a map) takes any key.
+fn unknown_keys(value: &serde_json::Value, known: &serde_json::Value, path: &str) -> Result<()> {
+    let (Some(value), Some(known)) = (value.as_object(), known.as_object()) else {
+        return Ok(());
+    };
+    if known.is_empty() {
+        return Ok(());
+    }
+    for (key, inner) in value {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match known.get(key) {
+            Some(default) => unknown_keys(inner, default, &here)?,
+            None => {
+                let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(Error::InvalidConfig(format!(
+                    "unknown key {here} (known here: {})",
+                    names.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What happened during training, for the CLI and the trainer's logs.
@@ -354,4 +405,41 @@ fn weights_for(examples: &[LabeledExample], rows: &[usize]) -> Vec<f32> {
             (e.weight * class_weight) as f32
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_configuration_keeps_defaults_and_refuses_unknown_keys() {
+        let config = TrainConfig::from_json(
+            r#"{"novelty": {"enabled": false}, "operating_point": "accuracy"}"#,
+        )
+        .unwrap();
+        assert!(!config.novelty.enabled);
+        assert_eq!(config.operating_point, OperatingPoint::Accuracy);
+        assert_eq!(config.forest, ForestConfig::default());
+
+        let error = TrainConfig::from_json(r#"{"novelty": {"enabeld": false}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown key novelty.enabeld"), "{error}");
+        assert!(error.contains("enabled"), "{error}");
+        let error = TrainConfig::from_json(r#"{"operatng_point": "balanced"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown key operatng_point"), "{error}");
+
+        let error = TrainConfig::from_json(r#"{"decision_threshold": 0.1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(r#""operating_point": "fixed:0.1""#),
+            "{error}"
+        );
+        let error = TrainConfig::from_json("{").unwrap_err().to_string();
+        assert!(error.contains("not JSON"), "{error}");
+    }
 }

@@ -84,7 +84,7 @@ pub fn train_config(settings: &TrainerSettings) -> Result<TrainConfig> {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::Config(format!("trainer.train_config {}: {e}", path.display()))
             })?;
-            serde_json::from_str::<TrainConfig>(&text).map_err(|e| {
+            TrainConfig::from_json(&text).map_err(|e| {
                 Error::Config(format!(
                     "trainer.train_config {} is not a training configuration: {e}",
                     path.display()

@@ -77,8 +77,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// How the decision threshold is chosen on the validation split: `balanced` (the best
-    /// balanced accuracy), `fpr:B` (the most detection with at most a B false-positive rate)
-    /// or `fixed:T`. Default: the configuration's, else balanced.
+    /// balanced accuracy), `accuracy` (the best accuracy), `fpr:B` (the most detection with at
+    /// most a B false-positive rate) or `fixed:T`. Default: the configuration's, else balanced.
     #[arg(long, value_name = "RULE")]
     pub operating_point: Option<vigil_ml::OperatingPoint>,
     /// Shorthand for `--operating-point fixed:T`.
@@ -188,9 +188,9 @@ pub(crate) fn load_examples(
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => {
-            let file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            serde_json::from_reader::<_, TrainConfig>(BufReader::new(file))
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            TrainConfig::from_json(&text)
                 .with_context(|| format!("invalid training configuration in {}", path.display()))?
         }
         None => TrainConfig::default(),
