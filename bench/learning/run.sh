@@ -12,7 +12,10 @@
 #  3. fresh rows (never fed back) are scored with `vigil evaluate --production` before and after.
 #
 #   bash bench/learning/run.sh [KDDTrain+.txt]
-# BENCH_OUT chooses the results folder, BENCH_BUDGET_SHARE the budget (0.02), BENCH_ARMS the arms.
+# BENCH_OUT chooses the results folder, BENCH_BUDGET_SHARE the budget (0.02), BENCH_ARMS the arms,
+# BENCH_ROUNDS the rounds of replay, verdicts and retraining (1); BENCH_KEEP=1 keeps the
+# databases and NATS streams it made (by default they are removed at the end; their names start
+# with the run's id, printed first).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 data="${1:-${VIGIL_DATA_DIR:-$root/../shared/data/nsl-kdd}/KDDTrain+.txt}"
@@ -42,12 +45,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Settings of every `vigil up` here: runs only when asked or triggered, every candidate at least
 # as good as production on the hold-out is promoted (the benchmark measures what the feedback
 # teaches, not the promotion margin), no cross-validation (time), the accuracy trigger off (it
-# would start runs at arbitrary points of a replay).
+# would start runs at arbitrary points of a replay), and a review window that holds every
+# replayed row (the queue chooses from the same rows as the random arm; the default window,
+# 5 000, would leave out the oldest 497).
 up_env() { # DB PREFIX RETRAIN_AFTER
     export VIGIL_DATABASE__URL="$pg/$1" VIGIL_NATS__PREFIX="$2"
     export VIGIL_TRAINER__SCHEDULE="0 0 3 1 1 *" VIGIL_TRAINER__MIN_NEW_EXAMPLES=1000000000
     export VIGIL_TRAINER__PROMOTION_MARGIN=0 VIGIL_TRAINER__CROSS_VAL_FOLDS=0
     export VIGIL_FEEDBACK__RETRAIN_AFTER_LABELS="$3" VIGIL_FEEDBACK__ACCURACY_FLOOR=0
+    export VIGIL_FEEDBACK__REVIEW_WINDOW=$((replay_rows * 2))
     export VIGIL_PREDICTOR__REFRESH_SECS=5 VIGIL_TELEMETRY__HTTP_ADDR="127.0.0.1:0"
     export VIGIL_PREDICTOR__GRPC_ADDR="127.0.0.1:$(free_port)"
 }
@@ -69,7 +75,19 @@ stop_up() {
     wait "$up_pid" 2>/dev/null || true
     up_pid=""
 }
-trap stop_up EXIT
+made_dbs=()
+clean_up() {
+    stop_up
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "kept: databases ${made_dbs[*]:-none}, NATS prefix ${run_id}*"
+        return 0
+    fi
+    for db in "${made_dbs[@]}"; do psql_admin "drop database if exists $db" || true; done
+    python3 "$root/bench/learning/cleanup.py" "${VIGIL_NATS__URL:-nats://127.0.0.1:4222}" \
+        "${run_id}b" $(for arm in $arms; do echo "${run_id}${arm}"; done) || true
+}
+trap clean_up EXIT
+echo "== run id $run_id"
 
 ensembles() { psql_db "$1" "select count(*) from model_versions where model_type = 'ensemble'"; }
 production() { psql_db "$1" "select version from model_versions where model_type = 'ensemble' and is_production"; }
@@ -81,6 +99,7 @@ evaluate() { # NAME FILE -> JSON file
 echo "== first model: trained on $(wc -l < "$out/data/base.txt") rows without the R2L families"
 base_db="${run_id}_base"
 psql_admin "create database $base_db"
+made_dbs+=("$base_db")
 up_env "$base_db" "${run_id}b" 1000000000
 "$vigil" models import --data "$out/data/base.txt" --format nsl-kdd
 start_up "$out/up-base.log"
@@ -90,52 +109,79 @@ echo "production ensemble v$(production "$base_db")"
 evaluate before-unseen "$out/data/fresh_unseen.txt"
 evaluate before-fresh "$out/data/fresh.txt"
 
+# Rounds: the replayed rows are cut into BENCH_ROUNDS consecutive parts (traffic of successive
+# days); each part is replayed with its share of the verdicts, the trigger retrains on them, and
+# the next part is scored by the model that came out (as AIÂ² retrains daily). One round: the
+# whole file, then one run.
+rounds="${BENCH_ROUNDS:-1}"
+split -n "l/$rounds" -d -a 2 "$out/data/replay.txt" "$out/data/replay-part-"
+requests() { psql_db "$1" "select count(*) from retrain_requests"; }
+answered() { psql_db "$1" "select count(*) from retrain_requests where run_id is not null"; }
+
 for arm in $arms; do
-    echo "== arm $arm"
+    echo "== arm $arm ($rounds round(s))"
     db="${run_id}_$arm"
     psql_admin "create database $db template $base_db"
-    case "$arm" in
-        all) verdicts=$replay_rows; flags=() ;;
-        queue) verdicts=$budget; flags=(--budget "$budget" --pick queue) ;;
-        random) verdicts=$budget; flags=(--budget "$budget" --pick random --seed 7) ;;
-        *) echo "unknown arm $arm"; exit 1 ;;
-    esac
-    up_env "$db" "${run_id}${arm}" "$verdicts"
+    made_dbs=("$db" "${made_dbs[@]}")
     before=$(ensembles "$db")
-    start_up "$out/up-$arm.log"
     started=$(date +%s)
-    "$vigil" replay nsl-kdd "$out/data/replay.txt" --with-feedback "${flags[@]}" \
-        > "$out/replay-$arm.txt" 2>&1 || { cat "$out/replay-$arm.txt"; exit 1; }
-    tail -n 20 "$out/replay-$arm.txt"
-    # The trigger fires when the arm's verdicts are in (a row in retrain_requests; its run_id is
-    # set when the trainer answered with the run's report). A refused verdict or two would keep
-    # it from firing, so after 90 s without a request a run is asked for (and the log says so).
     triggered=yes
-    for _ in $(seq 1 90); do
-        [ "$(psql_db "$db" "select count(*) from retrain_requests")" -gt 0 ] && break
-        sleep 1
-    done
-    if [ "$(psql_db "$db" "select count(*) from retrain_requests")" -eq 0 ]; then
-        triggered=no
-        echo "the trigger did not ask for a run within 90 s; asking for one"
-        "$vigil" models train --json > "$out/train-$arm.json"
-    else
-        for _ in $(seq 1 1800); do
-            [ "$(psql_db "$db" "select count(*) from retrain_requests where run_id is not null")" -gt 0 ] && break
+    : > "$out/replay-$arm.txt"
+    : > "$out/trigger-$arm.txt"
+    round=0
+    for part in "$out"/data/replay-part-*; do
+        rows=$(wc -l < "$part")
+        # This round's verdicts: its share of the budget (the last round takes the remainder).
+        share_of_budget=$(( budget / rounds ))
+        [ "$round" -eq $((rounds - 1)) ] && share_of_budget=$(( budget - share_of_budget * (rounds - 1) ))
+        case "$arm" in
+            all) verdicts=$rows; flags=() ;;
+            queue) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick queue) ;;
+            random) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick random --seed $((7 + round))) ;;
+            *) echo "unknown arm $arm"; exit 1 ;;
+        esac
+        up_env "$db" "${run_id}${arm}" "$verdicts"
+        start_up "$out/up-$arm-$round.log"
+        asked=$(requests "$db")
+        echo "-- round $((round + 1)) of $rounds: $rows rows, $verdicts verdicts"
+        "$vigil" replay nsl-kdd "$part" --with-feedback "${flags[@]}" \
+            > "$out/replay-$arm-$round.txt" 2>&1 || { cat "$out/replay-$arm-$round.txt"; exit 1; }
+        tail -n 20 "$out/replay-$arm-$round.txt" | tee -a "$out/replay-$arm.txt"
+        # The trigger fires when the round's verdicts are in (a row in retrain_requests; its
+        # run_id is set when the trainer answered with the run's report). A refused verdict or
+        # two would keep it from firing, so after 90 s without a request a run is asked for
+        # (and the log says so).
+        for _ in $(seq 1 90); do
+            [ "$(requests "$db")" -gt "$asked" ] && break
             sleep 1
         done
-        psql_db "$db" "select reason from retrain_requests" > "$out/trigger-$arm.txt"
-    fi
+        if [ "$(requests "$db")" -le "$asked" ]; then
+            triggered=no
+            echo "the trigger did not ask for a run within 90 s; asking for one"
+            "$vigil" models train --json > "$out/train-$arm-$round.json"
+        else
+            for _ in $(seq 1 1800); do
+                [ "$(answered "$db")" -gt "$asked" ] && break
+                sleep 1
+            done
+            psql_db "$db" "select reason from retrain_requests order by requested_at desc limit 1" \
+                >> "$out/trigger-$arm.txt"
+        fi
+        echo "after round $((round + 1)): production ensemble v$(production "$db")"
+        stop_up
+        round=$((round + 1))
+    done
     [ "$(ensembles "$db")" -gt "$before" ] || { echo "no ensemble was trained in arm $arm"; exit 1; }
-    stop_up
-    echo "arm $arm: run triggered by the feedback service: $triggered; production ensemble v$(production "$db"); $(($(date +%s) - started)) s"
+    echo "arm $arm: runs triggered by the feedback service: $triggered; production ensemble v$(production "$db"); $(($(date +%s) - started)) s"
     evaluate "after-$arm-unseen" "$out/data/fresh_unseen.txt"
     evaluate "after-$arm-fresh" "$out/data/fresh.txt"
     psql_db "$db" "select count(*) from feedback" > "$out/feedback-$arm.txt"
+    psql_db "$db" "select coalesce(attack_type, label), count(*) from feedback group by 1 order by 2 desc" \
+        > "$out/feedback-families-$arm.txt"
     echo "$triggered" > "$out/triggered-$arm.txt"
 done
 
-python3 - "$out" "$arms" <<'EOF'
+BENCH_ROUNDS="$rounds" python3 - "$out" "$arms" <<'EOF'
 import json, os, sys
 out, arms = sys.argv[1], sys.argv[2].split()
 load = lambda n: json.load(open(os.path.join(out, n + ".json")))
@@ -144,11 +190,15 @@ rows = [("before (first model)", load("before-unseen"), load("before-fresh"), "â
 for arm in arms:
     verdicts = open(os.path.join(out, f"feedback-{arm}.txt")).read().strip()
     triggered = open(os.path.join(out, f"triggered-{arm}.txt")).read().strip()
-    rows.append((f"after: {arm}", load(f"after-{arm}-unseen"), load(f"after-{arm}-fresh"), verdicts, triggered))
+    families = dict(line.rsplit("|", 1) for line in open(os.path.join(out, f"feedback-families-{arm}.txt")).read().split())
+    held = sum(int(n) for f, n in families.items() if f in summary["held_out_families"])
+    rows.append((f"after: {arm}", load(f"after-{arm}-unseen"), load(f"after-{arm}-fresh"), f"{verdicts} ({held} held-out)", triggered))
 lines = [
     f"held-out families: {', '.join(summary['held_out_families'])}; replayed {summary['replay_rows']} rows "
     f"({summary['replay_held_out_rows']} of them held-out families); fresh {summary['fresh_rows']} rows "
     f"({summary['fresh_held_out_rows']} held-out)",
+    "",
+    f"rounds: {os.environ.get('BENCH_ROUNDS', '1')}",
     "",
     "| model in production | verdicts given | run by the trigger | unseen families detected (fresh) | accuracy (fresh) | precision | recall | F1 | threshold |",
     "|---|---:|---|---:|---:|---:|---:|---:|---:|",

@@ -23,9 +23,20 @@
 //! the priority of a candidate is its score times 0.5 for each candidate of its pattern already
 //! picked; so the second near-copy of a scan needs twice the score of a new pattern to come
 //! before it.
+//!
+//! **Exploration.** The score cannot see a model's blind spot: a family the model has never
+//! been taught, which it calls benign with confidence, gives no uncertainty, no disagreement
+//! and no alert. So every second pick comes from an exploration lane (as AI² gives half its
+//! daily budget to outliers): among the candidates the model calls benign (probability below
+//! the threshold, no abstention), the one with the highest **rarity** (times the same pattern
+//! decay), where rarity is the larger of two shares of those candidates: the share whose
+//! novelty-member margin (log-odds over its cutoff) is below this one's, and the share that
+//! lies closer to the training data (higher in-domain score). Rarity 0.99 reads "more unusual
+//! than 99 % of what the model calls benign"; the lane takes only rarities of 0.5 or more, and
+//! gives its turn to the score when none is left.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -49,6 +60,13 @@ pub const IN_DOMAIN_FLOOR: f64 = 0.05;
 pub const UNKNOWN_UNCERTAINTY: f64 = 0.5;
 /// Impact of routed alerts (remediation is 1).
 pub const ALERT_IMPACT: f64 = 0.5;
+/// The categorical field that names a flow's service when it has no port.
+const SERVICE: &str = "service";
+/// Every this-many-th pick comes from the exploration lane (half of the list, as AI² splits its
+/// daily budget between outliers and the model's top scores).
+pub const EXPLORE_EVERY: usize = 2;
+/// The exploration lane takes only candidates at least this rare (the more unusual half).
+pub const EXPLORE_FLOOR: f64 = 0.5;
 /// Items a request gets when it names no limit.
 pub const DEFAULT_LIMIT: usize = 20;
 /// The most items one request may ask for.
@@ -75,8 +93,12 @@ pub struct ReviewItem {
     pub probability: Option<f64>,
     /// How much a verdict on it would teach, 0-1 (the documented formula).
     pub score: f64,
-    /// The score after the pattern decay: the order of the list.
+    /// The score (or, when `explore`, the rarity) after the pattern decay.
     pub priority: f64,
+    /// Picked by the exploration lane: a signal the model calls benign that is more unusual
+    /// than most (see [`rank`]).
+    #[serde(default)]
+    pub explore: bool,
     /// What it counts as a near-copy of (see [`pattern_of`]).
     pub pattern: String,
     /// Why it was picked, for the analyst.
@@ -395,16 +417,20 @@ fn named_list(names: &[String]) -> String {
 
 /// What a candidate counts as a near-copy of: the threat type, protocol, destination port
 /// and source network (/24 for IPv4, /48 for IPv6) of its signal, e.g.
-/// `port_scan tcp/22 from 203.0.113.0/24`; a missing field is `-`. Workflows recorded without
-/// their signal share one pattern.
+/// `port_scan tcp/22 from 203.0.113.0/24`. A signal without a port names its service instead
+/// when it carries one (flow records such as NSL-KDD's: `network_connection tcp/ftp_data from
+/// -`), so flows of different services are not one pattern. A missing field is `-`. Workflows
+/// recorded without their signal share one pattern.
 pub fn pattern_of(signal: Option<&ThreatSignal>) -> String {
     let Some(signal) = signal else {
         return "(signal not recorded)".to_owned();
     };
     let protocol = signal.protocol.as_deref().unwrap_or("-");
-    let port = signal
-        .destination_port
-        .map_or_else(|| "-".to_owned(), |p| p.to_string());
+    let port = match (signal.destination_port, signal.categorical.get(SERVICE)) {
+        (Some(port), _) => port.to_string(),
+        (None, Some(service)) if !service.is_empty() => service.clone(),
+        (None, _) => "-".to_owned(),
+    };
     let source = match signal.source_ip {
         Some(IpAddr::V4(ip)) => {
             let [a, b, c, _] = ip.octets();
@@ -419,95 +445,175 @@ pub fn pattern_of(signal: Option<&ThreatSignal>) -> String {
     format!("{} {protocol}/{port} from {source}", signal.threat_type)
 }
 
-/// A scored candidate waiting in its pattern's queue.
+/// A scored candidate.
 struct Scored {
     candidate: Candidate,
     score: f64,
     reasons: Vec<String>,
+    pattern: usize,
+    /// How unusual it is among the candidates the model calls benign, 0-1, and why; `None`
+    /// when the exploration lane cannot take it.
+    rarity: Option<(f64, String)>,
 }
 
-/// The head of one pattern's queue in the pick heap.
-struct Head {
-    priority: f64,
-    score: f64,
-    started_at: DateTime<Utc>,
-    workflow_id: String,
-    pattern: String,
+/// The model's probability, threshold and novelty when it called the signal benign without
+/// abstaining: the candidates the exploration lane looks among.
+fn called_benign(candidate: &Candidate) -> Option<(f64, f64, &PredictionResult)> {
+    let p = candidate.prediction.as_ref()?;
+    let t = detailed(p)?;
+    (p.abstention.is_none() && p.probability < t).then_some((p.probability, t, p))
 }
 
-impl Head {
-    fn order(&self, other: &Self) -> Ordering {
-        // Higher priority, then higher score, then newer, then the smaller id first.
-        self.priority
-            .total_cmp(&other.priority)
-            .then(self.score.total_cmp(&other.score))
-            .then(self.started_at.cmp(&other.started_at))
-            .then(other.workflow_id.cmp(&self.workflow_id))
-    }
+/// The novelty member's margin over its cutoff in nats (log-odds of its probability minus
+/// those of the threshold, where its cutoff sits): larger is more unusual.
+fn novelty_margin(novelty: f64, threshold: f64) -> f64 {
+    let logit = |x: f64| {
+        let x = x.clamp(1e-12, 1.0 - 1e-12);
+        (x / (1.0 - x)).ln()
+    };
+    logit(novelty) - logit(threshold)
 }
 
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        self.order(other) == Ordering::Equal
-    }
-}
-impl Eq for Head {}
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Head {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.order(other)
-    }
+/// Share of `sorted` (ascending) strictly below `value`, 0-1.
+fn share_below(sorted: &[f64], value: f64) -> f64 {
+    sorted.partition_point(|v| *v < value) as f64 / sorted.len().max(1) as f64
 }
 
-/// The best `limit` candidates, highest priority first, spread over patterns: each pick takes
-/// the candidate with the highest score x [`PATTERN_DECAY`]^(candidates of its pattern
-/// already picked); ties go to the higher score, then the newer workflow.
+/// The rarity of each candidate the model calls benign (see the module documentation), with
+/// the reason to give when the exploration lane picks it.
+fn rarities(candidates: &[Candidate]) -> Vec<Option<(f64, String)>> {
+    let mut margins = Vec::new();
+    let mut distances = Vec::new();
+    for (_, t, p) in candidates.iter().filter_map(called_benign) {
+        margins.push(novelty_margin(p.novelty, t));
+        distances.push(-p.in_domain);
+    }
+    margins.sort_by(f64::total_cmp);
+    distances.sort_by(f64::total_cmp);
+    let eligible = margins.len();
+    candidates
+        .iter()
+        .map(|candidate| {
+            let (probability, t, p) = called_benign(candidate)?;
+            let by_novelty = share_below(&margins, novelty_margin(p.novelty, t));
+            let by_domain = share_below(&distances, -p.in_domain);
+            let (rarity, measure) = if by_novelty >= by_domain {
+                (by_novelty, format!("the novelty member ({:.3})", p.novelty))
+            } else {
+                (by_domain, format!("its distance from the training data (in-domain {:.3})", p.in_domain))
+            };
+            Some((
+                rarity,
+                format!(
+                    "explore: the model calls it benign (probability {probability:.2}, \
+                     threshold {t:.2}), yet by {measure} it is more unusual than {:.1} % of the \
+                     {eligible} candidates it calls benign",
+                    rarity * 100.0
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// The best `limit` candidates in the order an analyst should judge them.
+///
+/// Picks alternate between two lanes. Even positions (the first, third, ...) take the
+/// candidate with the highest **priority** = score x [`PATTERN_DECAY`]^(candidates of its
+/// pattern already picked); odd positions take, among the candidates the model calls benign
+/// with a rarity of at least [`EXPLORE_FLOOR`], the one with the highest rarity x the same
+/// decay (the exploration lane; see the module documentation), or fall back to the score when
+/// there is none. Ties go to the higher score (rarity), then the newer workflow, then the
+/// smaller id.
 pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
-    let mut patterns: BTreeMap<String, Vec<Scored>> = BTreeMap::new();
-    for candidate in candidates {
-        let parts = score_parts(&candidate);
-        let pattern = pattern_of(candidate.signal.as_ref());
-        patterns.entry(pattern).or_default().push(Scored {
-            score: parts.score(),
-            reasons: parts.reasons,
-            candidate,
-        });
-    }
-    let mut queues: BTreeMap<String, (VecDeque<Scored>, i32)> = BTreeMap::new();
-    let mut heap = BinaryHeap::new();
-    for (pattern, mut scored) in patterns {
-        scored.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then(b.candidate.started_at.cmp(&a.candidate.started_at))
-                .then(a.candidate.workflow_id.cmp(&b.candidate.workflow_id))
-        });
-        let queue: VecDeque<Scored> = scored.into();
-        if let Some(first) = queue.front() {
-            heap.push(head(&pattern, first, 0));
-        }
-        queues.insert(pattern, (queue, 0));
-    }
+    let rarity = rarities(&candidates);
+    let mut pattern_ids: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pattern_names = Vec::new();
+    let mut pool: Vec<Option<Scored>> = candidates
+        .into_iter()
+        .zip(rarity)
+        .map(|(candidate, rarity)| {
+            let parts = score_parts(&candidate);
+            let name = pattern_of(candidate.signal.as_ref());
+            let next = pattern_ids.len();
+            let pattern = *pattern_ids.entry(name.clone()).or_insert(next);
+            if pattern == pattern_names.len() {
+                pattern_names.push(name);
+            }
+            Some(Scored {
+                score: parts.score(),
+                reasons: parts.reasons,
+                pattern,
+                rarity,
+                candidate,
+            })
+        })
+        .collect();
+    let mut picked_of = vec![0_i32; pattern_names.len()];
 
-    let mut items = Vec::with_capacity(limit.min(heap.len()));
+    let mut items = Vec::with_capacity(limit.min(pool.len()));
     while items.len() < limit {
-        let Some(top) = heap.pop() else { break };
-        let (queue, picked) = queues
-            .get_mut(&top.pattern)
-            .expect("every head in the heap has its queue");
-        let Some(next) = queue.pop_front() else {
-            continue;
+        let explore = items.len() % EXPLORE_EVERY == EXPLORE_EVERY - 1;
+        let best = |lane_explore: bool| {
+            let mut best: Option<(usize, f64, f64)> = None;
+            for (index, entry) in pool.iter().enumerate() {
+                let Some(entry) = entry else { continue };
+                let value = if lane_explore {
+                    match &entry.rarity {
+                        Some((rarity, _)) if *rarity >= EXPLORE_FLOOR => *rarity,
+                        _ => continue,
+                    }
+                } else {
+                    entry.score
+                };
+                let priority = value * PATTERN_DECAY.powi(picked_of[entry.pattern]);
+                let better = match best {
+                    None => true,
+                    Some((current, best_priority, best_value)) => {
+                        let other = pool[current].as_ref().map(|c| &c.candidate);
+                        priority
+                            .total_cmp(&best_priority)
+                            .then(value.total_cmp(&best_value))
+                            .then_with(|| match other {
+                                Some(other) => entry
+                                    .candidate
+                                    .started_at
+                                    .cmp(&other.started_at)
+                                    .then(other.workflow_id.cmp(&entry.candidate.workflow_id)),
+                                None => Ordering::Greater,
+                            })
+                            == Ordering::Greater
+                    }
+                };
+                if better {
+                    best = Some((index, priority, value));
+                }
+            }
+            best
         };
+        let (lane_explore, chosen) = match (explore, explore.then(|| best(true)).flatten()) {
+            (true, Some(chosen)) => (true, chosen),
+            _ => match best(false) {
+                Some(chosen) => (false, chosen),
+                None => break,
+            },
+        };
+        let (index, priority, _) = chosen;
+        let Some(next) = pool[index].take() else {
+            break;
+        };
+        let pattern = next.pattern;
         let mut reasons = next.reasons;
-        if *picked > 0 {
+        if lane_explore {
+            if let Some((_, why)) = &next.rarity {
+                reasons.insert(0, why.clone());
+            }
+        }
+        let picked = picked_of[pattern];
+        if picked > 0 {
             reasons.push(format!(
                 "{} of its pattern already listed above: priority x {}",
                 picked,
-                PATTERN_DECAY.powi(*picked)
+                PATTERN_DECAY.powi(picked)
             ));
         }
         let signal = next.candidate.signal.as_ref();
@@ -525,27 +631,15 @@ pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
                 .filter(|p| detailed(p).is_some())
                 .map(|p| p.probability),
             score: next.score,
-            priority: top.priority,
-            pattern: top.pattern.clone(),
+            priority,
+            explore: lane_explore,
+            pattern: pattern_names[pattern].clone(),
             reasons,
             started_at: next.candidate.started_at,
         });
-        *picked += 1;
-        if let Some(following) = queue.front() {
-            heap.push(head(&top.pattern, following, *picked));
-        }
+        picked_of[pattern] += 1;
     }
     items
-}
-
-fn head(pattern: &str, scored: &Scored, picked: i32) -> Head {
-    Head {
-        priority: scored.score * PATTERN_DECAY.powi(picked),
-        score: scored.score,
-        started_at: scored.candidate.started_at,
-        workflow_id: scored.candidate.workflow_id.clone(),
-        pattern: pattern.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -721,6 +815,15 @@ mod tests {
         s.source_ip = Some("2001:db8:1:2::9".parse().unwrap());
         s.protocol = None;
         assert_eq!(pattern_of(Some(&s)), "port_scan -/22 from 2001:db8:1::/48");
+        // A flow record names its service when it has no port.
+        s.destination_port = None;
+        s.protocol = Some("tcp".into());
+        s.source_ip = None;
+        assert_eq!(pattern_of(Some(&s)), "port_scan tcp/- from -");
+        s.categorical.insert("service".into(), "ftp_data".into());
+        assert_eq!(pattern_of(Some(&s)), "port_scan tcp/ftp_data from -");
+        s.destination_port = Some(20);
+        assert_eq!(pattern_of(Some(&s)), "port_scan tcp/20 from -");
         assert_eq!(pattern_of(None), "(signal not recorded)");
     }
 
@@ -753,6 +856,54 @@ mod tests {
         );
         assert_eq!(rank(Vec::new(), 5), Vec::new());
         assert_eq!(rank(vec![candidate("x", None)], 0), Vec::new());
+    }
+
+    #[test]
+    fn every_second_pick_explores_what_the_model_calls_benign_by_rarity() {
+        // Three unsure calls (p = t: not benign), three confident benign calls whose novelty
+        // member says 0.001, 0.01, 0.3 (threshold 0.5), and one benign call far from the
+        // training data. All of one pattern.
+        let mut candidates: Vec<Candidate> = (0..3)
+            .map(|i| candidate(&format!("unsure-{i}"), Some(prediction(0.5, [0.5; 3], 0.0))))
+            .collect();
+        for (id, novelty) in [("quiet", 0.001), ("odd", 0.01), ("odder", 0.3)] {
+            candidates.push(candidate(id, Some(prediction(0.01, [0.01; 3], novelty))));
+        }
+        let mut far = prediction(0.01, [0.01; 3], 0.0001);
+        far.in_domain = 0.0;
+        candidates.push(candidate("far", Some(far)));
+
+        let ranked = rank(candidates, 5);
+        let ids: Vec<&str> = ranked.iter().map(|i| i.workflow_id.as_str()).collect();
+        // Benign calls: 4. Novelty margins rank far < quiet < odd < odder: odder is above 3 of
+        // 4 (0.75); far is farther from the training data than the 3 others (0.75). They tie
+        // on priority, rarity and start, so the smaller id ("far") comes first; odder follows
+        // at the next exploring position.
+        assert_eq!(ids, ["unsure-0", "far", "unsure-1", "odder", "unsure-2"]);
+        assert_eq!(
+            ranked.iter().map(|i| i.explore).collect::<Vec<_>>(),
+            [false, true, false, true, false]
+        );
+        assert!(close(ranked[1].priority, 0.75 * 0.5));
+        assert!(
+            ranked[3].reasons[0].starts_with(
+                "explore: the model calls it benign (probability 0.01, threshold 0.50), yet by \
+                 the novelty member (0.300) it is more unusual than 75.0 % of the 4 candidates"
+            ),
+            "{:?}",
+            ranked[3].reasons
+        );
+        assert!(
+            ranked[1].reasons[0].contains("its distance from the training data (in-domain 0.000)"),
+            "{:?}",
+            ranked[1].reasons
+        );
+
+        // Nothing the model calls benign: every pick is by score, as before.
+        let unsure: Vec<Candidate> = (0..3)
+            .map(|i| candidate(&format!("u-{i}"), Some(prediction(0.6, [0.6; 3], 0.0))))
+            .collect();
+        assert!(rank(unsure, 3).iter().all(|i| !i.explore));
     }
 
     #[test]

@@ -227,6 +227,20 @@ async fn the_queue_ranks_by_the_documented_score_spread_over_patterns() {
         assert!(close(*got, want), "{scores:?}");
     }
     assert!(close(items[3].priority, 0.27375));
+    // The second pick is the exploration lane's: of the two signals the model calls benign
+    // (novel at 0.2, alerted at 0.0), novel's novelty member is above the other's (rarity
+    // 0.5, the lane's floor); alerted (rarity 0) stays with the score.
+    let explored: Vec<&str> = items.iter().filter(|i| i.explore).map(name).collect();
+    assert_eq!(explored, ["novel"]);
+    assert!(close(items[1].priority, 0.5), "{}", items[1].priority);
+    assert!(
+        items[1].reasons[0].starts_with(
+            "explore: the model calls it benign (probability 0.20, threshold 0.50), yet by the \
+             novelty member (0.900) it is more unusual than 50.0 % of the 2 candidates"
+        ),
+        "{:?}",
+        items[1].reasons
+    );
     // The newest copy of the scan comes first.
     assert_eq!(items[0].event_id, "scan-4");
     assert_eq!(items[0].pattern, "port_scan tcp/22 from 198.51.100.0/24");

@@ -22,6 +22,7 @@ use vigil_domain::{
     EventType, FeedbackSubmission, FeedbackType, Severity, TrueLabel, WorkflowExecution,
     WorkflowStatus,
 };
+use vigil_feedback::review::MAX_LIMIT;
 use vigil_feedback::{SubmitError, SubmitReply};
 use vigil_ml::LabeledExample;
 use vigil_proto::v1;
@@ -453,10 +454,12 @@ async fn give(
     Ok(())
 }
 
-/// Asks the review queue for what to judge and judges the replayed rows among its picks, until
-/// `budget` verdicts are given or a round of the queue names none of them (the queue ranks
-/// every workflow without a verdict, so it may name workflows this replay did not make; a
-/// judged one leaves the queue, so each round brings new ones). Returns how many it judged.
+/// Asks the review queue for what to judge and judges the replayed rows among its picks, in
+/// the queue's order, until `budget` verdicts are given or a round of the queue names none of
+/// them. The queue ranks every workflow without a verdict, so it may name workflows this replay
+/// did not make (an earlier replay's, left unjudged): those are passed over, and the queue is
+/// asked for its longest list ([`MAX_LIMIT`]) so that they do not use up the budget's places. A
+/// judged workflow leaves the queue, so each round brings new ones. Returns how many it judged.
 async fn give_from_queue(
     bus: &Bus,
     prefix: &str,
@@ -468,7 +471,7 @@ async fn give_from_queue(
     let mut judged: HashSet<String> = HashSet::new();
     while judged.len() < budget {
         // The feedback service's review queue (`vigil_feedback::review`): its top picks.
-        let items = vigil_feedback::review(bus, budget)
+        let items = vigil_feedback::review(bus, MAX_LIMIT)
             .await
             .context("asking the review queue (--pick random needs none)")?;
         let mut round = Vec::new();
