@@ -82,13 +82,15 @@ struct Row {
     probabilities: Vec<f64>,
     latency_us: (f64, f64),
     size_bytes: Option<usize>,
+    /// Peak memory the fit added, MiB.
+    fit_peak_mib: f64,
     note: String,
 }
 
 fn print_header() {
     println!(
-        "{:<22} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10}  note",
-        "learner", "threads", "acc", "auc", "train_s", "p50_us", "p99_us", "size_kb"
+        "{:<22} {:>7} {:>8} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9}  note",
+        "learner", "threads", "acc", "auc", "train_s", "p50_us", "p99_us", "size_kb", "fit_mib"
     );
 }
 
@@ -96,7 +98,7 @@ fn print_row(row: &Row, labels: &[bool]) {
     let m = binary_metrics(&row.probabilities, labels, 0.5);
     let auc = roc_auc(&row.probabilities, labels);
     println!(
-        "{:<22} {:>7} {:>8.4} {:>8.4} {:>9.2} {:>9.1} {:>9.1} {:>10}  {}",
+        "{:<22} {:>7} {:>8.4} {:>8.4} {:>9.2} {:>9.1} {:>9.1} {:>10} {:>9.0}  {}",
         row.name,
         row.threads,
         m.accuracy,
@@ -106,8 +108,48 @@ fn print_row(row: &Row, labels: &[bool]) {
         row.latency_us.1,
         row.size_bytes
             .map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1024.0)),
+        row.fit_peak_mib,
         row.note
     );
+}
+
+/// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+// glibc keeps freed memory resident, so a fit that reuses what loading the data freed would
+// show no growth at all; `malloc_trim` hands it back first.
+#[allow(unsafe_code)]
+mod trim {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+
+    /// Returns the heap's free memory to the system (glibc).
+    pub fn release_free_memory() {
+        // SAFETY: malloc_trim only walks glibc's own free lists; no Rust memory is touched.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
+/// Runs `fit` and returns its result with the peak memory it added in MiB: the peak resident
+/// set (reset just before, Linux's clear_refs 5) less the resident set before, free heap
+/// memory returned to the system first.
+fn with_peak<T>(fit: impl FnOnce() -> T) -> (T, f64) {
+    trim::release_free_memory();
+    let before = status_kb("VmRSS");
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let out = fit();
+    let peak = status_kb("VmHWM");
+    (out, peak.saturating_sub(before) as f64 / 1024.0)
 }
 
 /// p50 and p99 in µs of `predict(i)` over the first test rows.
@@ -145,7 +187,9 @@ fn vigil_forest(data: &Prepared, config: &TrainConfig, threads: usize) -> anyhow
         ..config.forest
     };
     let t = Instant::now();
-    let forest = train_forest(&data.x, &data.y, &data.w, &forest_config, &NoProgress)?;
+    let (forest, fit_peak_mib) =
+        with_peak(|| train_forest(&data.x, &data.y, &data.w, &forest_config, &NoProgress));
+    let forest = forest?;
     let train_seconds = t.elapsed().as_secs_f64();
     let probabilities = (0..data.tx.rows)
         .map(|r| forest.predict_proba(data.tx.row(r)))
@@ -159,6 +203,7 @@ fn vigil_forest(data: &Prepared, config: &TrainConfig, threads: usize) -> anyhow
         probabilities,
         latency_us,
         size_bytes: Some(serde_json::to_vec(&forest)?.len()),
+        fit_peak_mib,
         note: format!("{nodes} nodes; size = JSON as stored in the artifact"),
     })
 }
@@ -197,17 +242,21 @@ fn xgboost_forest(data: &Prepared, config: &TrainConfig, threads: usize) -> anyh
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let t = Instant::now();
-    let mut dtrain = dmatrix(&data.x)?;
-    dtrain.set_labels(
-        &data
-            .y
-            .iter()
-            .map(|&l| f32::from(u8::from(l)))
-            .collect::<Vec<_>>(),
-    )?;
-    dtrain.set_weights(&data.w)?;
-    let mut booster = Booster::new_with_json_config(&[&dtrain], params)?;
-    booster.update(&dtrain, 0)?;
+    let (booster, fit_peak_mib) = with_peak(|| -> anyhow::Result<Booster> {
+        let mut dtrain = dmatrix(&data.x)?;
+        dtrain.set_labels(
+            &data
+                .y
+                .iter()
+                .map(|&l| f32::from(u8::from(l)))
+                .collect::<Vec<_>>(),
+        )?;
+        dtrain.set_weights(&data.w)?;
+        let mut booster = Booster::new_with_json_config(&[&dtrain], params)?;
+        booster.update(&dtrain, 0)?;
+        Ok(booster)
+    });
+    let booster = booster?;
     let train_seconds = t.elapsed().as_secs_f64();
     let json = booster.save_to_buffer("json".to_string())?;
     let model = XgbModel::from_json(json, data.x.cols)?;
@@ -229,6 +278,7 @@ fn xgboost_forest(data: &Prepared, config: &TrainConfig, threads: usize) -> anyh
         probabilities,
         latency_us,
         size_bytes: Some(model.xgboost_json().len()),
+        fit_peak_mib,
         note: format!(
             "{} trees; vigil's evaluator vs XGBoost max |diff| {max_diff:.1e}; size = XGBoost JSON",
             model.n_trees()
@@ -261,7 +311,8 @@ fn smartcore_forest(data: &Prepared, config: &TrainConfig) -> anyhow::Result<Row
         .with_m(mtry)
         .with_seed(f.seed);
     let t = Instant::now();
-    let forest = RandomForestClassifier::fit(&x, &y, params).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (forest, fit_peak_mib) = with_peak(|| RandomForestClassifier::fit(&x, &y, params));
+    let forest = forest.map_err(|e| anyhow::anyhow!("{e}"))?;
     let train_seconds = t.elapsed().as_secs_f64();
     let tx = to_dense(&data.tx).map_err(|e| anyhow::anyhow!("{e}"))?;
     let votes: Vec<u32> = forest.predict(&tx).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -283,6 +334,7 @@ fn smartcore_forest(data: &Prepared, config: &TrainConfig) -> anyhow::Result<Row
         probabilities,
         latency_us,
         size_bytes: None,
+        fit_peak_mib,
         note: "majority vote only: AUC of 0/1 labels; no weights; bootstrap of n rows".into(),
     })
 }
@@ -299,11 +351,14 @@ fn linfa_forest(data: &Prepared, config: &TrainConfig) -> anyhow::Result<Row> {
         .max_depth(Some(f.max_depth))
         .min_weight_leaf(f.min_samples_leaf as f32);
     let t = Instant::now();
-    let forest = RandomForestParams::new_fixed_rng(tree, ChaCha8Rng::seed_from_u64(f.seed))
-        .ensemble_size(f.n_trees)
-        .bootstrap_proportion(f.sample_fraction)
-        .feature_proportion(f.feature_fraction)
-        .fit(&dataset)?;
+    let (forest, fit_peak_mib) = with_peak(|| {
+        RandomForestParams::new_fixed_rng(tree, ChaCha8Rng::seed_from_u64(f.seed))
+            .ensemble_size(f.n_trees)
+            .bootstrap_proportion(f.sample_fraction)
+            .feature_proportion(f.feature_fraction)
+            .fit(&dataset)
+    });
+    let forest = forest?;
     let train_seconds = t.elapsed().as_secs_f64();
     let tx = to_array(&data.tx)?;
     let mut threat_votes = vec![0usize; data.tx.rows];
@@ -333,6 +388,7 @@ fn linfa_forest(data: &Prepared, config: &TrainConfig) -> anyhow::Result<Row> {
         probabilities,
         latency_us,
         size_bytes: None,
+        fit_peak_mib,
         note: "one feature subset per tree; AUC from vote shares; latency = library predict".into(),
     })
 }
@@ -367,15 +423,18 @@ fn kmeans(
     let mut fitted: Vec<(&str, Prototypes)> = Vec::new();
     if only.is_none_or(|o| o == "kmeans" || o == "kmeans-vigil") {
         let t = Instant::now();
-        let p = Prototypes::fit(
-            &sample,
-            novelty.prototypes,
-            novelty.prototype_iterations,
-            0x5eed,
-        )?;
+        let (p, peak) = with_peak(|| {
+            Prototypes::fit(
+                &sample,
+                novelty.prototypes,
+                novelty.prototype_iterations,
+                0x5eed,
+            )
+        });
+        let p = p?;
         let seconds = t.elapsed().as_secs_f64();
         println!(
-            "  vigil Prototypes::fit     {seconds:>8.2} s  inertia {:.1}  centroids {}",
+            "  vigil Prototypes::fit     {seconds:>8.2} s  inertia {:.1}  centroids {}  fit peak +{peak:.0} MiB",
             inertia(&p),
             p.len()
         );
@@ -384,25 +443,33 @@ fn kmeans(
     if only.is_none_or(|o| o == "kmeans" || o == "kmeans-linfa") {
         let records = Array2::from_shape_vec((sample.rows, sample.cols), sample.data.clone())?;
         let dataset = linfa::DatasetBase::from(records);
-        let t = Instant::now();
-        let model = KMeans::params_with_rng(novelty.prototypes, ChaCha8Rng::seed_from_u64(0x5eed))
-            .n_runs(1)
-            .init_method(KMeansInit::KMeansPlusPlus)
-            .max_n_iterations(novelty.prototype_iterations as u64)
-            .tolerance(1e-12)
-            .fit(&dataset)?;
-        let seconds = t.elapsed().as_secs_f64();
-        let p = Prototypes {
-            dim: sample.cols,
-            centroids: model.centroids().iter().copied().collect(),
-        };
-        println!(
-            "  linfa KMeans (n_runs 1)   {seconds:>8.2} s  inertia {:.1}  centroids {}  (linfa's own inertia {:.1})",
-            inertia(&p),
-            p.len(),
-            f64::from(model.inertia()) * sample.rows as f64
-        );
-        fitted.push(("linfa", p));
+        // k-means++ as vigil seeds, and k-means|| (linfa's scalable seeding).
+        for (name, init) in [
+            ("linfa++", KMeansInit::KMeansPlusPlus),
+            ("linfa||", KMeansInit::KMeansPara),
+        ] {
+            let t = Instant::now();
+            let (model, peak) = with_peak(|| {
+                KMeans::params_with_rng(novelty.prototypes, ChaCha8Rng::seed_from_u64(0x5eed))
+                    .n_runs(1)
+                    .init_method(init)
+                    .max_n_iterations(novelty.prototype_iterations as u64)
+                    .tolerance(1e-12)
+                    .fit(&dataset)
+            });
+            let model = model?;
+            let seconds = t.elapsed().as_secs_f64();
+            let p = Prototypes {
+                dim: sample.cols,
+                centroids: model.centroids().iter().copied().collect(),
+            };
+            println!(
+                "  linfa KMeans {name} (n_runs 1) {seconds:>8.2} s  inertia {:.1}  centroids {}  fit peak +{peak:.0} MiB",
+                inertia(&p),
+                p.len(),
+            );
+            fitted.push((name, p));
+        }
     }
     // The novelty member: tails fitted without prototypes, then each set of centroids put in
     // the way NoveltyDetector::fit puts its own (distance scaled so the budget's share of
@@ -467,7 +534,7 @@ fn kmeans(
                 .expect("test rows are valid")
         });
         println!(
-            "  novelty member with {name:<5} centroids: test AUC {:.4}  attacks flagged {:.4}  benign flagged {:.4}  score p50 {:.1} us",
+            "  novelty member with {name:<7} centroids: test AUC {:.4}  attacks flagged {:.4}  benign flagged {:.4}  score p50 {:.1} us",
             roc_auc(&scores, &labels),
             flagged(true),
             flagged(false),
