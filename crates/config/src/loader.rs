@@ -121,7 +121,11 @@ impl Config {
                 let origin = origins
                     .iter()
                     .rev()
-                    .find(|(k, _)| *k == key)
+                    // The key itself, or an element or field inside a value it set.
+                    .find(|(k, _)| {
+                        key.strip_prefix(k.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                    })
                     .map(|(_, origin)| origin.clone())
                     .or_else(|| {
                         let file = sources.file.as_ref()?;

@@ -154,6 +154,15 @@ fn a_value_of_the_wrong_type_names_its_key_and_source() {
     // The first bad value in field order (database before thresholds) is reported with its
     // own source, not with the last source applied.
     assert!(err.contains("VIGIL_DATABASE__MAX_CONNECTIONS"), "{err}");
+    let err = Config::load(&Sources {
+        env: env(&[("VIGIL_BROKER__FINGERPRINT_FIELDS", "[1, 2]")]),
+        ..from_file.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("broker.fingerprint_fields[0]"), "{err}");
+    assert!(err.contains("VIGIL_BROKER__FINGERPRINT_FIELDS"), "{err}");
+
     assert!(matches!(
         Config::load(&Sources {
             overrides: vec!["thresholds.high=high".into()],
