@@ -8,7 +8,8 @@
 //! benign rows of the base space the novelty member uses, and the novelty member with either
 //! set of centroids.
 //!
-//! `cargo run --release -p vigil-ml --example library_forest -- [DATA_FILE]
+//! `make bench-libs ARGS="..."`, or `cargo run --release --manifest-path bench/libs/Cargo.toml --
+//! [DATA_FILE]
 //! [--only vigil|xgb-rf|smartcore|linfa|kmeans|kmeans-vigil|kmeans-linfa|fit] [--threads N] [--csv FILE --label-column L]`
 //!
 //! `--threads 0` (the default) means every core; libraries that cannot use more than one
