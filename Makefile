@@ -12,7 +12,7 @@ endif
 # packages that do not use the test sandbox (vigil-testkit).
 UNIT_FILTER := not (rdeps(vigil-testkit) & kind(test))
 
-.PHONY: help setup build up demo test test-unit lint lint-proto fmt bench bench-ml bench-events bench-predictor bench-learning
+.PHONY: help setup build up demo test test-unit lint lint-proto fmt bench bench-ml bench-events bench-predictor bench-learning bench-libs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ bench: bench-events bench-ml bench-predictor bench-learning ## Run every benchma
 
 bench-events: setup ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
 	cargo bench -p vigil-orchestrator --bench events
+
+bench-libs: ## The hand-written forest and k-means against smartcore, linfa, XGBoost's forest mode (ARGS="--only vigil", docs/ml.md)
+	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
+	cargo run --release --manifest-path bench/libs/Cargo.toml -- $(ARGS)
 
 bench-ml: ## ML core: vigil vs XGBoost, RandomForest, MLP on NSL-KDD and synthetic flows, 1 core and all (venv in bench/.venv)
 	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup

@@ -28,6 +28,12 @@ pub enum Error {
         key: String,
         reason: String,
     },
+    #[error("{origin} sets {key:?} to a value it cannot take: {reason}")]
+    BadValue {
+        origin: String,
+        key: String,
+        reason: String,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -88,10 +94,14 @@ impl Config {
         if let Some(path) = &sources.file {
             root = read_file(path)?;
         }
+        // Which source set each key last, so that a value of the wrong type names its source.
+        let mut origins: Vec<(String, String)> = Vec::new();
         for (name, value) in &sources.env {
             let Some(path) = env_key(name) else { continue };
+            let origin = format!("environment variable {name}");
             set_path(&mut root, &path, parse_scalar(value))
-                .map_err(|reason| bad_key(format!("environment variable {name}"), &path, reason))?;
+                .map_err(|reason| bad_key(origin.clone(), &path, reason))?;
+            origins.push((path.join("."), origin));
         }
         for item in &sources.overrides {
             let (key, value) = item.split_once('=').ok_or_else(|| Error::BadKey {
@@ -102,10 +112,39 @@ impl Config {
             let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
             set_path(&mut root, &path, parse_scalar(value))
                 .map_err(|reason| bad_key("--set".into(), &path, reason))?;
+            origins.push((path.join("."), format!("--set {}", key.trim())));
         }
-        let config: Config = toml::Value::Table(root)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Invalid(e.message().to_owned()))?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+                let key = e.path().to_string();
+                let reason = e.inner().message().to_owned();
+                let origin = origins
+                    .iter()
+                    .rev()
+                    // The key itself, or an element or field inside a value it set.
+                    .find(|(k, _)| {
+                        key.strip_prefix(k.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                    })
+                    .map(|(_, origin)| origin.clone())
+                    .or_else(|| {
+                        let file = sources.file.as_ref()?;
+                        Some(format!("config file {}", file.display()))
+                    });
+                match origin {
+                    Some(origin) if reason.starts_with("unknown field") => Error::BadKey {
+                        origin,
+                        key,
+                        reason,
+                    },
+                    Some(origin) => Error::BadValue {
+                        origin,
+                        key,
+                        reason,
+                    },
+                    None => Error::Invalid(format!("{key}: {reason}")),
+                }
+            })?;
         config.validate()?;
         Ok(config)
     }

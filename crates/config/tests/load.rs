@@ -71,14 +71,19 @@ fn unknown_keys_are_refused_wherever_they_come_from() {
         ..Default::default()
     })
     .unwrap_err();
-    assert!(err.to_string().contains("urll"), "{err}");
+    assert!(err.to_string().contains("nats.urll"), "{err}");
+    assert!(
+        err.to_string().contains(&f.path().display().to_string()),
+        "{err}"
+    );
 
     let err = Config::load(&Sources {
         env: env(&[("VIGIL_BROKER__COLOUR", "red")]),
         ..Default::default()
     })
     .unwrap_err();
-    assert!(err.to_string().contains("colour"), "{err}");
+    assert!(err.to_string().contains("broker.colour"), "{err}");
+    assert!(err.to_string().contains("VIGIL_BROKER__COLOUR"), "{err}");
 
     let err = Config::load(&Sources {
         overrides: vec!["thresholds.high".into()],
@@ -114,6 +119,58 @@ fn invalid_values_are_refused_with_the_key() {
     })
     .unwrap_err();
     assert!(matches!(err, Error::Parse { .. }), "{err}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key_and_source() {
+    let f = file("[database]\nmax_connections = \"many\"\n");
+    let from_file = Sources {
+        file: Some(f.path().to_owned()),
+        ..Default::default()
+    };
+    let err = Config::load(&from_file).unwrap_err().to_string();
+    assert!(err.contains("database.max_connections"), "{err}");
+    assert!(err.contains(&f.path().display().to_string()), "{err}");
+
+    let err = Config::load(&Sources {
+        env: env(&[("VIGIL_DATABASE__MAX_CONNECTIONS", "abc")]),
+        ..from_file.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("database.max_connections"), "{err}");
+    assert!(
+        err.contains("environment variable VIGIL_DATABASE__MAX_CONNECTIONS"),
+        "{err}"
+    );
+
+    let err = Config::load(&Sources {
+        env: env(&[("VIGIL_DATABASE__MAX_CONNECTIONS", "abc")]),
+        overrides: vec!["thresholds.high=high".into()],
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    // The first bad value in field order (database before thresholds) is reported with its
+    // own source, not with the last source applied.
+    assert!(err.contains("VIGIL_DATABASE__MAX_CONNECTIONS"), "{err}");
+    let err = Config::load(&Sources {
+        env: env(&[("VIGIL_BROKER__FINGERPRINT_FIELDS", "[1, 2]")]),
+        ..from_file.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("broker.fingerprint_fields[0]"), "{err}");
+    assert!(err.contains("VIGIL_BROKER__FINGERPRINT_FIELDS"), "{err}");
+
+    assert!(matches!(
+        Config::load(&Sources {
+            overrides: vec!["thresholds.high=high".into()],
+            ..Default::default()
+        }),
+        Err(Error::BadValue { ref key, ref origin, .. })
+            if key == "thresholds.high" && origin == "--set thresholds.high"
+    ));
 }
 
 #[test]

@@ -1,13 +1,11 @@
 //! A random forest written for this crate: histogram splits on pre-binned features, trees
-//! grown in parallel with std threads, flat node arrays for fast single-row prediction.
+//! grown in parallel on rayon, flat node arrays for fast single-row prediction.
 //! See docs/ml.md for why it is not taken from a crate.
-
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::Progress;
@@ -28,7 +26,7 @@ pub struct ForestConfig {
     /// Histogram bins per feature (at most 255).
     pub max_bins: usize,
     pub seed: u64,
-    /// Worker threads; 0 means one per core.
+    /// Worker threads; 0 means rayon's global pool (one per core).
     pub threads: usize,
 }
 
@@ -204,40 +202,33 @@ pub fn train_forest(
         .zip(w)
         .map(|(&l, &w)| if l { 0.0 } else { w })
         .collect();
-    let threads = if config.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        config.threads
-    };
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Tree, Vec<f64>)>> = Mutex::new(Vec::new());
     progress.stage("random forest", config.n_trees as u64);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(config.n_trees) {
-            scope.spawn(|| {
-                loop {
-                    let t = next.fetch_add(1, Ordering::Relaxed);
-                    if t >= config.n_trees {
-                        break;
-                    }
-                    let mut rng =
-                        ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(t as u64 * 7919));
-                    let (tree, imp) = grow_tree(&binned, &pos_w, &neg_w, config, &mut rng);
-                    results
-                        .lock()
-                        .expect("no thread panics while holding the lock")
-                        .push((t, tree, imp));
-                    progress.advance("random forest", 1);
-                }
-            });
-        }
-    });
+    // Each tree draws from its own seed and `collect` keeps the trees in order, so the forest
+    // is the same whatever the number of threads.
+    let grow = || -> Vec<(Tree, Vec<f64>)> {
+        (0..config.n_trees)
+            .into_par_iter()
+            .map(|t| {
+                let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(t as u64 * 7919));
+                let grown = grow_tree(&binned, &pos_w, &neg_w, config, &mut rng);
+                progress.advance("random forest", 1);
+                grown
+            })
+            .collect()
+    };
+    let results = if config.threads == 0 {
+        grow()
+    } else {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .build()
+            .map_err(|e| Error::Training(format!("random forest thread pool: {e}")))?
+            .install(grow)
+    };
     progress.finish_stage("random forest");
-    let mut results = results.into_inner().expect("workers have finished");
-    results.sort_by_key(|(t, _, _)| *t);
     let mut importances = vec![0.0; x.cols];
     let mut trees = Vec::with_capacity(results.len());
-    for (_, tree, imp) in results {
+    for (tree, imp) in results {
         importances.iter_mut().zip(imp).for_each(|(a, b)| *a += b);
         trees.push(tree);
     }

@@ -9,6 +9,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -156,20 +157,11 @@ impl Prototypes {
     }
 }
 
-/// Calls `f(row, slot)` for every slot of `out`, the rows split evenly over all cores.
+/// Calls `f(row, slot)` for every slot of `out`, on all cores.
 fn par_rows<T: Send>(out: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = out.len().div_ceil(threads).max(1);
-    let f = &f;
-    std::thread::scope(|scope| {
-        for (i, part) in out.chunks_mut(chunk).enumerate() {
-            scope.spawn(move || {
-                for (j, slot) in part.iter_mut().enumerate() {
-                    f(i * chunk + j, slot);
-                }
-            });
-        }
-    });
+    out.par_iter_mut()
+        .enumerate()
+        .for_each(|(row, slot)| f(row, slot));
 }
 
 /// [`squared_distance`], or any value not below `bound` as soon as the partial sum reaches
