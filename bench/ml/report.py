@@ -85,8 +85,8 @@ def main():
                                  f"whole train_ensemble {rust['train_ensemble_seconds']:.2f} s")
             else:
                 variants = [("default", "**vigil ensemble** (defaults)"),
-                            ("fixed05-no-novelty",
-                             "**vigil ensemble** (fixed:0.5, no novelty member)")]
+                            ("accuracy-no-novelty",
+                             "**vigil ensemble** (operating point accuracy, no novelty member)")]
                 for variant, title in variants:
                     name = f"flows-{variant}-{mode}"
                     evaluate = load(folder, f"rust-{name}-evaluate.json")

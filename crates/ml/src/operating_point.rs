@@ -405,7 +405,10 @@ mod tests {
             .unwrap();
         assert!((balanced.threshold - 0.2689).abs() < 0.03, "{balanced}");
         // Each rule wins on its own measure.
-        assert!(accuracy.accuracy > balanced.accuracy, "{accuracy} / {balanced}");
+        assert!(
+            accuracy.accuracy > balanced.accuracy,
+            "{accuracy} / {balanced}"
+        );
         assert!(
             balanced.balanced_accuracy > accuracy.balanced_accuracy,
             "{accuracy} / {balanced}"

@@ -500,7 +500,13 @@ fn rarities(candidates: &[Candidate]) -> Vec<Option<(f64, String)>> {
             let (rarity, measure) = if by_novelty >= by_domain {
                 (by_novelty, format!("the novelty member ({:.3})", p.novelty))
             } else {
-                (by_domain, format!("its distance from the training data (in-domain {:.3})", p.in_domain))
+                (
+                    by_domain,
+                    format!(
+                        "its distance from the training data (in-domain {:.3})",
+                        p.in_domain
+                    ),
+                )
             };
             Some((
                 rarity,
