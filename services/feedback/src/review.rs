@@ -609,10 +609,8 @@ pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
         };
         let pattern = next.pattern;
         let mut reasons = next.reasons;
-        if lane_explore {
-            if let Some((_, why)) = &next.rarity {
-                reasons.insert(0, why.clone());
-            }
+        if lane_explore && let Some((_, why)) = &next.rarity {
+            reasons.insert(0, why.clone());
         }
         let picked = picked_of[pattern];
         if picked > 0 {

@@ -9,6 +9,7 @@
 
 mod import;
 mod metrics;
+mod promoted;
 mod run;
 mod schedule;
 
@@ -27,6 +28,7 @@ use vigil_runtime::ServiceContext;
 use vigil_store::Store;
 
 pub use import::{DatasetFormat, ImportReport, import_examples, read_dataset};
+pub use promoted::{hand_promotion, publish_model_promoted};
 pub use run::{
     ACTOR, CrossValidationSummary, ExampleCounts, HoldoutReport, RUN_LOCK, RegisteredModel,
     RunOutcome, RunReport, Trainer, Trigger, holdout_rule,

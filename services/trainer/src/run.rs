@@ -10,13 +10,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vigil_bus::{Bus, PublishOptions};
+use vigil_bus::Bus;
 use vigil_domain::{EventType, ModelMetrics, ModelType, SecurityEvent};
 use vigil_ml::{
     ArtifactMetadata, DataPipeline, EvaluationReport, HashHoldout, Holdout, HoldoutRule,
     LabeledExample, ModelArtifact, ModelEvaluator, SplitConfig, TrainConfig, fit_ensemble,
 };
-use vigil_proto::v1;
 use vigil_store::{ModelRecord, NewModelVersion, Store};
 
 use crate::metrics::TrainerMetrics;
@@ -707,37 +706,7 @@ impl Trainer {
                 "reason": report.reason,
             }),
         };
-        let subject = match self
-            .bus
-            .topology()
-            .event_subject(EventType::ModelPromoted.as_str())
-        {
-            Ok(subject) => subject,
-            Err(error) => {
-                warn!(%error, "cannot name the model_promoted subject");
-                return false;
-            }
-        };
-        let message = v1::SecurityEvent::from(event.clone());
-        for attempt in 1..=3u32 {
-            match self
-                .bus
-                .publisher()
-                .publish(&subject, &message, PublishOptions::new(event.id.clone()))
-                .await
-            {
-                Ok(_) => {
-                    info!(model_id = %ensemble.id, version = ensemble.version, "published model_promoted");
-                    return true;
-                }
-                Err(error) => {
-                    warn!(%error, attempt, model_id = %ensemble.id, "failed to publish model_promoted");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
-                        .await;
-                }
-            }
-        }
-        false
+        crate::promoted::publish_model_promoted(&self.bus, &event).await
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use vigil_bus::Bus;
 use vigil_config::Config;
 use vigil_domain::ModelType;
 use vigil_runtime::ConfigArgs;
@@ -103,7 +104,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
             }
             command => {
                 let store = Store::connect_and_migrate(&config.database).await?;
-                let result = registry_command(&store, command).await;
+                let result = registry_command(&config, &store, command).await;
                 store.close().await;
                 result
             }
@@ -119,7 +120,37 @@ fn actor() -> String {
     format!("cli:{user}")
 }
 
-async fn registry_command(store: &Store, command: ModelsCommand) -> anyhow::Result<()> {
+/// How long an announcement of a hand promotion may take before the CLI gives up on it (the
+/// promotion itself is already stored; predictors then find it at their next refresh).
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Announces a change of production made by hand (MODEL_PROMOTED), so every predictor loads
+/// it now instead of at its next refresh. A failure is a warning: the registry already holds
+/// the change.
+async fn announce(config: &Config, promotion: &Promotion, reason: &str) {
+    if !promotion.changed {
+        return;
+    }
+    let event = vigil_trainer::hand_promotion(promotion, &actor(), reason, chrono::Utc::now());
+    let sent = tokio::time::timeout(ANNOUNCE_TIMEOUT, async {
+        let bus = Bus::connect(&config.nats, vigil_runtime::topology(config)).await?;
+        anyhow::Ok(vigil_trainer::publish_model_promoted(&bus, &event).await)
+    })
+    .await;
+    match sent {
+        Ok(Ok(true)) => println!("announced: predictors load it now (model_promoted)"),
+        Ok(Ok(false)) | Ok(Err(_)) | Err(_) => eprintln!(
+            "warning: could not announce the change on NATS; predictors load it at their next \
+             refresh (predictor.refresh_secs)"
+        ),
+    }
+}
+
+async fn registry_command(
+    config: &Config,
+    store: &Store,
+    command: ModelsCommand,
+) -> anyhow::Result<()> {
     let registry = store.models();
     match command {
         ModelsCommand::List { model_type } => {
@@ -162,12 +193,16 @@ async fn registry_command(store: &Store, command: ModelsCommand) -> anyhow::Resu
                 registry.promote_to_active(&id, &actor(), &reason).await?
             };
             print_promotion(if production { "production" } else { "active" }, &promotion);
+            if production {
+                announce(config, &promotion, &reason).await;
+            }
         }
         ModelsCommand::Rollback { model_type, reason } => {
             let promotion = registry
                 .rollback_to_previous(model_type, &actor(), &reason)
                 .await?;
             print_promotion("production", &promotion);
+            announce(config, &promotion, &reason).await;
         }
         ModelsCommand::History { model_type } => {
             let events = registry.history(model_type).await?;

@@ -476,7 +476,8 @@ async fn give_from_queue(
             .context("asking the review queue (--pick random needs none)")?;
         let mut round = Vec::new();
         for item in items {
-            if judged.len() + round.len() >= budget {
+            // `judged` already holds this round's picks.
+            if judged.len() >= budget {
                 break;
             }
             if judged.contains(&item.event_id) {
