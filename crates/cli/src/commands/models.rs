@@ -137,13 +137,19 @@ async fn announce(config: &Config, promotion: &Promotion, reason: &str) {
         anyhow::Ok(vigil_trainer::publish_model_promoted(&bus, &event).await)
     })
     .await;
-    match sent {
-        Ok(Ok(true)) => println!("announced: predictors load it now (model_promoted)"),
-        Ok(Ok(false)) | Ok(Err(_)) | Err(_) => eprintln!(
-            "warning: could not announce the change on NATS; predictors load it at their next \
-             refresh (predictor.refresh_secs)"
-        ),
-    }
+    let why = match sent {
+        Ok(Ok(true)) => {
+            println!("announced: predictors load it now (model_promoted)");
+            return;
+        }
+        Ok(Ok(false)) => "the events stream did not take it (see the log)".to_owned(),
+        Ok(Err(error)) => format!("{error:#}"),
+        Err(_) => format!("no answer within {} s", ANNOUNCE_TIMEOUT.as_secs()),
+    };
+    eprintln!(
+        "warning: could not announce the change on NATS ({why}); predictors load it at their \
+         next refresh (predictor.refresh_secs)"
+    );
 }
 
 async fn registry_command(
