@@ -129,6 +129,29 @@ async fn hand_promotions_and_rollbacks_are_announced() {
     assert_eq!(data["model_id"], ids[0].as_str());
     assert_eq!(data["previous_model_id"], ids[1].as_str());
 
+    // NATS out of reach: the promotion is stored all the same, and the CLI says it could not
+    // announce it and why.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["models", "promote", &ids[1], "--production"])
+        .envs(sandbox.cli_env())
+        .env("VIGIL_NATS__URL", "nats://127.0.0.1:1")
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("could not announce the change on NATS (")
+            && stderr.contains("predictors load it at their next refresh"),
+        "{stderr}"
+    );
+    let production = registry.production(ModelType::Ensemble).await.unwrap().unwrap();
+    assert_eq!(production.version.id, ids[1]);
+    let out = vigil(&sandbox, &["models", "promote", &ids[0], "--production"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(next_promotion(&mut subscriber).await["model_id"], ids[0].as_str());
+
     // Promoting what already holds production changes nothing and announces nothing.
     let out = vigil(&sandbox, &["models", "promote", &ids[0], "--production"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
