@@ -146,11 +146,18 @@ async fn hand_promotions_and_rollbacks_are_announced() {
             && stderr.contains("predictors load it at their next refresh"),
         "{stderr}"
     );
-    let production = registry.production(ModelType::Ensemble).await.unwrap().unwrap();
+    let production = registry
+        .production(ModelType::Ensemble)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(production.version.id, ids[1]);
     let out = vigil(&sandbox, &["models", "promote", &ids[0], "--production"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(next_promotion(&mut subscriber).await["model_id"], ids[0].as_str());
+    assert_eq!(
+        next_promotion(&mut subscriber).await["model_id"],
+        ids[0].as_str()
+    );
 
     // Promoting what already holds production changes nothing and announces nothing.
     let out = vigil(&sandbox, &["models", "promote", &ids[0], "--production"]).await;
