@@ -3,26 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Output;
-
 use vigil_domain::ModelType;
 use vigil_ml::ModelArtifact;
 use vigil_store::NewModelVersion;
 use vigil_testkit::{Sandbox, nsl_kdd};
 
-async fn vigil(sandbox: &Sandbox, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .envs(sandbox.cli_env())
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("vigil runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{text, vigil};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_is_scored_like_the_same_artifact_from_a_file() {

@@ -12,22 +12,15 @@ use prost::Message;
 use vigil_proto::v1;
 use vigil_testkit::{Sandbox, eventually};
 
+mod common;
+use common::text;
+
 /// A guard against a hung system, not a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(180);
 
+/// `vigil ARGS` as the analyst `cli-analyst`.
 async fn vigil(sandbox: &Sandbox, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .envs(sandbox.cli_env())
-        .env_remove("RUST_LOG")
-        .env("USER", "cli-analyst")
-        .output()
-        .await
-        .expect("vigil runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    common::vigil_with(sandbox, args, &[("USER", "cli-analyst")]).await
 }
 
 /// A sandbox with the feedback service running and one completed workflow, `evt-cli`, that

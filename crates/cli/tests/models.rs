@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::Output;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,22 +13,11 @@ use vigil_proto::v1;
 use vigil_store::NewModelVersion;
 use vigil_testkit::{Sandbox, nsl_kdd};
 
+mod common;
+use common::{text, vigil, vigil_with};
+
 /// How long an announcement may take to arrive (a bound, not a measurement).
 const PATIENCE: Duration = Duration::from_secs(60);
-
-async fn vigil(sandbox: &Sandbox, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .envs(sandbox.cli_env())
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("vigil runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The next `model_promoted` event's data.
 async fn next_promotion(subscriber: &mut async_nats::Subscriber) -> serde_json::Value {
@@ -131,14 +119,12 @@ async fn hand_promotions_and_rollbacks_are_announced() {
 
     // NATS out of reach: the promotion is stored all the same, and the CLI says it could not
     // announce it and why.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["models", "promote", &ids[1], "--production"])
-        .envs(sandbox.cli_env())
-        .env("VIGIL_NATS__URL", "nats://127.0.0.1:1")
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .unwrap();
+    let out = vigil_with(
+        &sandbox,
+        &["models", "promote", &ids[1], "--production"],
+        &[("VIGIL_NATS__URL", "nats://127.0.0.1:1")],
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(

@@ -5,28 +5,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::process::Output;
 use std::time::Duration;
 
 use vigil_ml::LabeledExample;
 use vigil_testkit::{Sandbox, Service, nsl_kdd};
 
+mod common;
+use common::{text, vigil};
+
 /// A guard against a hung system, not a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(180);
-
-async fn vigil(sandbox: &Sandbox, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .envs(sandbox.cli_env())
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("vigil runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A sandbox running what a replay with feedback needs; the retraining trigger is off.
 async fn with_services() -> (Sandbox, Vec<Service>) {
