@@ -8,7 +8,7 @@ use reqwest::header::{HeaderValue, RETRY_AFTER};
 use crate::error::{Error, Result};
 
 /// A client with the delivery timeout and vigil's user agent.
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client> {
+pub fn client(timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
@@ -18,11 +18,16 @@ pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client> {
 
 /// Sends a request; a 2xx is success, anything else an [`Error::Status`] with the body and
 /// `Retry-After`.
-pub(crate) async fn send(channel: &'static str, request: reqwest::RequestBuilder) -> Result<()> {
+pub async fn send(channel: &'static str, request: reqwest::RequestBuilder) -> Result<()> {
     let response = request
         .send()
         .await
-        .map_err(|source| Error::Request { channel, source })?;
+        // Without the URL: webhook URLs carry credentials (Slack, Teams), and this error reaches
+        // logs, the alerts table and events.
+        .map_err(|source| Error::Request {
+            channel,
+            source: source.without_url(),
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

@@ -10,7 +10,7 @@
 
 mod email;
 mod error;
-mod http;
+pub mod http;
 mod notifier;
 mod opsgenie;
 mod pagerduty;
@@ -21,7 +21,7 @@ pub mod webhook;
 
 pub use email::EmailSender;
 pub use error::{Error, Result};
-pub use notifier::{DeliveryReport, Notifier, Sender, backoff_delay};
+pub use notifier::{DeliveryReport, Notifier, Sender};
 pub use opsgenie::OpsgenieSender;
 pub use pagerduty::PagerDutySender;
 pub use slack::SlackSender;

@@ -48,27 +48,6 @@ impl DeliveryReport {
     }
 }
 
-/// The delay before attempt `failed_attempts + 1`: `initial * multiplier^(failed_attempts - 1)`,
-/// at most `max_backoff_ms`; a `Retry-After` from the channel wins, capped at
-/// `max_retry_after_seconds`.
-pub fn backoff_delay(
-    policy: &RetryPolicy,
-    failed_attempts: u32,
-    retry_after: Option<Duration>,
-) -> Duration {
-    if let Some(wait) = retry_after {
-        return wait.min(Duration::from_secs(policy.max_retry_after_seconds));
-    }
-    let exponent = i32::try_from(failed_attempts.saturating_sub(1)).unwrap_or(i32::MAX);
-    let ms = policy.initial_backoff_ms as f64 * policy.multiplier.powi(exponent);
-    let capped = if ms.is_finite() {
-        ms.min(policy.max_backoff_ms as f64)
-    } else {
-        policy.max_backoff_ms as f64
-    };
-    Duration::from_millis(capped.max(0.0) as u64)
-}
-
 /// Delivers alerts through the configured senders.
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -156,7 +135,7 @@ impl Notifier {
                     break;
                 }
                 Err(e) if e.is_retryable() && alert.attempts < max_attempts => {
-                    let wait = backoff_delay(&self.retry, alert.attempts, e.retry_after());
+                    let wait = self.retry.delay(alert.attempts, e.retry_after());
                     tracing::warn!(channel = %alert.channel, alert_id = %alert.id, attempt = alert.attempts, error = %e, ?wait, "alert delivery failed; retrying");
                     alert.last_error = Some(e.to_string());
                     tokio::time::sleep(wait).await;
@@ -272,34 +251,5 @@ impl Notifier {
             None => reports.push(report),
         }
         reports
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped_and_retry_after_wins() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 1_000,
-            multiplier: 2.0,
-            max_retry_after_seconds: 60,
-        };
-        let ms = |n| backoff_delay(&p, n, None).as_millis();
-        assert_eq!(
-            [ms(1), ms(2), ms(3), ms(4), ms(5), ms(60)],
-            [100, 200, 400, 800, 1_000, 1_000]
-        );
-        assert_eq!(
-            backoff_delay(&p, 1, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            backoff_delay(&p, 1, Some(Duration::from_secs(3600))),
-            Duration::from_secs(60)
-        );
     }
 }

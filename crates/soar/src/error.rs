@@ -50,12 +50,14 @@ pub enum Error {
         status: String,
         stderr: String,
     },
-    /// The remediation webhook could not be reached.
-    #[error("remediation webhook request failed: {0}")]
-    Http(#[from] reqwest::Error),
-    /// The remediation webhook answered with an error status.
-    #[error("remediation webhook answered HTTP {status}: {body}")]
-    HttpStatus { status: u16, body: String },
+    /// The remediation webhook failed: no answer, or an error status (after `attempts`
+    /// attempts; 0 when the client could not be built).
+    #[error("{error} (after {attempts} attempts)")]
+    Webhook {
+        attempts: u32,
+        #[source]
+        error: vigil_notify::Error,
+    },
     /// The settings are invalid.
     #[error("invalid remediation settings: {0}")]
     Settings(#[from] ValidationError),

@@ -25,6 +25,6 @@ pub use error::{Error, Result};
 pub use incident::{IncidentDecision, IncidentPolicy, threat_key};
 pub use remediation::{
     DryRunExecutor, Executor, NftablesExecutor, PlannedAction, PreparedAction, RemediationOutcome,
-    RemediationPlan, Remediator, WebhookExecutor, build_executor,
+    RemediationPlan, Remediator, WebhookExecutor, action_id, build_executor,
 };
 pub use routing::{AlertRouter, PreviousAlert, RoutingDecision, TokenBucket};

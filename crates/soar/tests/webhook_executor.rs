@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use vigil_config::{ExecutorKind, RemediationSettings, RemediationWebhookSettings, Secret};
+use vigil_config::{
+    ExecutorKind, RemediationSettings, RemediationWebhookSettings, RetryPolicy, Secret,
+};
 use vigil_domain::{ActionStatus, Assessment, Severity, ThreatSignal};
 use vigil_soar::Remediator;
 
@@ -43,10 +45,22 @@ fn remediator(url: String) -> Remediator {
             url,
             token: Some(Secret::new("edr-token")),
             timeout_ms: 10_000,
+            retry: fast_retry(),
         }),
         ..RemediationSettings::default()
     })
     .unwrap()
+}
+
+/// Three attempts, 10 ms apart, so a test of retries takes no time.
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_ms: 10,
+        max_backoff_ms: 10,
+        multiplier: 1.0,
+        max_retry_after_seconds: 1,
+    }
 }
 
 fn signal() -> ThreatSignal {
@@ -115,4 +129,102 @@ async fn an_error_status_fails_the_action_with_the_reason() {
         "{action:?}"
     );
     assert_eq!(action.details["request"]["body"]["operation"], "apply");
+}
+
+/// A firewall API that answers `failures` calls with 503, then 202, counting every call with
+/// its `Idempotency-Key`.
+async fn flaky(failures: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/v1/actions",
+            post(
+                move |State(keys): State<Arc<Mutex<Vec<String>>>>, headers: HeaderMap| async move {
+                    let mut keys = keys.lock().unwrap();
+                    let key = headers["idempotency-key"].to_str().unwrap().to_owned();
+                    keys.push(key);
+                    if keys.len() <= failures {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::ACCEPTED
+                    }
+                },
+            ),
+        )
+        .with_state(keys.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1/actions"), keys)
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_with_the_same_key_and_a_redelivery_keeps_it() {
+    let (url, keys) = flaky(2).await;
+    let r = remediator(url);
+    let first = r
+        .remediate("ev-7", &signal(), &assessment(), Utc::now())
+        .await;
+    let action = &first.actions[0];
+    assert_eq!(action.status, ActionStatus::Applied, "{action:?}");
+    // The same event handled again (a redelivery after a crash): same action, same key.
+    let again = r
+        .remediate("ev-7", &signal(), &assessment(), Utc::now())
+        .await;
+    assert_eq!(again.actions[0].id, action.id);
+    let keys = keys.lock().unwrap();
+    assert_eq!(
+        keys.len(),
+        4,
+        "two 503s, the success, the redelivery's call"
+    );
+    assert!(
+        keys.iter().all(|k| *k == action.id),
+        "one key for every call of one effect: {keys:?}"
+    );
+    // Another event on the same target is another effect.
+    assert_ne!(
+        vigil_soar::action_id("ev-8", action.kind, &action.target),
+        action.id
+    );
+}
+
+#[tokio::test]
+async fn retries_end_with_the_budget_and_a_refused_request_is_not_retried() {
+    let (url, keys) = flaky(usize::MAX).await;
+    let out = remediator(url)
+        .remediate("ev-3", &signal(), &assessment(), Utc::now())
+        .await;
+    let action = &out.actions[0];
+    assert_eq!(action.status, ActionStatus::Failed);
+    let error = action.details["error"].as_str().unwrap();
+    assert!(
+        error.contains("HTTP 503") && error.contains("after 3 attempts"),
+        "{error}"
+    );
+    assert_eq!(keys.lock().unwrap().len(), 3, "max_attempts calls in all");
+
+    let (url, seen) = serve(StatusCode::BAD_REQUEST).await;
+    let out = remediator(url)
+        .remediate("ev-4", &signal(), &assessment(), Utc::now())
+        .await;
+    assert_eq!(out.actions[0].status, ActionStatus::Failed);
+    assert_eq!(seen.lock().unwrap().len(), 1, "a 400 is final");
+}
+
+#[tokio::test]
+async fn an_unreachable_api_is_retried_and_its_url_credentials_never_reach_the_error() {
+    // A port nothing listens on; the URL carries a credential, as some APIs take one.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let url = format!("http://127.0.0.1:{port}/v1/actions?api_key=s3cr3t-in-url");
+    let out = remediator(url)
+        .remediate("ev-5", &signal(), &assessment(), Utc::now())
+        .await;
+    let action = &out.actions[0];
+    assert_eq!(action.status, ActionStatus::Failed);
+    let error = action.details["error"].as_str().unwrap();
+    assert!(error.contains("after 3 attempts"), "{error}");
+    assert!(!error.contains("s3cr3t-in-url"), "the URL leaked: {error}");
 }

@@ -45,6 +45,8 @@ pub struct Orchestrator {
     notifier: Notifier,
     remediator: Remediator,
     predictor: Option<PredictorClient<Channel>>,
+    /// How often a running workflow extends its message's ack deadline: a third of `ack_wait`.
+    progress_every: Duration,
     metrics: OrchestratorMetrics,
 }
 
@@ -121,6 +123,7 @@ impl Orchestrator {
             notifier,
             remediator,
             predictor,
+            progress_every: Duration::from_secs(config.streams.ack_wait_secs.max(1)) / 3,
             metrics,
         })
     }
@@ -201,7 +204,8 @@ impl Orchestrator {
                 }
             }
             Ok(earlier) => {
-                let outcome = guarded(self.run_workflow(&signal, earlier, &traceparent)).await;
+                let workflow = guarded(self.run_workflow(&signal, earlier, &traceparent));
+                let outcome = keep_in_progress(&delivery, self.progress_every, workflow).await;
                 if outcome.is_ok() {
                     self.metrics
                         .duration_seconds
@@ -599,6 +603,31 @@ impl Orchestrator {
 /// Runs a workflow so that a panic inside it (a bug, never expected) fails this signal like any
 /// other step failure: retried, then dead-lettered with the panic's message, instead of leaving
 /// the message unacknowledged until the server gives up on it and it sits unseen in the stream.
+/// Runs `work` while telling JetStream every `every` that `delivery` is still being worked on
+/// (`AckKind::Progress`), so a workflow slower than the consumer's `ack_wait` (an effect
+/// retrying against a slow API) is not delivered a second time while it runs.
+async fn keep_in_progress<T, F: Future<Output = T>>(
+    delivery: &Delivery<v1::ThreatSignal>,
+    every: Duration,
+    work: F,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let start = tokio::time::Instant::now() + every;
+    let mut ticks = tokio::time::interval_at(start, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            outcome = &mut work => return outcome,
+            _ = ticks.tick() => {
+                if let Err(error) = delivery.in_progress().await {
+                    tracing::warn!(%error, "cannot extend the ack deadline of a running workflow");
+                }
+            }
+        }
+    }
+}
+
 async fn guarded(
     workflow: impl Future<Output = Result<(), StepFailure>>,
 ) -> Result<(), StepFailure> {

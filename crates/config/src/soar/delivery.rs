@@ -1,5 +1,7 @@
 //! `[soar.delivery]`: retries, the fallback channel and HTTP timeouts of alert delivery.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ChannelKind, Result, invalid, require_finite_range};
@@ -64,6 +66,31 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// How long to wait after `failed_attempts` failures: exponential from
+    /// `initial_backoff_ms`, capped at `max_backoff_ms`; a `Retry-After` the server sent wins,
+    /// capped at `max_retry_after_seconds`.
+    pub fn delay(&self, failed_attempts: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(Duration::from_secs(self.max_retry_after_seconds));
+        }
+        let exponent = i32::try_from(failed_attempts.saturating_sub(1)).unwrap_or(i32::MAX);
+        let ms = self.initial_backoff_ms as f64 * self.multiplier.powi(exponent);
+        let capped = if ms.is_finite() {
+            ms.min(self.max_backoff_ms as f64)
+        } else {
+            self.max_backoff_ms as f64
+        };
+        Duration::from_millis(capped.max(0.0) as u64)
+    }
+
+    /// The longest a whole retry sequence can wait between attempts (without `Retry-After`):
+    /// what a caller holding a message while it retries must keep it for.
+    pub fn total_delay(&self) -> Duration {
+        (1..self.max_attempts.max(1))
+            .map(|n| self.delay(n, None))
+            .sum()
+    }
+
     /// At least one attempt, at most 20; multiplier within 1-10; max backoff >= initial.
     pub fn validate(&self) -> Result<()> {
         if !(1..=20).contains(&self.max_attempts) {
@@ -83,5 +110,36 @@ impl RetryPolicy {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_and_retry_after_wins() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+            multiplier: 2.0,
+            max_retry_after_seconds: 60,
+        };
+        let ms = |n| p.delay(n, None).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(4), ms(5), ms(60)],
+            [100, 200, 400, 800, 1_000, 1_000]
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
+        // 100 + 200 + 400 + 800 + 5 x 1000 between ten attempts.
+        assert_eq!(p.total_delay(), Duration::from_millis(6_500));
     }
 }

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use vigil_domain::{ActionKind, ValidationError};
 
-use super::{Result, invalid, network_list, require_finite_range, require_http_url};
+use super::{Result, RetryPolicy, invalid, network_list, require_finite_range, require_http_url};
 use crate::secret::Secret;
 
 /// Which executor carries remediations out.
@@ -264,12 +264,18 @@ pub struct RemediationWebhookSettings {
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<Secret>,
     pub timeout_ms: u64,
+    /// Retries of a transient failure (no connection, timeout, HTTP 408/425/429/5xx), each
+    /// with the same `Idempotency-Key`.
+    pub retry: RetryPolicy,
 }
 
 impl RemediationWebhookSettings {
-    /// An http(s) URL.
+    /// An http(s) URL and a sane retry policy.
     pub fn validate(&self) -> Result<()> {
-        require_http_url("soar.remediation.webhook.url", &self.url)
+        require_http_url("soar.remediation.webhook.url", &self.url)?;
+        self.retry
+            .validate()
+            .map_err(|e| invalid("soar.remediation.webhook.retry", e.to_string()))
     }
 
     /// The timeout, 10 s when unset.

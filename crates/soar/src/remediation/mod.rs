@@ -134,6 +134,18 @@ pub struct Remediator {
     recent: Mutex<VecDeque<DateTime<Utc>>>,
 }
 
+/// Namespace of remediation action ids (UUID v5): fixed, so an id never changes.
+const ACTION_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5d1f_7a2e_9c44_4f0b_8e61_3b7a_c0de_0001);
+
+/// The id of the action `kind` on `target` for the event `event_id`: the same on every attempt
+/// and every redelivery, so an executor's `Idempotency-Key` (and the row) identify the effect,
+/// not the attempt.
+pub fn action_id(event_id: &str, kind: ActionKind, target: &str) -> String {
+    let name = format!("{event_id}\u{1f}{}\u{1f}{target}", kind.as_str());
+    uuid::Uuid::new_v5(&ACTION_ID_NAMESPACE, name.as_bytes()).to_string()
+}
+
 impl Remediator {
     /// A remediator using the executor named in the settings.
     pub fn from_settings(settings: RemediationSettings) -> Result<Self> {
@@ -268,7 +280,7 @@ impl Remediator {
         now: DateTime<Utc>,
     ) -> RemediationAction {
         let mut action = RemediationAction {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: action_id(event_id, planned.kind, &planned.target),
             event_id: event_id.to_owned(),
             kind: planned.kind,
             target: planned.target.clone(),

@@ -13,6 +13,12 @@ use crate::error::{Error, Result};
 /// `{"operation": "apply" | "undo", "action", "target", "duration_seconds", "action_id",
 /// "event_id"}`, an `Idempotency-Key` header (the action id, `:undo` appended for the undo) and
 /// `Authorization: Bearer <token>` when a token is set. Any 2xx means done.
+///
+/// The action id is derived from the event, the action and the target
+/// ([`super::action_id`]), so every attempt and every redelivery of one event sends the same
+/// key and the API can deduplicate. A transient failure (no connection, a timeout, HTTP
+/// 408/425/429/5xx) is retried under `retry`, honouring `Retry-After`; anything else fails at
+/// once.
 #[derive(Debug, Clone)]
 pub struct WebhookExecutor {
     settings: RemediationWebhookSettings,
@@ -23,10 +29,9 @@ impl WebhookExecutor {
     /// An executor posting to the configured URL.
     pub fn new(settings: RemediationWebhookSettings) -> Result<Self> {
         settings.validate()?;
-        let client = reqwest::Client::builder()
-            .timeout(StdDuration::from_millis(settings.timeout_ms_or_default()))
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client =
+            vigil_notify::http::client(StdDuration::from_millis(settings.timeout_ms_or_default()))
+                .map_err(|error| Error::Webhook { attempts: 0, error })?;
         Ok(Self { settings, client })
     }
 
@@ -52,25 +57,29 @@ impl WebhookExecutor {
             .ok_or_else(|| malformed("request.body is not an object"))?;
         fields.insert("action_id".into(), Value::String(action.id.clone()));
         fields.insert("event_id".into(), Value::String(action.event_id.clone()));
-        let mut req = self
-            .client
-            .post(url)
-            .header("Idempotency-Key", key)
-            .json(&body);
-        if let Some(token) = &self.settings.token {
-            req = req.bearer_auth(token.expose());
+        let policy = &self.settings.retry;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut request = self
+                .client
+                .post(url)
+                .header("Idempotency-Key", key.as_str())
+                .json(&body);
+            if let Some(token) = &self.settings.token {
+                request = request.bearer_auth(token.expose());
+            }
+            match vigil_notify::http::send("remediation webhook", request).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_retryable() && attempts < policy.max_attempts => {
+                    let wait = policy.delay(attempts, error.retry_after());
+                    tracing::warn!(action_id = %action.id, attempts, %error, ?wait,
+                                   "remediation webhook failed; retrying with the same key");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) => return Err(Error::Webhook { attempts, error }),
+            }
         }
-        let response = req.send().await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let mut text = response.text().await.unwrap_or_default();
-        text.truncate(512);
-        Err(Error::HttpStatus {
-            status: status.as_u16(),
-            body: text,
-        })
     }
 }
 
