@@ -53,23 +53,29 @@ fn helm() -> Command {
     Command::new(path.trim())
 }
 
-/// `helm template` of the chart with `--set` values; the rendered objects.
-fn render(sets: &[&str]) -> Vec<Value> {
+/// `helm template` of the chart with values set on the command line, as an operator does:
+/// `--set key=value`, or `--set-json key=value` for entries written `json:key=value` (Helm's
+/// `--set` reads `6.5` as a string; a decimal needs `--set-json` or a values file).
+fn template(sets: &[&str]) -> Command {
     let mut command = helm();
     command.args(["template", "v"]).arg(chart());
     for set in sets {
-        command.args(["--set", set]);
+        match set.strip_prefix("json:") {
+            Some(json) => command.args(["--set-json", json]),
+            None => command.args(["--set", set]),
+        };
     }
-    parse_documents(&run_ok(&mut command))
+    command
+}
+
+/// The rendered objects of [`template`].
+fn render(sets: &[&str]) -> Vec<Value> {
+    parse_documents(&run_ok(&mut template(sets)))
 }
 
 /// `helm template` expected to fail; what it said.
 fn render_error(sets: &[&str]) -> String {
-    let mut command = helm();
-    command.args(["template", "v"]).arg(chart());
-    for set in sets {
-        command.args(["--set", set]);
-    }
+    let mut command = template(sets);
     let out = command.output().unwrap();
     assert!(!out.status.success(), "rendered, but should not: {sets:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -181,7 +187,7 @@ const NON_DEFAULT: &[&str] = &[
     "services.orchestrator.autoscaling.minReplicas=3",
     "services.orchestrator.autoscaling.maxReplicas=12",
     "services.feedback.podDisruptionBudget.enabled=true",
-    "config.thresholds.high=6.5",
+    "json:config.thresholds.high=6.5",
     "config.soar.routing.rules.low={webhook}",
     "config.streams.dedup_window_secs=600",
     "secrets.env.VIGIL_SOAR__CHANNELS__WEBHOOK__URL=https://hooks.example/vigil",
@@ -346,7 +352,7 @@ fn the_configmap_and_secret_are_a_configuration_vigil_accepts() {
     assert_eq!(webhook.url, "https://hooks.example/vigil");
 
     // A key vigil does not know is refused, naming it: the chart cannot hide a typo.
-    let objects = render(&["config.thresholds.hihg=6.5"]);
+    let objects = render(&["config.thresholds.hihg=6"]);
     let broker = named(&objects, "Deployment", "v-vigil-broker").unwrap();
     let error = chart_config(&objects, broker).unwrap_err().to_string();
     assert!(error.contains("thresholds.hihg"), "{error}");
