@@ -62,7 +62,7 @@ def infer(client, model, rows, outputs=None):
     return client.infer(model, [signals], outputs=requested, request_id="clients-py")
 
 
-def oip(address, model):
+def oip(address, model, expected=None):
     client = triton.InferenceServerClient(url=address)
     check(client.is_server_live(), "tritonclient: is_server_live")
     check(client.is_server_ready(), "tritonclient: is_server_ready")
@@ -108,6 +108,18 @@ def oip(address, model):
           "tritonclient: a row scores the same alone as in a batch")
     check(one.as_numpy("confidence") is None and one.as_numpy("risk_level").shape == (1,),
           "tritonclient: only the requested outputs are answered")
+
+    if expected:
+        # Rows scored by vigil's own typed API beforehand: as_numpy reads the same numbers.
+        rows = expected["rows"]
+        result = infer(client, model, rows)
+        check(result.as_numpy("risk_score").tolist() == expected["risk_score"],
+              f"tritonclient: {len(rows)} records score as vigil's own client scored them: "
+              f"{result.as_numpy('risk_score')}")
+        check(result.as_numpy("confidence").tolist() == expected["confidence"],
+              "tritonclient: and with the same confidence")
+        check(set(result.as_numpy("abstention").tolist()) == {b""},
+              "the model scored them (no abstention: the records carry its inputs)")
 
     bad = [ROWS[0], b'{"confidence": "high"']
     try:
@@ -167,8 +179,13 @@ def main():
     parser.add_argument("--nats", required=True, help="NATS URL")
     parser.add_argument("--subject", required=True, help="the ingest subject to publish on")
     parser.add_argument("--signal-id", required=True)
+    parser.add_argument("--expected", help="JSON file: rows and the scores vigil's own client gave")
     args = parser.parse_args()
-    oip(args.grpc, args.model)
+    expected = None
+    if args.expected:
+        with open(args.expected) as f:
+            expected = json.load(f)
+    oip(args.grpc, args.model, expected)
     health(args.grpc)
     asyncio.run(publish(args.nats, args.subject, args.signal_id))
     print("all checks passed", flush=True)

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{Events, Up, python};
+use vigil_proto::v1;
 use vigil_testkit::{Sandbox, eventually, nsl_kdd};
 
 /// Rows of NSL-KDD the served model learns from: a real model, quick to fit.
@@ -60,6 +61,33 @@ async fn tritonclient_grpc_health_and_nats_py_work_against_vigil_up() {
     })
     .await;
 
+    // Connection records the model was not trained on, scored by vigil's own client (`vigil
+    // predict`, the typed `vigil.v1.Predictor` API): tritonclient must read the same numbers.
+    let grpc = up.grpc.to_string();
+    let rows: Vec<serde_json::Value> = nsl_kdd::examples()[20_000..]
+        .iter()
+        .step_by(101)
+        .take(4)
+        .map(|e| serde_json::to_value(v1::ThreatSignal::from(e.signal.clone())).unwrap())
+        .collect();
+    let (mut scores, mut confidences) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let answer = up
+            .cli
+            .ok(&["predict", "--addr", &grpc, "--signal", &row.to_string()])
+            .await;
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        scores.push(answer["risk_score"].as_f64().unwrap());
+        confidences.push(answer["confidence"].as_f64().unwrap());
+    }
+    let expected = dir.path().join("expected.json");
+    std::fs::write(
+        &expected,
+        serde_json::json!({"rows": rows, "risk_score": scores, "confidence": confidences})
+            .to_string(),
+    )
+    .unwrap();
+
     let signal_id = format!("py-{}", sandbox.prefix());
     let script = python::clients_dir().join("clients.py");
     let mut command = tokio::process::Command::new(&python);
@@ -68,13 +96,11 @@ async fn tritonclient_grpc_health_and_nats_py_work_against_vigil_up() {
         .args(["--grpc", &up.grpc.to_string()])
         .args(["--nats", &sandbox.config().nats.url])
         .args(["--subject", &sandbox.subject("vigil.ingest.python")])
-        .args(["--signal-id", &signal_id]);
+        .args(["--signal-id", &signal_id])
+        .arg("--expected")
+        .arg(&expected);
     let out = command.output().await.expect("python runs");
-    let printed = format!(
-        "{}{}",
-        common::text(&out.stdout),
-        common::text(&out.stderr)
-    );
+    let printed = format!("{}{}", common::text(&out.stdout), common::text(&out.stderr));
     assert!(
         out.status.success(),
         "the Python clients failed ({}):\n{printed}\nvigil up:\n{}",

@@ -146,7 +146,10 @@ fn chart_config(objects: &[Value], deployment: &Value) -> Result<Config, vigil_c
         .unwrap()
         .iter()
         .any(|m| m["mountPath"] == "/etc/vigil");
-    assert!(mounted, "the ConfigMap is mounted where VIGIL_CONFIG points");
+    assert!(
+        mounted,
+        "the ConfigMap is mounted where VIGIL_CONFIG points"
+    );
     Config::load(&Sources {
         file: Some(file),
         env,
@@ -206,7 +209,10 @@ fn every_deployment_has_probes_resources_and_a_locked_down_non_root_context() {
             let name = component(deployment);
             let pod = &deployment["spec"]["template"]["spec"];
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
-            assert!(pod["securityContext"]["runAsUser"].as_u64() > Some(0), "{name}");
+            assert!(
+                pod["securityContext"]["runAsUser"].as_u64() > Some(0),
+                "{name}"
+            );
             let container = &pod["containers"][0];
             let security = &container["securityContext"];
             assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
@@ -290,7 +296,12 @@ fn replica_counts_autoscalers_and_disruption_budgets_follow_values() {
     );
     assert_eq!(of_kind(&objects, "ServiceMonitor").len(), 1);
     let rule = &of_kind(&objects, "PrometheusRule")[0];
-    assert!(!rule["spec"]["groups"][0]["rules"].as_sequence().unwrap().is_empty());
+    assert!(
+        !rule["spec"]["groups"][0]["rules"]
+            .as_sequence()
+            .unwrap()
+            .is_empty()
+    );
 
     // A service switched off has no Deployment and no Service.
     let without = render(&["services.feedback.enabled=false"]);
@@ -306,11 +317,11 @@ fn the_configmap_and_secret_are_a_configuration_vigil_accepts() {
             .unwrap_or_else(|e| panic!("{}: {e}", component(deployment)));
         assert_eq!(config.nats.url, "nats://v-vigil-nats:4222");
         assert!(
-            config
-                .database
-                .url
-                .starts_with("postgres://vigil:")
-                && config.database.url.ends_with("@v-vigil-postgresql:5432/vigil"),
+            config.database.url.starts_with("postgres://vigil:")
+                && config
+                    .database
+                    .url
+                    .ends_with("@v-vigil-postgresql:5432/vigil"),
             "the bundled database"
         );
         assert_eq!(config.telemetry.http_addr, "0.0.0.0:9464");
@@ -348,7 +359,12 @@ fn the_configmap_and_secret_are_a_configuration_vigil_accepts() {
         config.soar.routing.rules.low,
         [vigil_config::ChannelKind::Webhook]
     );
-    let webhook = config.soar.channels.webhook.as_ref().expect("from the Secret");
+    let webhook = config
+        .soar
+        .channels
+        .webhook
+        .as_ref()
+        .expect("from the Secret");
     assert_eq!(webhook.url, "https://hooks.example/vigil");
 
     // A key vigil does not know is refused, naming it: the chart cannot hide a typo.
@@ -369,7 +385,9 @@ fn nats_and_postgres_are_bundled_or_external() {
     assert!(conf.contains("jetstream"), "{conf}");
     for i in 0..3 {
         assert!(
-            conf.contains(&format!("nats://v-vigil-nats-{i}.v-vigil-nats-headless:6222")),
+            conf.contains(&format!(
+                "nats://v-vigil-nats-{i}.v-vigil-nats-headless:6222"
+            )),
             "route to node {i}: {conf}"
         );
     }
@@ -400,11 +418,11 @@ fn nats_and_postgres_are_bundled_or_external() {
 
 /// `docker-compose config` of the top-level file: valid, resolved.
 fn compose() -> Value {
-    let out = run_ok(
-        Command::new("docker-compose")
-            .current_dir(repo())
-            .args(["-f", "docker-compose.yml", "config"]),
-    );
+    let out = run_ok(Command::new("docker-compose").current_dir(repo()).args([
+        "-f",
+        "docker-compose.yml",
+        "config",
+    ]));
     serde_yaml::from_str(&out).unwrap()
 }
 
@@ -413,13 +431,12 @@ fn docker_compose_config_is_valid_and_configures_services_with_real_keys() {
     let compose = compose();
     let services = compose["services"].as_mapping().unwrap();
     for infra in ["nats", "postgres"] {
-        assert!(
-            services.contains_key(infra),
-            "{infra} in the compose file"
-        );
+        assert!(services.contains_key(infra), "{infra} in the compose file");
         assert!(compose["services"][infra]["healthcheck"]["test"].is_sequence());
     }
-    assert!(compose["volumes"]["nats-data"].is_mapping() || compose["volumes"]["nats-data"].is_null());
+    assert!(
+        compose["volumes"]["nats-data"].is_mapping() || compose["volumes"]["nats-data"].is_null()
+    );
     for name in workspace_services() {
         let service = &compose["services"][name.as_str()];
         assert!(service.is_mapping(), "service {name} in docker-compose.yml");
@@ -496,7 +513,10 @@ fn every_workspace_service_is_in_the_image_the_compose_file_and_the_chart() {
         assert_eq!(entry["enabled"], true, "{name} on by default");
         assert!(compose["services"][name.as_str()].is_mapping(), "{name}");
     }
-    assert!(dockerfile.contains("target/release/vigil "), "the vigil CLI");
+    assert!(
+        dockerfile.contains("target/release/vigil "),
+        "the vigil CLI"
+    );
     assert!(dockerfile.contains("HEALTHCHECK"));
     assert!(dockerfile.contains("USER 10001"));
 }
@@ -511,23 +531,32 @@ fn the_dockerfile_passes_hadolint() {
         &repo().join("tests").join("deploy").join("requirements.txt"),
     );
     let hadolint = python.parent().unwrap().join("hadolint");
-    let out = run_ok(
-        Command::new(hadolint)
-            .current_dir(repo())
-            .args(["--config", ".hadolint.yaml", "Dockerfile"]),
-    );
+    let out = run_ok(Command::new(hadolint).current_dir(repo()).args([
+        "--config",
+        ".hadolint.yaml",
+        "Dockerfile",
+    ]));
     assert!(out.trim().is_empty(), "{out}");
 }
 
 #[test]
 fn the_shipped_dashboard_and_rules_are_the_charts() {
     for (shipped, in_chart) in [
-        ("deploy/grafana/vigil-dashboard.json", "files/vigil-dashboard.json"),
-        ("deploy/prometheus/vigil-rules.yaml", "files/vigil-rules.yaml"),
+        (
+            "deploy/grafana/vigil-dashboard.json",
+            "files/vigil-dashboard.json",
+        ),
+        (
+            "deploy/prometheus/vigil-rules.yaml",
+            "files/vigil-rules.yaml",
+        ),
     ] {
         let a = std::fs::read_to_string(repo().join(shipped)).unwrap();
         let b = std::fs::read_to_string(chart().join(in_chart)).unwrap();
-        assert_eq!(a, b, "{shipped} and charts/vigil/{in_chart} differ: copy one to the other");
+        assert_eq!(
+            a, b,
+            "{shipped} and charts/vigil/{in_chart} differ: copy one to the other"
+        );
     }
     let objects = render(&[]);
     let dashboard = named(&objects, "ConfigMap", "v-vigil-dashboard").unwrap();
@@ -559,9 +588,10 @@ fn queried_expressions() -> Vec<String> {
         }
     }
     walk(&dashboard, &mut exprs);
-    let rules: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart().join("files/vigil-rules.yaml")).unwrap())
-            .unwrap();
+    let rules: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart().join("files/vigil-rules.yaml")).unwrap(),
+    )
+    .unwrap();
     for group in rules["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
             exprs.push(rule["expr"].as_str().unwrap().to_owned());
@@ -577,7 +607,8 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(at) = expr[i..].find("vigil_") {
         let start = i + at;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let end = expr[start..]
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .map_or(expr.len(), |n| start + n);

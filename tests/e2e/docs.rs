@@ -27,7 +27,12 @@ fn rows() -> Vec<Row> {
         if cells.len() < 5 || !cells[0].starts_with("| `") {
             continue;
         }
-        let code = |cell: &str| cell.trim_start_matches('|').trim().trim_matches('`').to_owned();
+        let code = |cell: &str| {
+            cell.trim_start_matches('|')
+                .trim()
+                .trim_matches('`')
+                .to_owned()
+        };
         rows.push(Row {
             key: code(cells[0]),
             default: code(cells[1]),
@@ -35,7 +40,11 @@ fn rows() -> Vec<Row> {
             live: cells[3].to_owned(),
         });
     }
-    assert!(rows.len() > 50, "key tables in docs/configuration.md: {}", rows.len());
+    assert!(
+        rows.len() > 50,
+        "key tables in docs/configuration.md: {}",
+        rows.len()
+    );
     rows
 }
 
@@ -59,7 +68,11 @@ fn default_leaves() -> BTreeMap<String, toml::Value> {
         }
     }
     let mut leaves = BTreeMap::new();
-    walk("", &toml::Value::try_from(Config::default()).unwrap(), &mut leaves);
+    walk(
+        "",
+        &toml::Value::try_from(Config::default()).unwrap(),
+        &mut leaves,
+    );
     leaves
 }
 
@@ -115,7 +128,11 @@ fn every_documented_key_is_one_vigil_accepts_with_its_variable() {
             row.key,
             row.live
         );
-        if leaves.contains_key(&row.key) || leaves.keys().any(|k| k.starts_with(&format!("{}.", row.key))) {
+        if leaves.contains_key(&row.key)
+            || leaves
+                .keys()
+                .any(|k| k.starts_with(&format!("{}.", row.key)))
+        {
             continue;
         }
         // A key unset by default: setting it may be refused for its value or what it lacks
@@ -126,7 +143,8 @@ fn every_documented_key_is_one_vigil_accepts_with_its_variable() {
             ..Default::default()
         });
         if let Err(error) = result {
-            let unknown = matches!(&error, Error::BadKey { reason, .. } if reason.contains("unknown field"));
+            let unknown =
+                matches!(&error, Error::BadKey { reason, .. } if reason.contains("unknown field"));
             assert!(!unknown, "{}: {error}", row.key);
         }
     }

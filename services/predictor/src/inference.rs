@@ -20,10 +20,10 @@
 
 use tonic::{Request, Response, Status};
 use vigil_proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use vigil_proto::inference::infer_parameter::ParameterChoice;
 use vigil_proto::inference::model_infer_request::InferInputTensor;
 use vigil_proto::inference::model_infer_response::InferOutputTensor;
 use vigil_proto::inference::model_metadata_response::TensorMetadata;
-use vigil_proto::inference::infer_parameter::ParameterChoice;
 use vigil_proto::inference::{
     InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
     ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest,

@@ -10,11 +10,11 @@ use futures::StreamExt;
 use tonic::Code;
 use vigil_domain::RiskThresholds;
 use vigil_predictor::{PredictorServer, ServerOptions, ServingModel};
-use vigil_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use vigil_proto::inference::infer_parameter::ParameterChoice;
+use vigil_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use vigil_proto::inference::{
-    InferParameter, InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest,
-    ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
+    InferParameter, InferTensorContents, ModelInferRequest, ModelMetadataRequest,
+    ModelReadyRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
 };
 use vigil_proto::v1;
 use vigil_telemetry::Metrics;
@@ -380,7 +380,11 @@ async fn model_infer_scores_json_signals_like_predict() {
     let typed_response = oip.model_infer(request).await.unwrap().into_inner();
     assert!(typed_response.raw_output_contents.is_empty());
     assert_eq!(
-        typed_response.outputs[0].contents.clone().unwrap().fp64_contents,
+        typed_response.outputs[0]
+            .contents
+            .clone()
+            .unwrap()
+            .fp64_contents,
         contents(0).fp64_contents
     );
     let mut typed_in_raw_out = infer_request(json_signals(3));

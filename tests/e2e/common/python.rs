@@ -39,10 +39,13 @@ pub fn client_python() -> PathBuf {
 /// The `python` of an environment named `name` holding `requirements`, made first when missing;
 /// its `bin/` holds the tools the packages install.
 pub fn venv(name: &str, requirements: &Path) -> PathBuf {
-    let wanted = std::fs::read(&requirements)
+    let wanted = std::fs::read(requirements)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", requirements.display()));
-    let version = run(Command::new("python3").arg("--version"), "python3 --version")
-        .unwrap_or_else(|e| panic!("{e}; install python3 (scripts/setup does)"));
+    let version = run(
+        Command::new("python3").arg("--version"),
+        "python3 --version",
+    )
+    .unwrap_or_else(|e| panic!("{e}; install python3 (scripts/setup does)"));
     let mut hash = Sha256::new();
     hash.update(&wanted);
     hash.update(version.as_bytes());
@@ -78,7 +81,7 @@ pub fn venv(name: &str, requirements: &Path) -> PathBuf {
                     "--disable-pip-version-check",
                     "-r",
                 ])
-                .arg(&requirements),
+                .arg(requirements),
             &format!("pip install -r {}", requirements.display()),
         )
     });

@@ -26,7 +26,10 @@ pub struct ProbeArgs {
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let (host, path) = if args.target.starts_with('/') {
         let config = args.config.load()?;
-        (own_endpoint(&config.telemetry.http_addr)?, args.target.clone())
+        (
+            own_endpoint(&config.telemetry.http_addr)?,
+            args.target.clone(),
+        )
     } else {
         split_url(&args.target)?
     };
@@ -151,16 +154,18 @@ mod tests {
     #[test]
     fn a_probe_succeeds_only_on_200() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener
-            .local_addr()
-            .unwrap()
-            .to_string();
+        let host = listener.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
-            for answer in ["HTTP/1.1 200 OK\r\n\r\nok\n", "HTTP/1.1 503 Service Unavailable\r\n\r\nnot ready: predictor\n"] {
+            for answer in [
+                "HTTP/1.1 200 OK\r\n\r\nok\n",
+                "HTTP/1.1 503 Service Unavailable\r\n\r\nnot ready: predictor\n",
+            ] {
                 let (mut conn, _) = listener.accept().unwrap();
                 let mut request = [0u8; 1024];
                 let n = conn.read(&mut request).unwrap_or_default();
-                assert!(String::from_utf8_lossy(&request[..n]).starts_with("GET /healthz HTTP/1.0"));
+                assert!(
+                    String::from_utf8_lossy(&request[..n]).starts_with("GET /healthz HTTP/1.0")
+                );
                 conn.write_all(answer.as_bytes()).unwrap();
             }
         });
