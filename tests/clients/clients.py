@@ -68,6 +68,10 @@ def oip(address, model, expected=None):
     check(client.is_server_ready(), "tritonclient: is_server_ready")
     check(client.is_model_ready(model), f"tritonclient: is_model_ready({model!r})")
 
+    index = client.get_model_repository_index(as_json=True)
+    check([(m["name"], m["state"]) for m in index["models"]] == [(model, "READY")],
+          f"tritonclient: the repository index lists {model} READY: {index}")
+
     server = client.get_server_metadata(as_json=True)
     check(server["name"] == "vigil-predictor", f"tritonclient: server metadata {server}")
 

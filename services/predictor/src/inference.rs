@@ -24,9 +24,11 @@ use vigil_proto::inference::infer_parameter::ParameterChoice;
 use vigil_proto::inference::model_infer_request::InferInputTensor;
 use vigil_proto::inference::model_infer_response::InferOutputTensor;
 use vigil_proto::inference::model_metadata_response::TensorMetadata;
+use vigil_proto::inference::repository_index_response::ModelIndex;
 use vigil_proto::inference::{
     InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
-    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest,
+    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, RepositoryIndexRequest,
+    RepositoryIndexResponse, ServerLiveRequest,
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse,
 };
@@ -193,6 +195,31 @@ impl InferenceApi {
             outputs,
             raw_output_contents,
         })
+    }
+
+    /// The one model this server serves, with its state (Triton's repository index).
+    fn repository_index(&self, request: &RepositoryIndexRequest) -> RepositoryIndexResponse {
+        let serving = self.shared.models.current_id();
+        let model = match serving {
+            Some(version) => ModelIndex {
+                name: self.shared.model_name.clone(),
+                version,
+                state: "READY".to_owned(),
+                reason: String::new(),
+            },
+            None => ModelIndex {
+                name: self.shared.model_name.clone(),
+                version: String::new(),
+                state: "UNAVAILABLE".to_owned(),
+                reason: "no production model is loaded yet".to_owned(),
+            },
+        };
+        let models = if request.ready && model.state != "READY" {
+            Vec::new()
+        } else {
+            vec![model]
+        };
+        RepositoryIndexResponse { models }
     }
 
     fn unknown_version(&self, version: &str) -> ApiError {
@@ -429,6 +456,13 @@ impl GrpcInferenceService for InferenceApi {
     ) -> Result<Response<ModelInferResponse>, Status> {
         let result = self.infer(request.into_inner()).await;
         self.shared.answer(result)
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        Ok(Response::new(self.repository_index(request.get_ref())))
     }
 }
 

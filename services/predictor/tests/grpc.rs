@@ -650,3 +650,31 @@ async fn stop_finishes_and_closes_the_port() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn the_repository_index_lists_the_model_and_its_state() {
+    use vigil_proto::inference::RepositoryIndexRequest;
+    let index = |ready: bool| RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready,
+    };
+    let server = start(None).await;
+    let mut oip = common::inference(server.local_addr()).await;
+    let empty = oip.repository_index(index(false)).await.unwrap().into_inner();
+    assert_eq!(empty.models.len(), 1);
+    assert_eq!(empty.models[0].name, MODEL);
+    assert_eq!(empty.models[0].state, "UNAVAILABLE");
+    assert!(!empty.models[0].reason.is_empty());
+    let ready_only = oip.repository_index(index(true)).await.unwrap().into_inner();
+    assert!(ready_only.models.is_empty());
+
+    server.models().install(artifact_a().clone().into()).await;
+    let serving = oip.repository_index(index(true)).await.unwrap().into_inner();
+    assert_eq!(serving.models.len(), 1);
+    assert_eq!(serving.models[0].state, "READY");
+    assert_eq!(
+        serving.models[0].version,
+        artifact_a().metadata.model_version_id
+    );
+    server.stop().await.unwrap();
+}
