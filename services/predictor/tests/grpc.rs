@@ -660,16 +660,28 @@ async fn the_repository_index_lists_the_model_and_its_state() {
     };
     let server = start(None).await;
     let mut oip = common::inference(server.local_addr()).await;
-    let empty = oip.repository_index(index(false)).await.unwrap().into_inner();
+    let empty = oip
+        .repository_index(index(false))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(empty.models.len(), 1);
     assert_eq!(empty.models[0].name, MODEL);
     assert_eq!(empty.models[0].state, "UNAVAILABLE");
     assert!(!empty.models[0].reason.is_empty());
-    let ready_only = oip.repository_index(index(true)).await.unwrap().into_inner();
+    let ready_only = oip
+        .repository_index(index(true))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(ready_only.models.is_empty());
 
     server.models().install(artifact_a().clone().into()).await;
-    let serving = oip.repository_index(index(true)).await.unwrap().into_inner();
+    let serving = oip
+        .repository_index(index(true))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(serving.models.len(), 1);
     assert_eq!(serving.models[0].state, "READY");
     assert_eq!(
