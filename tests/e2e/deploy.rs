@@ -736,3 +736,38 @@ fn the_chart_readme_lists_every_value() {
         "values missing from charts/vigil/README.md: {missing:?}"
     );
 }
+
+/// The image's HEALTHCHECK (`vigil probe /healthz`, no shell or curl) against a running vigil:
+/// 0 when the endpoint answers 200, not 0 with the answer when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vigil_probe_is_the_health_check_the_image_needs() {
+    let sandbox = Sandbox::start().await;
+    let up = common::Up::start(&sandbox, &[]).await;
+    let healthz = format!("http://{}/healthz", up.http);
+    let out = up.cli.run(&["probe", &healthz]).await;
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(common::text(&out.stdout).contains("200"));
+
+    // Without a model the predictor is not ready: /readyz is 503, and the probe says why.
+    let readyz = format!("http://{}/readyz", up.http);
+    let out = up.cli.run(&["probe", &readyz]).await;
+    assert!(!out.status.success());
+    let err = common::text(&out.stderr);
+    assert!(err.contains("503") && err.contains("predictor"), "{err}");
+
+    // A path alone asks the configured telemetry.http_addr, as inside the container.
+    let inside = common::Cli::new(&sandbox, &[format!("telemetry.http_addr=\"{}\"", up.http)]);
+    let out = inside.run(&["probe", "/healthz"]).await;
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+
+    // Nothing listening: a failure naming where it asked.
+    let out = up
+        .cli
+        .run(&[
+            "probe",
+            &format!("http://127.0.0.1:{}/healthz", common::free_port()),
+        ])
+        .await;
+    assert!(!out.status.success());
+    assert!(common::text(&out.stderr).contains("GET http://127.0.0.1:"));
+}

@@ -94,10 +94,10 @@ fn get(host: &str, path: &str, timeout: Duration) -> anyhow::Result<Status> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
+    let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: vigil-probe\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
     let mut answer = Vec::new();
     stream.take(64 * 1024).read_to_end(&mut answer)?;
     let answer = String::from_utf8_lossy(&answer);
@@ -161,11 +161,14 @@ mod tests {
                 "HTTP/1.1 503 Service Unavailable\r\n\r\nnot ready: predictor\n",
             ] {
                 let (mut conn, _) = listener.accept().unwrap();
-                let mut request = [0u8; 1024];
-                let n = conn.read(&mut request).unwrap_or_default();
-                assert!(
-                    String::from_utf8_lossy(&request[..n]).starts_with("GET /healthz HTTP/1.0")
-                );
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    assert!(n > 0, "the request ends with an empty line");
+                    request.extend_from_slice(&buf[..n]);
+                }
+                assert!(String::from_utf8_lossy(&request).starts_with("GET /healthz HTTP/1.0"));
                 conn.write_all(answer.as_bytes()).unwrap();
             }
         });
