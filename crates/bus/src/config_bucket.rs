@@ -108,6 +108,57 @@ impl ConfigBucket {
             .map_err(|err| Error::config_bucket(&self.name, format!("put key {key}"), err))
     }
 
+    /// Writes `value` under `key` only when the key is still at revision `expected` (`None`:
+    /// when it has no value), and returns the new revision: two operators cannot overwrite each
+    /// other unknowingly. A lost race is [`Error::ConfigConflict`].
+    pub async fn put_if(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        expected: Option<u64>,
+    ) -> Result<u64> {
+        let value = value.into();
+        let written = match expected {
+            None => self
+                .store
+                .create(key, value)
+                .await
+                .map_err(|err| match err.kind() {
+                    kv::CreateErrorKind::AlreadyExists => None,
+                    _ => Some(Error::config_bucket(
+                        &self.name,
+                        format!("create key {key}"),
+                        err,
+                    )),
+                }),
+            Some(revision) => {
+                self.store
+                    .update(key, value, revision)
+                    .await
+                    .map_err(|err| match err.kind() {
+                        kv::UpdateErrorKind::WrongLastRevision => None,
+                        _ => Some(Error::config_bucket(
+                            &self.name,
+                            format!("update key {key}"),
+                            err,
+                        )),
+                    })
+            }
+        };
+        match written {
+            Ok(revision) => Ok(revision),
+            Err(Some(error)) => Err(error),
+            Err(None) => {
+                let current = self.get(key).await.ok().flatten().map(|e| e.revision);
+                Err(Error::ConfigConflict {
+                    key: key.to_owned(),
+                    expected,
+                    current,
+                })
+            }
+        }
+    }
+
     /// Deletes `key` (its history stays until it ages out).
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.store

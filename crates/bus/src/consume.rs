@@ -427,7 +427,7 @@ impl<T> Delivery<T> {
 
     /// The message's trace context, if it carried a valid one.
     pub fn traceparent(&self) -> Option<TraceParent> {
-        self.meta.traceparent
+        self.meta.traceparent.clone()
     }
 
     /// How many times this message has been delivered, this time included.

@@ -202,6 +202,22 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// A compare-and-swap write lost: the key changed since the writer read it.
+    #[error(
+        "{key} changed since it was read (expected {}, it is now at revision {}); read it again \
+         and retry",
+        expected.map_or_else(|| "no value".to_owned(), |r| format!("revision {r}")),
+        current.map_or_else(|| "none".to_owned(), |r| r.to_string())
+    )]
+    ConfigConflict {
+        /// The key written.
+        key: String,
+        /// The revision the writer expected (`None`: that the key had no value).
+        expected: Option<u64>,
+        /// The key's revision found after the write was refused, when it could be read.
+        current: Option<u64>,
+    },
 }
 
 impl Error {

@@ -146,7 +146,10 @@ fn build_headers(
             reason: "must not contain line breaks",
         });
     }
-    let traceparent = options.traceparent.unwrap_or_else(TraceParent::generate);
+    let traceparent = options
+        .traceparent
+        .clone()
+        .unwrap_or_else(TraceParent::generate);
     let mut map = HeaderMap::new();
     map.insert(async_nats::header::NATS_MESSAGE_ID, options.msg_id.as_str());
     map.insert(headers::TRACEPARENT, traceparent.to_string());
@@ -203,7 +206,7 @@ mod tests {
     fn sets_the_standard_headers() {
         let tp = TraceParent::generate();
         let options = PublishOptions::new("evt-1")
-            .traceparent(tp)
+            .traceparent(tp.clone())
             .header("X-Extra", "a\nb");
         let (map, sent) = build_headers(ContentType::Protobuf, &options).expect("valid options");
         assert_eq!(sent, tp);

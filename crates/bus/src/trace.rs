@@ -1,118 +1,126 @@
 //! W3C trace-context `traceparent` values carried in message headers.
+//!
+//! Parsing and printing are OpenTelemetry's own (`TraceContextPropagator`), so the bus, the
+//! gRPC metadata and the tracing spans read the header one way; ids come from the SDK's
+//! `RandomIdGenerator`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use rand::Rng;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 use crate::error::{Error, Result};
+
+/// The header name the W3C trace-context recommendation gives.
+const HEADER: &str = "traceparent";
+/// Length of a version-00 traceparent.
+const LEN: usize = 55;
 
 /// A W3C `traceparent` (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`).
 ///
 /// It travels in the `traceparent` header of every message so that one trace covers a signal
 /// from ingest to incident.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TraceParent {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    flags: u8,
-}
-
-const SAMPLED: u8 = 0x01;
-/// Length of a version-00 traceparent.
-const LEN: usize = 55;
+#[derive(Clone, PartialEq, Eq)]
+pub struct TraceParent(SpanContext);
 
 impl TraceParent {
     /// A fresh, sampled trace with a random trace id and span id.
     pub fn generate() -> Self {
-        Self {
-            trace_id: random_non_zero(),
-            span_id: random_non_zero(),
-            flags: SAMPLED,
-        }
+        let ids = RandomIdGenerator::default();
+        Self(SpanContext::new(
+            ids.new_trace_id(),
+            ids.new_span_id(),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ))
     }
 
     /// Parses and validates a `traceparent` header value.
+    ///
+    /// The propagator reads the fields; the lengths and digits of the ids are checked here
+    /// first, because the propagator takes a short id as one with leading zeros and a `+`
+    /// before it as a sign, which the W3C format forbids.
     pub fn parse(value: &str) -> Result<Self> {
         let invalid = |reason| Error::InvalidTraceParent {
             value: value.chars().take(128).collect(),
             reason,
         };
-        if !value.is_ascii() {
-            return Err(invalid("not ASCII"));
+        let fields: Vec<&str> = value.split('-').collect();
+        if !value.is_ascii() || fields.len() < 4 {
+            return Err(invalid("expected version-traceid-parentid-flags"));
         }
-        if value.len() < LEN {
-            return Err(invalid("too short"));
+        if value.len() < LEN || fields[1].len() != 32 || fields[2].len() != 16 {
+            return Err(invalid(
+                "trace id must be 32 and parent id 16 lowercase hex digits",
+            ));
         }
-        let version =
-            decode_hex::<1>(&value[0..2]).ok_or(invalid("version is not lowercase hex"))?[0];
-        if version == 0xff {
-            return Err(invalid("version ff is forbidden"));
+        // The propagator reads ids with `from_str_radix`, which also takes a leading `+`.
+        let lower_hex = |f: &str| f.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !lower_hex(fields[1]) || !lower_hex(fields[2]) {
+            return Err(invalid("trace id and parent id must be lowercase hex"));
         }
-        // Version 00 has exactly four fields; later versions may append more after a dash.
-        if version == 0 && value.len() != LEN {
+        if fields[0] == "00" && value.len() != LEN {
             return Err(invalid("version 00 must be exactly 55 characters"));
         }
-        if value.len() > LEN && value.as_bytes()[LEN] != b'-' {
-            return Err(invalid("unexpected data after the flags"));
+        let carrier = HashMap::from([(HEADER.to_owned(), value.to_owned())]);
+        let context = TraceContextPropagator::new().extract(&carrier);
+        let span = context.span().span_context().clone();
+        if !span.is_valid() {
+            return Err(invalid(
+                "not a valid W3C traceparent (lowercase hex, non-zero ids, version below ff)",
+            ));
         }
-        let bytes = value.as_bytes();
-        if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
-            return Err(invalid("fields must be separated by '-'"));
-        }
-        let trace_id = decode_hex::<16>(&value[3..35])
-            .ok_or(invalid("trace id is not 32 lowercase hex digits"))?;
-        let span_id = decode_hex::<8>(&value[36..52])
-            .ok_or(invalid("parent id is not 16 lowercase hex digits"))?;
-        let flags = decode_hex::<1>(&value[53..55])
-            .ok_or(invalid("flags are not 2 lowercase hex digits"))?[0];
-        if trace_id == [0; 16] {
-            return Err(invalid("trace id is all zeros"));
-        }
-        if span_id == [0; 8] {
-            return Err(invalid("parent id is all zeros"));
-        }
-        Ok(Self {
-            trace_id,
-            span_id,
-            flags,
-        })
+        Ok(Self(span))
     }
 
     /// The same trace with a new span id: what a service puts on the messages it sends on.
     pub fn child(&self) -> Self {
-        Self {
-            trace_id: self.trace_id,
-            span_id: random_non_zero(),
-            flags: self.flags,
-        }
+        Self(SpanContext::new(
+            self.0.trace_id(),
+            RandomIdGenerator::default().new_span_id(),
+            self.0.trace_flags(),
+            true,
+            self.0.trace_state().clone(),
+        ))
+    }
+
+    /// The OpenTelemetry span context: what a tracing span is parented from.
+    pub fn span_context(&self) -> &SpanContext {
+        &self.0
+    }
+
+    /// The value of a span context, when it is valid (a span of a recorded trace).
+    pub fn from_span_context(span: SpanContext) -> Option<Self> {
+        span.is_valid().then_some(Self(span))
     }
 
     /// The 32-hex-digit trace id.
     pub fn trace_id(&self) -> String {
-        encode_hex(&self.trace_id)
+        self.0.trace_id().to_string()
     }
 
     /// The 16-hex-digit span (parent) id.
     pub fn span_id(&self) -> String {
-        encode_hex(&self.span_id)
+        self.0.span_id().to_string()
     }
 
     /// Whether the caller asked for this trace to be recorded.
     pub fn is_sampled(&self) -> bool {
-        self.flags & SAMPLED != 0
+        self.0.is_sampled()
     }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            encode_hex(&self.trace_id),
-            encode_hex(&self.span_id),
-            self.flags
-        )
+        let context = opentelemetry::Context::new().with_remote_span_context(self.0.clone());
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new().inject_context(&context, &mut carrier);
+        f.write_str(carrier.get(HEADER).map_or("", String::as_str))
     }
 }
 
@@ -122,53 +130,19 @@ impl fmt::Debug for TraceParent {
     }
 }
 
+impl std::hash::Hash for TraceParent {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.trace_id().hash(state);
+        self.0.span_id().hash(state);
+    }
+}
+
 impl FromStr for TraceParent {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
         Self::parse(s)
     }
-}
-
-fn random_non_zero<const N: usize>() -> [u8; N] {
-    let mut rng = rand::thread_rng();
-    loop {
-        let mut bytes = [0u8; N];
-        rng.fill(&mut bytes[..]);
-        if bytes.iter().any(|b| *b != 0) {
-            return bytes;
-        }
-    }
-}
-
-fn encode_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-/// Decodes exactly `N` bytes of lowercase hex; W3C forbids uppercase.
-fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    if bytes.len() != N * 2 {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -218,6 +192,10 @@ mod tests {
             "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
             "00-4bf92f3577b34da6a3ce929d0e0e473x-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            // Short ids, which the propagator alone would take as zero-padded.
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0f067aa0ba902b7-01x",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ];
         for value in bad {
             assert!(

@@ -251,7 +251,7 @@ async fn trace_context_and_msg_id_travel_with_the_message() -> Result<()> {
         .publish(
             &subject,
             &signal("a"),
-            PublishOptions::new("id-a").traceparent(given),
+            PublishOptions::new("id-a").traceparent(given.clone()),
         )
         .await?;
     let without = publisher

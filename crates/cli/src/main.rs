@@ -26,7 +26,7 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// List remediation actions, or undo one.
     Remediation(commands::remediation::RemediationArgs),
-    /// Print the effective configuration, secrets redacted.
+    /// The configuration: show it, and get, set or list the keys that change while vigil runs.
     Config(commands::config::ConfigCmdArgs),
     /// Train the ensemble from a labelled data file and write a model artifact.
     Train(commands::train::TrainArgs),

@@ -3,13 +3,26 @@
 //! validated before any service starts.
 
 mod feedback;
+mod live;
 mod loader;
+mod schedule;
 mod secret;
 mod settings;
-mod soar;
+pub mod soar;
 
 pub use feedback::FeedbackSettings;
-pub use loader::{Config, Error, Result, Sources};
+pub use live::{LIVE_KEYS, LiveKey, live_key, parse_value, render_value, value_at};
+pub use loader::{Config, ConfigVersion, Error, Result, Sources};
+pub use schedule::Schedule;
 pub use secret::{Secret, redact_url_password};
-pub use settings::*;
-pub use soar::*;
+pub use settings::{
+    BrokerSettings, DatabaseSettings, LogFormat, NatsSettings, OrchestratorSettings,
+    PredictorSettings, StreamSettings, TelemetrySettings, TlsSettings, TrainerSettings,
+};
+pub use soar::{
+    ActionRules, AssessmentSettings, ChannelKind, ChannelRateLimits, ChannelSettings,
+    DeliverySettings, EmailSettings, ExecutorKind, IncidentSettings, NftablesSettings,
+    OpsgenieSettings, PagerDutySettings, RateLimit, RemediationSettings,
+    RemediationWebhookSettings, RetryPolicy, RoutingRules, RoutingSettings, SlackSettings, SmtpTls,
+    SoarSettings, TeamsFormat, TeamsSettings, VolumeThresholds, WebhookSettings, parse_network,
+};

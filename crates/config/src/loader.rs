@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use vigil_domain::RiskThresholds;
 
-use crate::settings::*;
+use crate::settings::{
+    BrokerSettings, DatabaseSettings, NatsSettings, OrchestratorSettings, PredictorSettings,
+    StreamSettings, TelemetrySettings, TrainerSettings,
+};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, Error)]
@@ -36,6 +39,11 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(
+        "{key} cannot change while vigil runs: set it in the config file or environment and \
+         restart the services (`vigil config list` shows the keys that can)"
+    )]
+    NotLive { key: String },
 }
 
 /// Result of loading configuration.
@@ -45,6 +53,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The layout of this configuration: a file written for a later vigil (a higher version)
+    /// is refused instead of half read.
+    pub version: ConfigVersion,
     pub nats: NatsSettings,
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
@@ -58,6 +69,22 @@ pub struct Config {
     pub feedback: crate::FeedbackSettings,
     /// Assessment, alert routing and channels, remediation, incidents.
     pub soar: crate::SoarSettings,
+}
+
+/// The configuration layout version this vigil reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigVersion(pub u32);
+
+impl ConfigVersion {
+    /// The version of the layout of this release.
+    pub const CURRENT: ConfigVersion = ConfigVersion(1);
+}
+
+impl Default for ConfigVersion {
+    fn default() -> Self {
+        Self::CURRENT
+    }
 }
 
 /// Where configuration comes from, lowest priority first after the defaults.
@@ -152,6 +179,13 @@ impl Config {
     /// Checks values that parse but make no sense together.
     pub fn validate(&self) -> Result<()> {
         let invalid = |msg: String| Err(Error::Invalid(msg));
+        if self.version != ConfigVersion::CURRENT {
+            return invalid(format!(
+                "version = {} is not a configuration layout this vigil reads (it reads version {})",
+                self.version.0,
+                ConfigVersion::CURRENT.0
+            ));
+        }
         if self.nats.url.trim().is_empty() {
             return invalid("nats.url must not be empty".into());
         }
@@ -210,6 +244,19 @@ impl Config {
         if !(0.0..=1.0).contains(&self.trainer.promotion_margin) {
             return invalid("trainer.promotion_margin must be within 0..=1".into());
         }
+        crate::Schedule::parse(&self.trainer.schedule).map_err(Error::Invalid)?;
+        if self.trainer.check_interval_secs == 0 {
+            return invalid("trainer.check_interval_secs must be at least 1".into());
+        }
+        if self.trainer.max_examples == 0 {
+            return invalid("trainer.max_examples must be at least 1".into());
+        }
+        if !(self.trainer.feedback_weight.is_finite() && self.trainer.feedback_weight > 0.0) {
+            return invalid(format!(
+                "trainer.feedback_weight must be a positive number, got {}",
+                self.trainer.feedback_weight
+            ));
+        }
         if self.trainer.cross_val_folds == 1 {
             return invalid(
                 "trainer.cross_val_folds must be 0 (off) or at least 2 (k-fold needs two folds)"
@@ -263,7 +310,7 @@ fn env_key(name: &str) -> Option<Vec<String>> {
 
 /// A value as TOML would read it (`5`, `true`, `["a","b"]`, `"quoted"`); anything that is not
 /// valid TOML is taken as a plain string.
-fn parse_scalar(raw: &str) -> toml::Value {
+pub(crate) fn parse_scalar(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
         Ok(mut t) => t
@@ -273,7 +320,11 @@ fn parse_scalar(raw: &str) -> toml::Value {
     }
 }
 
-fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+pub(crate) fn set_path(
+    root: &mut toml::Table,
+    path: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
     let Some((last, parents)) = path.split_last() else {
         return Err("empty key".into());
     };

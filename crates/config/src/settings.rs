@@ -323,6 +323,30 @@ mod tests {
     }
 
     #[test]
+    fn a_config_of_a_later_layout_version_is_refused() {
+        assert_eq!(with(&[]).expect("defaults").version.0, 1);
+        assert!(with(&["version=1"]).is_ok());
+        let err = with(&["version=2"])
+            .expect_err("a later layout")
+            .to_string();
+        assert!(
+            err.contains("version = 2") && err.contains("version 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_training_schedule_is_refused_with_the_expression() {
+        let err = with(&["trainer.schedule=\"0 3 * * *\""])
+            .expect_err("five fields")
+            .to_string();
+        assert!(
+            err.contains("0 3 * * *") && err.contains("expected 6"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn min_coverage_is_a_share_and_defaults_to_a_half() {
         let defaults = with(&[]).expect("defaults are valid");
         assert_eq!(defaults.predictor.min_coverage, 0.5);

@@ -4,6 +4,11 @@
 //! A service exposes `run(config, shutdown)`, which builds its own context and HTTP endpoint,
 //! and `run_in(ctx, shutdown)`, which `vigil up` calls for every service with one shared context.
 
+mod live;
+pub mod trace;
+
+pub use live::LiveConfig;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +36,11 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Shared, cheaply cloned handles a service runs with.
 #[derive(Clone, Debug)]
 pub struct ServiceContext {
+    /// The configuration the process started with.
     pub config: Arc<Config>,
+    /// The same with the live keys kept current from the `vigil_config` bucket: what
+    /// components read each time they use a live value.
+    pub live: LiveConfig,
     pub metrics: Metrics,
     pub readiness: Readiness,
     /// Unique per process: `<hostname-or-pid>-<random>`.
@@ -41,8 +50,10 @@ pub struct ServiceContext {
 impl ServiceContext {
     /// A context with fresh metrics and readiness.
     pub fn new(config: Config) -> Self {
+        let config = Arc::new(config);
         Self {
-            config: Arc::new(config),
+            live: LiveConfig::new(config.clone()),
+            config,
             metrics: Metrics::new(),
             readiness: Readiness::new(),
             instance: instance_id(),

@@ -6,7 +6,7 @@
 //! and restarts. Rate limits are token buckets in this process's memory (per replica).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
@@ -98,11 +98,19 @@ impl TokenBucket {
 /// Routes assessed events to channels.
 #[derive(Debug)]
 pub struct AlertRouter {
-    rules: RoutingRules,
-    window: Duration,
+    /// The rules and grouping window, swapped by [`AlertRouter::reconfigure`].
+    rules: RwLock<Arc<(RoutingRules, Duration)>>,
     limits: ChannelRateLimits,
     available: BTreeSet<ChannelKind>,
     buckets: Mutex<BTreeMap<ChannelKind, TokenBucket>>,
+}
+
+fn rules_of(settings: &RoutingSettings) -> (RoutingRules, Duration) {
+    let secs = i64::try_from(settings.group_window_seconds).unwrap_or(i64::MAX / 1_000);
+    (
+        settings.rules.clone(),
+        Duration::try_seconds(secs).unwrap_or(Duration::MAX),
+    )
 }
 
 impl AlertRouter {
@@ -111,20 +119,35 @@ impl AlertRouter {
         settings: &RoutingSettings,
         available: impl IntoIterator<Item = ChannelKind>,
     ) -> Self {
-        let secs = i64::try_from(settings.group_window_seconds).unwrap_or(i64::MAX / 1_000);
         Self {
-            rules: settings.rules.clone(),
-            window: Duration::try_seconds(secs).unwrap_or(Duration::MAX),
+            rules: RwLock::new(Arc::new(rules_of(settings))),
             limits: settings.rate_limits.clone(),
             available: available.into_iter().collect(),
             buckets: Mutex::new(BTreeMap::new()),
         }
     }
 
+    /// Takes new rules and grouping window from a live configuration change; the channels and
+    /// their token buckets stay.
+    pub fn reconfigure(&self, settings: &RoutingSettings) {
+        *self
+            .rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules_of(settings));
+    }
+
+    fn current(&self) -> Arc<(RoutingRules, Duration)> {
+        self.rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The configured channels that `level` routes to; empty when its rule names none, or names
     /// only channels without settings.
     pub fn channels_for(&self, level: Severity) -> Vec<ChannelKind> {
-        self.rules
+        self.current()
+            .0
             .for_level(level)
             .iter()
             .copied()
@@ -148,8 +171,9 @@ impl AlertRouter {
     ) -> RoutingDecision {
         let key = threat_key(signal);
         let level = assessment.risk_level;
-        let (channels, unconfigured): (Vec<ChannelKind>, Vec<ChannelKind>) = self
-            .rules
+        let current = self.current();
+        let (rules, window) = (&current.0, current.1);
+        let (channels, unconfigured): (Vec<ChannelKind>, Vec<ChannelKind>) = rules
             .for_level(level)
             .iter()
             .partition(|c| self.available.contains(c));
@@ -157,8 +181,8 @@ impl AlertRouter {
             tracing::debug!(?unconfigured, %level, "routing rule names channels without settings");
         }
         let grouped = previous.is_some_and(|p| {
-            self.window > Duration::zero()
-                && now.signed_duration_since(p.sent_at) < self.window
+            window > Duration::zero()
+                && now.signed_duration_since(p.sent_at) < window
                 && level <= p.severity
         });
         let title = alert_title(signal, assessment);

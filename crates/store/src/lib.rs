@@ -8,6 +8,7 @@
 //! calls), never as a generic failure.
 
 mod batch;
+mod config_audit;
 mod error;
 mod feedback;
 mod ids;
@@ -20,6 +21,7 @@ mod training;
 mod workflows;
 
 pub use batch::WorkflowBatch;
+pub use config_audit::{AuditedChange, ConfigAudit, ConfigChange};
 pub use error::{Error, Result};
 pub use feedback::{
     Feedback, FeedbackWrite, JudgedOutcome, JudgedWorkflow, NewFeedback, Recorded, RetrainRequest,

@@ -162,6 +162,11 @@ impl Store {
         crate::WorkflowSignals::new(&self.pool)
     }
 
+    /// The audit trail of live configuration changes.
+    pub fn config_audit(&self) -> crate::ConfigAudit<'_> {
+        crate::ConfigAudit::new(&self.pool)
+    }
+
     /// The labelled examples the trainer learns from.
     pub fn training(&self) -> crate::TrainingExamples<'_> {
         crate::TrainingExamples::new(&self.pool)

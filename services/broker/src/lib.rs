@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use vigil_bus::{Bus, ConsumerKind, Delivery, PublishOptions, StreamKind, WorkPriority};
 use vigil_config::Config;
 use vigil_domain::{EventType, SecurityEvent, Severity, ThreatSignal};
@@ -128,7 +129,11 @@ impl Broker {
     /// [`Broker::handle`], with a panic (a bug, never expected) failing only its own signal: it
     /// is retried, then dead-lettered with the panic's message, and the broker goes on.
     async fn handle_guarded(&self, delivery: &Delivery<v1::ThreatSignal>) {
-        let handled = std::panic::AssertUnwindSafe(self.handle(delivery))
+        let span = vigil_runtime::trace::follow(
+            tracing::info_span!("broker.signal", subject = delivery.subject()),
+            delivery.traceparent().as_ref(),
+        );
+        let handled = std::panic::AssertUnwindSafe(self.handle(delivery).instrument(span))
             .catch_unwind()
             .await;
         if let Err(panic) = handled {
@@ -168,10 +173,11 @@ impl Broker {
         signal.id = fingerprint(&signal, &self.fingerprint_fields);
         let priority = priority(&signal);
         let subject = self.bus.topology().work_subject_for(priority);
-        let traceparent = delivery.traceparent();
+        let traceparent = vigil_runtime::trace::outgoing(delivery.traceparent());
         let message = v1::ThreatSignal::from(signal.clone());
         let ack = loop {
-            let options = PublishOptions::new(signal.id.clone()).maybe_traceparent(traceparent);
+            let options =
+                PublishOptions::new(signal.id.clone()).maybe_traceparent(traceparent.clone());
             match self
                 .bus
                 .publisher()

@@ -100,12 +100,13 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let store = Store::connect_and_migrate(&config.database).await?;
     let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
     bus.declare().await?;
+    ctx.live.watch(&bus, &token).await?;
     let metrics = FeedbackMetrics::register(&ctx.metrics);
     let retrainer = Arc::new(Retrainer::new(
         store.clone(),
         bus.client().clone(),
         vigil_trainer::run_subject(bus.topology().prefix()),
-        &config.feedback,
+        ctx.live.clone(),
         ctx.instance.clone(),
         metrics.clone(),
         token.clone(),

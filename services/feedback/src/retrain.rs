@@ -14,6 +14,7 @@ use async_nats::{Client, RequestErrorKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigil_config::FeedbackSettings;
+use vigil_runtime::LiveConfig;
 use vigil_store::{RetrainRequest, RetrainRule, Store};
 use vigil_trainer::{RunReport, RunRequest};
 
@@ -29,7 +30,8 @@ pub(crate) struct Retrainer {
     store: Store,
     client: Client,
     subject: String,
-    rule: RetrainRule,
+    /// The retraining thresholds follow the live configuration.
+    live: LiveConfig,
     lease: Duration,
     report_timeout: Duration,
     instance: String,
@@ -44,23 +46,20 @@ impl Retrainer {
         store: Store,
         client: Client,
         subject: String,
-        settings: &FeedbackSettings,
+        live: LiveConfig,
         instance: String,
         metrics: FeedbackMetrics,
         token: CancellationToken,
     ) -> Self {
+        let settings = &live.get().feedback;
         Self {
             store,
             client,
             subject,
-            rule: RetrainRule {
-                after_labels: settings.retrain_after_labels,
-                accuracy_floor: settings.accuracy_floor,
-                accuracy_window: settings.accuracy_window,
-            },
             // Longer than a send can take, so no two replicas send one request at once.
             lease: Duration::from_secs(settings.retry_secs).max(DELIVERY_GRACE * 3),
             report_timeout: Duration::from_secs(settings.run_report_timeout_secs),
+            live,
             instance,
             metrics,
             token,
@@ -94,7 +93,8 @@ impl Retrainer {
     /// Checks the rule; when it fires, sends the new request. Also sends requests left
     /// undelivered (no trainer was listening, or a replica stopped before sending).
     pub async fn check_and_send(&self) {
-        match self.store.feedback().check_retrain(&self.rule).await {
+        let rule = retrain_rule(&self.live.get().feedback);
+        match self.store.feedback().check_retrain(&rule).await {
             Ok(Some(request)) => {
                 self.metrics.retrain_requests.inc();
                 info!(request_id = %request.id, trigger = %request.trigger,
@@ -216,5 +216,14 @@ async fn record_report(store: &Store, id: &str, payload: &[u8]) {
             }
         }
         Err(error) => warn!(%error, request_id = %id, "the trainer's answer is not a run report"),
+    }
+}
+
+/// The thresholds of `feedback.retrain_after_labels`, `accuracy_floor` and `accuracy_window`.
+fn retrain_rule(settings: &FeedbackSettings) -> RetrainRule {
+    RetrainRule {
+        after_labels: settings.retrain_after_labels,
+        accuracy_floor: settings.accuracy_floor,
+        accuracy_window: settings.accuracy_window,
     }
 }

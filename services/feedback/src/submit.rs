@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_nats::Message;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 use vigil_bus::headers::{self, ContentType, header_value};
 use vigil_bus::{Bus, PublishOptions, TraceParent};
 use vigil_domain::{
@@ -108,6 +108,16 @@ impl Submissions {
     pub async fn handle(&self, message: Message) {
         let traceparent = header_value(message.headers.as_ref(), headers::TRACEPARENT)
             .and_then(|v| v.parse::<TraceParent>().ok());
+        let span = vigil_runtime::trace::follow(
+            tracing::info_span!("feedback.submission"),
+            traceparent.as_ref(),
+        );
+        self.handle_traced(message, traceparent)
+            .instrument(span)
+            .await;
+    }
+
+    async fn handle_traced(&self, message: Message, traceparent: Option<TraceParent>) {
         let reply = match decode(&message) {
             Err(error) => self.refuse(error),
             Ok(submission) => self.submit(&submission, traceparent).await,
@@ -294,8 +304,9 @@ impl Submissions {
                 return false;
             }
         };
-        let options =
-            PublishOptions::new(event.id.clone()).maybe_traceparent(traceparent.map(|t| t.child()));
+        let options = PublishOptions::new(event.id.clone()).maybe_traceparent(
+            vigil_runtime::trace::outgoing(traceparent.map(|t| t.child())),
+        );
         let sent = self
             .bus
             .publisher()

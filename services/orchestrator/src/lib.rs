@@ -40,6 +40,62 @@ pub enum Error {
     Other(#[from] anyhow::Error),
 }
 
+/// The slots of workflows in flight, resized when `orchestrator.max_workflows` changes live.
+struct Capacity {
+    slots: Arc<Semaphore>,
+    /// Slots the semaphore holds in all, free or taken.
+    total: usize,
+    /// Pull at least this many at once under load, rather than a message or two whenever one
+    /// slot frees up.
+    min_pull: usize,
+}
+
+impl Capacity {
+    fn new(max_workflows: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max_workflows)),
+            total: max_workflows,
+            min_pull: min_pull(max_workflows),
+        }
+    }
+
+    /// Grows at once; shrinks as workflows in flight finish (their slots are taken and never
+    /// given back).
+    fn follow(&mut self, max_workflows: usize) {
+        if max_workflows == self.total || max_workflows == 0 {
+            return;
+        }
+        if max_workflows > self.total {
+            self.slots.add_permits(max_workflows - self.total);
+        } else {
+            let surplus = u32::try_from(self.total - max_workflows).unwrap_or(u32::MAX);
+            let slots = self.slots.clone();
+            tokio::spawn(async move {
+                if let Ok(taken) = slots.acquire_many_owned(surplus).await {
+                    taken.forget();
+                }
+            });
+        }
+        tracing::info!(
+            from = self.total,
+            to = max_workflows,
+            "workflows in flight resized"
+        );
+        self.total = max_workflows;
+        self.min_pull = min_pull(max_workflows);
+    }
+
+    /// Waits for every workflow in flight to finish.
+    async fn drain(&self) {
+        let total = u32::try_from(self.total).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(total).await;
+    }
+}
+
+fn min_pull(max_workflows: usize) -> usize {
+    (max_workflows / 8).clamp(1, 32)
+}
+
 /// Result of running the orchestrator.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -58,8 +114,10 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let store = Store::connect_and_migrate(&config.database).await?;
     let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
     bus.declare().await?;
+    ctx.live.watch(&bus, &token).await?;
     let orchestrator = Arc::new(Orchestrator::new(
         &config,
+        ctx.live.clone(),
         bus.clone(),
         store.clone(),
         &ctx.metrics,
@@ -90,19 +148,17 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         .await
         .map_err(|e| Error::Other(anyhow::anyhow!("subscribing to the work lanes: {e}")))?;
 
-    let max_workflows = config.orchestrator.max_workflows;
-    // Under load, pull in batches rather than a message or two whenever one slot frees up.
-    let min_pull = (max_workflows / 8).clamp(1, 32);
-    let min_pull_permits = u32::try_from(min_pull).unwrap_or(1);
-    let slots = Arc::new(Semaphore::new(max_workflows));
+    let mut capacity = Capacity::new(config.orchestrator.max_workflows);
     let mut idle = Duration::from_millis(1);
     while !token.is_cancelled() {
-        let free = slots.available_permits();
-        if free < min_pull {
+        capacity.follow(ctx.live.get().orchestrator.max_workflows);
+        let free = capacity.slots.available_permits();
+        if free < capacity.min_pull {
             // Wait until a batch's worth of slots is free, or for shutdown.
+            let wanted = u32::try_from(capacity.min_pull).unwrap_or(1);
             tokio::select! {
                 () = token.cancelled() => break,
-                permits = slots.clone().acquire_many_owned(min_pull_permits) => drop(permits),
+                permits = capacity.slots.clone().acquire_many_owned(wanted) => drop(permits),
             }
             continue;
         }
@@ -124,7 +180,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 Ok(found) => Ok(found.remove(&delivery.payload().id)),
                 Err(reason) => Err(reason.clone()),
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else {
+            let Ok(permit) = capacity.slots.clone().acquire_owned().await else {
                 break;
             };
             let orchestrator = orchestrator.clone();
@@ -135,8 +191,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         }
     }
     // Drain: every slot back means every in-flight workflow finished and acked.
-    let max = u32::try_from(config.orchestrator.max_workflows).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(max).await;
+    capacity.drain().await;
     ctx.readiness.remove("orchestrator");
     tracing::info!("orchestrator stopped");
     Ok(())

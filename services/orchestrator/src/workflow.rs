@@ -1,12 +1,14 @@
 //! One workflow per threat signal, each step idempotent by event id.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 use vigil_bus::{Bus, Delivery, PublishOptions, TraceParent};
 use vigil_config::Config;
 use vigil_domain::{
@@ -16,6 +18,7 @@ use vigil_domain::{
 use vigil_notify::Notifier;
 use vigil_proto::v1;
 use vigil_proto::v1::predictor_client::PredictorClient;
+use vigil_runtime::LiveConfig;
 use vigil_soar::{AlertRouter, PreviousAlert, Remediator, ThreatAssessor, incident, threat_key};
 use vigil_store::Store;
 use vigil_telemetry::Metrics;
@@ -27,20 +30,38 @@ use crate::{Error, Result};
 
 const WORKFLOW_TYPE: &str = "threat_response";
 
+/// No live configuration revision is ever this one.
+const NEVER_APPLIED: u64 = u64::MAX;
+
 /// Runs workflows; shared by every in-flight task.
 pub struct Orchestrator {
     bus: Bus,
     store: Store,
     committer: Committer,
-    assessor: ThreatAssessor,
+    live: LiveConfig,
+    /// The assessor of the live configuration revision it was built for.
+    assessor: Mutex<(u64, Arc<ThreatAssessor>)>,
     router: AlertRouter,
-    routing_rules: vigil_config::RoutingRules,
     notifier: Notifier,
     remediator: Remediator,
-    incident_min_severity: Severity,
     predictor: Option<PredictorClient<Channel>>,
-    predict_timeout: Duration,
     metrics: OrchestratorMetrics,
+}
+
+/// The live settings one workflow runs with, read once when it starts.
+struct Policy {
+    config: Arc<Config>,
+    assessor: Arc<ThreatAssessor>,
+}
+
+impl Policy {
+    fn predict_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.orchestrator.predict_timeout_ms)
+    }
+
+    fn incident_min_severity(&self) -> Severity {
+        self.config.soar.incidents.min_severity
+    }
 }
 
 /// What a step failure means for the input message.
@@ -51,7 +72,15 @@ struct StepFailure {
 
 impl Orchestrator {
     /// Builds the components from config; a predictor is used only when `predictor_url` is set.
-    pub fn new(config: &Config, bus: Bus, store: Store, metrics: &Metrics) -> Result<Self> {
+    /// Thresholds, assessment, routing rules, remediation rails, the incident minimum and the
+    /// predict deadline follow `live` from one workflow to the next.
+    pub fn new(
+        config: &Config,
+        live: LiveConfig,
+        bus: Bus,
+        store: Store,
+        metrics: &Metrics,
+    ) -> Result<Self> {
         let soar = &config.soar;
         let notifier = Notifier::from_settings(&soar.channels, &soar.delivery)
             .map_err(|e| Error::Setup(e.to_string()))?;
@@ -76,26 +105,70 @@ impl Orchestrator {
             config.orchestrator.commit_concurrency,
             metrics.commit_batch_size.clone(),
         );
+        let assessor = Arc::new(ThreatAssessor::new(
+            soar.assessment.clone(),
+            config.thresholds,
+        ));
         Ok(Self {
             bus,
             store,
             committer,
-            assessor: ThreatAssessor::new(soar.assessment.clone(), config.thresholds),
+            // Built from the start-up configuration: the first workflow rebuilds it (and hands
+            // the router and the remediator their rules) from the live one.
+            assessor: Mutex::new((NEVER_APPLIED, assessor)),
+            live,
             router,
-            routing_rules: soar.routing.rules.clone(),
             notifier,
             remediator,
-            incident_min_severity: soar.incidents.min_severity,
             predictor,
-            predict_timeout: Duration::from_millis(config.orchestrator.predict_timeout_ms),
             metrics,
         })
+    }
+
+    /// The live settings for the next workflow; a new configuration revision rebuilds the
+    /// assessor and hands the new rules to the router and the remediator.
+    fn policy(&self) -> Policy {
+        // The revision first: the configuration read after it is at least that new.
+        let revision = self.live.revision();
+        let config = self.live.get();
+        let mut built = self
+            .assessor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if built.0 != revision {
+            let assessor = ThreatAssessor::new(config.soar.assessment.clone(), config.thresholds);
+            self.router.reconfigure(&config.soar.routing);
+            self.remediator.reconfigure(config.soar.remediation.clone());
+            *built = (revision, Arc::new(assessor));
+            tracing::info!(
+                revision,
+                "workflows now run with the changed live configuration"
+            );
+        }
+        Policy {
+            assessor: built.1.clone(),
+            config,
+        }
     }
 
     /// Processes one work message end to end and acks it once the workflow is committed and
     /// its events are published. `recorded` is the workflow already stored for its event id,
     /// looked up for the whole pulled batch at once (or why the lookup failed).
     pub async fn handle(
+        &self,
+        delivery: Delivery<v1::ThreatSignal>,
+        recorded: Result<Option<WorkflowExecution>, String>,
+    ) {
+        let span = vigil_runtime::trace::follow(
+            tracing::info_span!("orchestrator.workflow", event_id = %delivery.payload().id),
+            delivery.traceparent().as_ref(),
+        );
+        self.handle_traced(delivery, recorded)
+            .instrument(span)
+            .await;
+    }
+
+    async fn handle_traced(
         &self,
         delivery: Delivery<v1::ThreatSignal>,
         recorded: Result<Option<WorkflowExecution>, String>,
@@ -111,7 +184,9 @@ impl Orchestrator {
                 return dead_letter(&delivery, &format!("invalid threat signal: {error}")).await;
             }
         };
-        let traceparent = delivery.traceparent().unwrap_or_else(TraceParent::generate);
+        // What the workflow's events carry: this workflow's span, else the signal's trace.
+        let traceparent = vigil_runtime::trace::outgoing(delivery.traceparent().map(|t| t.child()))
+            .unwrap_or_else(TraceParent::generate);
         let outcome = match recorded {
             Err(reason) => Err(fail("record", reason)),
             Ok(Some(done)) if done.status == WorkflowStatus::Success => {
@@ -175,9 +250,10 @@ impl Orchestrator {
             .map_or_else(|| uuid::Uuid::now_v7().to_string(), |w| w.id.clone());
         let mut steps = Vec::new();
 
+        let policy = self.policy();
         // 1 + 2: assess, with the ML prediction when the predictor answers in time.
         let t = Instant::now();
-        let prediction = self.predict(signal).await;
+        let prediction = self.predict(signal, policy.predict_timeout()).await;
         let predict_step = match &prediction {
             Ok(p) => {
                 let abstained = p.abstention.as_ref().map(|a| {
@@ -194,14 +270,14 @@ impl Orchestrator {
             }
         };
         let t = Instant::now();
-        let assessment = self.assessor.assess(signal, prediction.as_ref().ok());
+        let assessment = policy.assessor.assess(signal, prediction.as_ref().ok());
         steps.push(step("assess", StepOutcome::Succeeded, None, t));
         steps.push(predict_step);
 
         // 3: alerts, recorded before they are sent so a redelivery never sends twice.
         let t = Instant::now();
         let alerts = match self
-            .route_alerts(&event_id, signal, &assessment)
+            .route_alerts(&policy, &event_id, signal, &assessment)
             .await
             .map_err(|e| fail("route_alerts", e))?
         {
@@ -238,7 +314,8 @@ impl Orchestrator {
 
         // 5: incident, opened or attached to when the workflow is committed.
         let t = Instant::now();
-        let (incident, incident_request) = if assessment.risk_level >= self.incident_min_severity {
+        let incident_min_severity = policy.incident_min_severity();
+        let (incident, incident_request) = if assessment.risk_level >= incident_min_severity {
             steps.push(step("incident", StepOutcome::Succeeded, None, t));
             let request = IncidentRequest {
                 threat_key: threat_key(signal),
@@ -249,7 +326,7 @@ impl Orchestrator {
         } else {
             let why = format!(
                 "level {} is below the incident minimum {}",
-                assessment.risk_level, self.incident_min_severity
+                assessment.risk_level, incident_min_severity
             );
             steps.push(step("incident", StepOutcome::Skipped, Some(why.clone()), t));
             (json!({ "skipped": why }), None)
@@ -326,21 +403,30 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn predict(&self, signal: &ThreatSignal) -> Result<PredictionResult, String> {
+    async fn predict(
+        &self,
+        signal: &ThreatSignal,
+        deadline: Duration,
+    ) -> Result<PredictionResult, String> {
         let Some(client) = &self.predictor else {
             return Err("no predictor configured".into());
         };
         let mut client = client.clone();
-        let request = v1::PredictRequest {
+        let mut request = tonic::Request::new(v1::PredictRequest {
             signal: Some(signal.clone().into()),
-        };
-        let call = tokio::time::timeout(self.predict_timeout, client.predict(request)).await;
+        });
+        // The predictor's span joins this workflow's trace.
+        if let Some(traceparent) = vigil_runtime::trace::outgoing(None)
+            && let Ok(value) = traceparent.to_string().parse()
+        {
+            request
+                .metadata_mut()
+                .insert(vigil_runtime::trace::TRACEPARENT, value);
+        }
+        let call = tokio::time::timeout(deadline, client.predict(request)).await;
         let response = match call {
             Err(_) => {
-                return Err(format!(
-                    "predictor did not answer within {:?}",
-                    self.predict_timeout
-                ));
+                return Err(format!("predictor did not answer within {deadline:?}"));
             }
             Ok(Err(status)) => return Err(format!("predictor unavailable: {}", status.message())),
             Ok(Ok(response)) => response.into_inner(),
@@ -354,6 +440,7 @@ impl Orchestrator {
     /// Routes the alerts of the event's level; `Err` says why there was nothing to route.
     async fn route_alerts(
         &self,
+        policy: &Policy,
         event_id: &str,
         signal: &ThreatSignal,
         assessment: &Assessment,
@@ -361,7 +448,7 @@ impl Orchestrator {
         let level = assessment.risk_level;
         if self.router.channels_for(level).is_empty() {
             // Nothing can be sent at this level: no grouping lookup on the hot path.
-            let named = self.routing_rules.for_level(level);
+            let named = policy.config.soar.routing.rules.for_level(level);
             let why = if named.is_empty() {
                 format!("no routing rule for level {level}")
             } else {
@@ -480,7 +567,7 @@ impl Orchestrator {
             .bus
             .topology()
             .event_subject(event.event_type.as_str())?;
-        let options = PublishOptions::new(event.id.clone()).traceparent(traceparent.child());
+        let options = PublishOptions::new(event.id.clone()).traceparent(traceparent.clone());
         self.bus
             .publisher()
             .publish(&subject, &v1::SecurityEvent::from(event), options)

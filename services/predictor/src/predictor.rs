@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use vigil_domain::{PredictionResult, RiskThresholds, ThreatSignal};
 use vigil_proto::v1;
 use vigil_proto::v1::predictor_server::Predictor;
@@ -144,6 +145,8 @@ impl Predictor for PredictorApi {
         &self,
         request: Request<v1::PredictRequest>,
     ) -> Result<Response<v1::PredictResponse>, Status> {
+        let span = caller_span(tracing::info_span!("predictor.predict"), &request);
+        let _entered = span.enter();
         self.shared.answer(self.predict_one(request.into_inner()))
     }
 
@@ -151,7 +154,11 @@ impl Predictor for PredictorApi {
         &self,
         request: Request<v1::PredictBatchRequest>,
     ) -> Result<Response<v1::PredictBatchResponse>, Status> {
-        let result = self.predict_many(request.into_inner()).await;
+        let span = caller_span(tracing::info_span!("predictor.predict_batch"), &request);
+        let result = self
+            .predict_many(request.into_inner())
+            .instrument(span)
+            .await;
         self.shared.answer(result)
     }
 
@@ -161,4 +168,13 @@ impl Predictor for PredictorApi {
     ) -> Result<Response<v1::GetModelResponse>, Status> {
         self.shared.answer(self.model())
     }
+}
+
+/// `span`, in the caller's trace when its metadata carried a `traceparent`.
+fn caller_span<T>(span: tracing::Span, request: &Request<T>) -> tracing::Span {
+    let header = request
+        .metadata()
+        .get(vigil_runtime::trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    vigil_runtime::trace::follow_header(span, header)
 }

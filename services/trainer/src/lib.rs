@@ -11,7 +11,6 @@ mod import;
 mod metrics;
 mod promoted;
 mod run;
-mod schedule;
 
 use std::future::Future;
 use std::path::Path;
@@ -33,7 +32,7 @@ pub use run::{
     ACTOR, CrossValidationSummary, ExampleCounts, HoldoutReport, RUN_LOCK, RegisteredModel,
     RunOutcome, RunReport, Trainer, Trigger, holdout_rule,
 };
-pub use schedule::Schedule;
+pub use vigil_config::Schedule;
 
 /// Why the trainer stopped, or could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -103,24 +102,6 @@ pub fn train_config(settings: &TrainerSettings) -> Result<TrainConfig> {
     Ok(config.with_seed(settings.seed))
 }
 
-fn validate(settings: &TrainerSettings) -> Result<Schedule> {
-    if settings.check_interval_secs == 0 {
-        return Err(Error::Config(
-            "check_interval_secs must be at least 1".into(),
-        ));
-    }
-    if settings.max_examples == 0 {
-        return Err(Error::Config("max_examples must be at least 1".into()));
-    }
-    if !(settings.feedback_weight.is_finite() && settings.feedback_weight > 0.0) {
-        return Err(Error::Config(format!(
-            "feedback_weight must be a positive number, got {}",
-            settings.feedback_weight
-        )));
-    }
-    Schedule::parse(&settings.schedule)
-}
-
 /// Runs a standalone trainer (with its own `/metrics` endpoint) until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -135,11 +116,13 @@ pub async fn run(
 pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()> {
     let config = ctx.config.clone();
     let settings = &config.trainer;
-    let schedule = validate(settings)?;
+    // Config::validate has checked the schedule and the trainer's other settings.
+    let schedule = Schedule::parse(&settings.schedule).map_err(Error::Config)?;
     let train_config = train_config(settings)?;
     let store = Store::connect_and_migrate(&config.database).await?;
     let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
     bus.declare().await?;
+    ctx.live.watch(&bus, &token).await?;
     let trainer = Trainer::new(store, bus.clone(), train_config, settings, &ctx.metrics).await?;
 
     if let Some(path) = &settings.dataset {
@@ -160,10 +143,13 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         .flush()
         .await
         .map_err(|e| anyhow::anyhow!("cannot confirm the run request subscription: {e}"))?;
-    let mut checks = tokio::time::interval(Duration::from_secs(settings.check_interval_secs));
-    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The schedule, the check interval and the example count follow the live configuration.
+    let mut live = ctx.live.get();
+    let mut schedule = live_schedule(&live.trainer, schedule);
+    let mut checks = check_interval(&live.trainer);
+    let mut changes = ctx.live.changed();
     ctx.readiness.set("trainer", true);
-    info!(%subject, schedule = %settings.schedule, min_new_examples = settings.min_new_examples,
+    info!(%subject, schedule = %live.trainer.schedule, min_new_examples = live.trainer.min_new_examples,
           "trainer waiting for work");
 
     loop {
@@ -212,9 +198,20 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                     }
                 }
             }
+            Ok(()) = changes.changed() => {
+                let next = ctx.live.get();
+                if next.trainer.schedule != live.trainer.schedule {
+                    schedule = live_schedule(&next.trainer, schedule);
+                    info!(schedule = %next.trainer.schedule, "training schedule changed");
+                }
+                if next.trainer.check_interval_secs != live.trainer.check_interval_secs {
+                    checks = check_interval(&next.trainer);
+                }
+                live = next;
+            }
             _ = checks.tick() => {
                 match trainer.new_examples().await {
-                    Ok(count) if count >= settings.min_new_examples && count > 0 => {
+                    Ok(count) if count >= live.trainer.min_new_examples && count > 0 => {
                         trainer.run_once(Trigger::NewExamples { count }, &token).await;
                     }
                     Ok(_) => {}
@@ -227,6 +224,25 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     ctx.readiness.remove("trainer");
     info!("trainer stopped");
     Ok(())
+}
+
+/// The live schedule; the one in force stays when the new expression does not parse (the
+/// configuration's validation refuses such a value before it is written).
+fn live_schedule(settings: &TrainerSettings, current: Schedule) -> Schedule {
+    match Schedule::parse(&settings.schedule) {
+        Ok(schedule) => schedule,
+        Err(error) => {
+            warn!(%error, "keeping the training schedule in force");
+            current
+        }
+    }
+}
+
+fn check_interval(settings: &TrainerSettings) -> tokio::time::Interval {
+    let every = Duration::from_secs(settings.check_interval_secs.max(1));
+    let mut checks = tokio::time::interval(every);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checks
 }
 
 async fn import_file(trainer: &Trainer, path: &Path) -> Result<ImportReport> {

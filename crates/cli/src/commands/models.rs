@@ -29,8 +29,11 @@ pub enum ModelsCommand {
         /// Only this type (random_forest, xgboost, neural_network, ensemble).
         #[arg(long = "type", value_name = "TYPE")]
         model_type: Option<ModelType>,
+        /// Print JSON (an array of what `show` prints, without the history).
+        #[arg(long)]
+        json: bool,
     },
-    /// Show one version: metrics, hyperparameters, features, artifact, history.
+    /// Show one version as JSON: metrics, hyperparameters, features, artifact, history.
     Show {
         /// The registry id (UUID) of the version.
         id: String,
@@ -59,6 +62,9 @@ pub enum ModelsCommand {
     History {
         /// The model type; all types when omitted.
         model_type: Option<ModelType>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Ask the running trainer service for a training run and print its report.
     Train {
@@ -112,7 +118,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     })
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     let user = std::env::var("USER")
         .ok()
         .filter(|u| !u.trim().is_empty())
@@ -159,8 +165,13 @@ async fn registry_command(
 ) -> anyhow::Result<()> {
     let registry = store.models();
     match command {
-        ModelsCommand::List { model_type } => {
+        ModelsCommand::List { model_type, json } => {
             let records = registry.list(model_type).await?;
+            if json {
+                let all: Vec<serde_json::Value> = records.iter().map(record_json).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
             if records.is_empty() {
                 println!("no model versions registered");
                 return Ok(());
@@ -210,8 +221,13 @@ async fn registry_command(
             print_promotion("production", &promotion);
             announce(config, &promotion, &reason).await;
         }
-        ModelsCommand::History { model_type } => {
+        ModelsCommand::History { model_type, json } => {
             let events = registry.history(model_type).await?;
+            if json {
+                let all: Vec<serde_json::Value> = events.iter().map(event_json).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
             if events.is_empty() {
                 println!("no history");
             }
@@ -286,9 +302,10 @@ fn list_line(record: &ModelRecord) -> String {
     )
 }
 
-fn show(record: &ModelRecord, history: &[ModelEvent]) -> anyhow::Result<()> {
+/// One registered version as `models list --json` and `models show` print it.
+fn record_json(record: &ModelRecord) -> serde_json::Value {
     let v = &record.version;
-    let json = serde_json::json!({
+    serde_json::json!({
         "id": v.id,
         "model_type": v.model_type,
         "version": v.version,
@@ -301,10 +318,25 @@ fn show(record: &ModelRecord, history: &[ModelEvent]) -> anyhow::Result<()> {
         "features_used": v.features_used.len(),
         "hyperparameters": v.hyperparameters,
         "artifact": { "sha256": record.artifact_sha256, "bytes": record.artifact_bytes },
-        "history": history.iter().map(|e| serde_json::json!({
-            "at": e.at, "event": e.event.as_str(), "actor": e.actor, "reason": e.reason,
-        })).collect::<Vec<_>>(),
-    });
+    })
+}
+
+/// One registry history entry as `models history --json` (and `show`) print it.
+fn event_json(e: &ModelEvent) -> serde_json::Value {
+    serde_json::json!({
+        "at": e.at,
+        "model_type": e.model_type,
+        "version": e.version,
+        "event": e.event.as_str(),
+        "actor": e.actor,
+        "reason": e.reason,
+        "model_version_id": e.model_version_id,
+    })
+}
+
+fn show(record: &ModelRecord, history: &[ModelEvent]) -> anyhow::Result<()> {
+    let mut json = record_json(record);
+    json["history"] = history.iter().map(event_json).collect();
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
 }
@@ -486,7 +518,8 @@ mod tests {
         assert!(matches!(
             cli.models.command,
             ModelsCommand::List {
-                model_type: Some(ModelType::Ensemble)
+                model_type: Some(ModelType::Ensemble),
+                json: false
             }
         ));
         let cli =

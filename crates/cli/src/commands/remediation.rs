@@ -22,6 +22,9 @@ pub enum RemediationCommand {
     List {
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Print JSON: an array of actions as they are stored (with `undo`).
+        #[arg(long)]
+        json: bool,
     },
     /// Replay an action's undo through its executor and mark it undone.
     Undo {
@@ -37,8 +40,16 @@ pub fn run(args: RemediationArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let store = Store::connect_and_migrate(&config.database).await?;
         match args.command {
-            RemediationCommand::List { limit } => {
-                for a in store.remediations().recent(limit).await? {
+            RemediationCommand::List { limit, json } => {
+                let actions = store.remediations().recent(limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&actions)?);
+                    return anyhow::Ok(());
+                }
+                if actions.is_empty() {
+                    println!("no remediation actions recorded");
+                }
+                for a in actions {
                     println!(
                         "{}  {:<16} {:<40} {:<9} {:<10} event {}",
                         a.id,

@@ -11,7 +11,7 @@ mod webhook;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -127,7 +127,8 @@ pub struct RemediationOutcome {
 /// Decides and carries out remediations, within the safety rails.
 #[derive(Debug)]
 pub struct Remediator {
-    settings: RemediationSettings,
+    /// Swapped whole by [`Remediator::reconfigure`] when the live configuration changes.
+    settings: RwLock<Arc<RemediationSettings>>,
     executor: Arc<dyn Executor>,
     /// When each of the actions of the last minute was carried out (this process only).
     recent: Mutex<VecDeque<DateTime<Utc>>>,
@@ -144,10 +145,28 @@ impl Remediator {
     /// A remediator using this executor.
     pub fn new(settings: RemediationSettings, executor: Arc<dyn Executor>) -> Self {
         Self {
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             executor,
             recent: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<RemediationSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes new rails (enabled, threshold, allow-list, protected names, cap) from a live
+    /// configuration change; the executor stays the one the remediator started with, and the
+    /// actions of the last minute still count against the new cap.
+    pub fn reconfigure(&self, settings: RemediationSettings) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(settings);
     }
 
     /// The executor actions go to.
@@ -157,7 +176,7 @@ impl Remediator {
 
     /// Which actions the rules want for this event (pure; no safety checks yet).
     pub fn plan(&self, signal: &ThreatSignal, assessment: &Assessment) -> RemediationPlan {
-        let s = &self.settings;
+        let s = self.settings();
         if !s.enabled {
             return RemediationPlan {
                 skipped: Some("remediation is disabled".into()),
@@ -210,11 +229,11 @@ impl Remediator {
     /// Why a target must never be acted upon, if it must not.
     pub fn protected(&self, target: &str) -> Option<String> {
         if let Ok(ip) = target.parse::<IpAddr>()
-            && let Some(net) = self.settings.allow_list.iter().find(|n| n.contains(&ip))
+            && let Some(net) = self.settings().allow_list.iter().find(|n| n.contains(&ip))
         {
             return Some(format!("{ip} is on the allow-list ({net})"));
         }
-        self.settings
+        self.settings()
             .protected_names
             .iter()
             .find(|n| n.eq_ignore_ascii_case(target.trim()))
@@ -231,7 +250,7 @@ impl Remediator {
         while recent.front().is_some_and(|t| *t <= minute_ago) {
             recent.pop_front();
         }
-        let cap = self.settings.max_actions_per_minute;
+        let cap = self.settings().max_actions_per_minute;
         if recent.len() >= cap as usize {
             return Some(format!("the cap of {cap} actions per minute is reached"));
         }
@@ -268,7 +287,8 @@ impl Remediator {
         let duration = match planned.kind {
             ActionKind::BlockAddress | ActionKind::RateLimit => Some(
                 Duration::try_seconds(
-                    i64::try_from(self.settings.block_duration_seconds).unwrap_or(i64::MAX / 1_000),
+                    i64::try_from(self.settings().block_duration_seconds)
+                        .unwrap_or(i64::MAX / 1_000),
                 )
                 .unwrap_or(Duration::MAX),
             ),
@@ -339,7 +359,7 @@ impl Remediator {
             return self.executor.undo(action).await;
         }
         let kind: ExecutorKind = action.executor.parse()?;
-        build_executor(kind, &self.settings)?.undo(action).await
+        build_executor(kind, &self.settings())?.undo(action).await
     }
 }
 

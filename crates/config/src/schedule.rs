@@ -4,8 +4,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use crate::{Error, Result};
-
 /// A cron expression with seconds: `sec min hour day-of-month month day-of-week`, in UTC.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -13,19 +11,17 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Parses `expression`; the error quotes it.
-    pub fn parse(expression: &str) -> Result<Self> {
+    /// Parses `expression`; the error quotes it and names the key.
+    pub fn parse(expression: &str) -> Result<Self, String> {
         let fields = expression.split_whitespace().count();
         if !(6..=7).contains(&fields) {
-            return Err(Error::Config(format!(
+            return Err(format!(
                 "trainer.schedule {expression:?} has {fields} fields; expected 6 \
                  (sec min hour day-of-month month day-of-week), e.g. \"0 0 3 * * *\""
-            )));
+            ));
         }
         let inner = cron::Schedule::from_str(expression).map_err(|e| {
-            Error::Config(format!(
-                "trainer.schedule {expression:?} is not a cron expression: {e}"
-            ))
+            format!("trainer.schedule {expression:?} is not a cron expression: {e}")
         })?;
         Ok(Self { inner })
     }
@@ -58,7 +54,7 @@ mod tests {
     #[test]
     fn malformed_expressions_are_refused_with_a_hint() {
         let error = Schedule::parse("0 3 * * *").expect_err("five fields");
-        assert!(error.to_string().contains("expected 6"), "{error}");
+        assert!(error.contains("expected 6"), "{error}");
         assert!(Schedule::parse("0 0 25 * * *").is_err());
     }
 }
