@@ -12,7 +12,7 @@ endif
 # packages that do not use the test sandbox (vigil-testkit).
 UNIT_FILTER := not (rdeps(vigil-testkit) & kind(test))
 
-.PHONY: help setup build up demo test test-unit lint lint-proto fmt bench bench-ml bench-events bench-predictor bench-learning bench-libs
+.PHONY: help setup build up demo test test-unit lint lint-proto lint-deploy image fmt bench bench-ml bench-events bench-predictor bench-learning bench-libs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,6 +48,14 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 lint-proto: ## buf lint of proto/ (fetches buf from the npm registry)
 	cd proto && npx --yes @bufbuild/buf@1 lint
+
+lint-deploy: ## helm lint of charts/vigil and docker-compose config (no cluster or engine needed)
+	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
+	scripts/helm lint --strict charts/vigil
+	docker-compose -f docker-compose.yml config -q
+
+image: ## Build the container image (needs a Docker engine): every service binary and vigil
+	docker build -t vigil:latest .
 
 fmt: ## Format the code
 	cargo fmt --all

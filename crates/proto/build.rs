@@ -19,7 +19,9 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): a build script's binary is reused across checkouts that
+    // share a target directory, and env!() would keep pointing at the checkout that compiled it.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files: Vec<PathBuf> = PROTOS.iter().map(|p| root.join(p)).collect();
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -40,6 +40,8 @@ enum Command {
     Insights(commands::insights::InsightsArgs),
     /// Five minutes of vigil on NSL-KDD: train, replay, feedback, retrain, and a report.
     Demo(commands::demo::DemoArgs),
+    /// Ask a service's HTTP endpoint (/healthz by default); exit 0 on 200 (container health checks).
+    Probe(commands::probe::ProbeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Review(args) => commands::review::run(args),
         Command::Insights(args) => commands::insights::run(args),
         Command::Demo(args) => commands::demo::run(args),
+        Command::Probe(args) => commands::probe::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,17 +9,27 @@
 //! `coverage` (FP64 `[N]`, the share of the model's inputs each signal carried) and `abstention`
 //! (BYTES `[N]`: `low_coverage` where the model abstained, empty where it scored; an abstained
 //! signal's other outputs are what the model computed anyway and must not be used).
+//!
+//! The protocol lets an answer carry its outputs in one of two forms, never both: typed
+//! `contents` per output, or `raw_output_contents` (one little-endian byte string per output,
+//! BYTES elements each a 4-byte length and the bytes). Triton's clients (`tritonclient`'s
+//! `InferResult.as_numpy`) read only the raw form, and they always send raw inputs; clients that
+//! send typed `contents` (grpcurl, KServe's) read typed contents. So the answer mirrors the
+//! request, as KServe's server does: raw outputs for raw inputs, typed for typed; a request
+//! parameter `binary_data_output` (bool, Triton's name for the same choice over HTTP) overrides.
 
 use tonic::{Request, Response, Status};
 use vigil_proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use vigil_proto::inference::infer_parameter::ParameterChoice;
 use vigil_proto::inference::model_infer_request::InferInputTensor;
 use vigil_proto::inference::model_infer_response::InferOutputTensor;
 use vigil_proto::inference::model_metadata_response::TensorMetadata;
+use vigil_proto::inference::repository_index_response::ModelIndex;
 use vigil_proto::inference::{
     InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
-    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest,
-    ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
-    ServerReadyResponse,
+    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, RepositoryIndexRequest,
+    RepositoryIndexResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest,
+    ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
 };
 use vigil_proto::signal_json;
 
@@ -48,6 +58,9 @@ const OUTPUTS: [(&str, &str); 5] = [
 ];
 /// What `ModelMetadata` names as the platform.
 pub const PLATFORM: &str = "vigil_ensemble";
+/// Request parameter: `true` answers in `raw_output_contents`, `false` in typed `contents`;
+/// without it the answer takes the form the input came in.
+pub const PARAM_BINARY_DATA_OUTPUT: &str = "binary_data_output";
 
 /// The `inference.GRPCInferenceService` implementation.
 #[derive(Debug, Clone)]
@@ -103,6 +116,7 @@ impl InferenceApi {
     async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse, ApiError> {
         self.check_name(&request.model_name)?;
         let outputs = requested_outputs(&request)?;
+        let raw = raw_output_wanted(&request)?;
         let elements = signal_elements(&request)?;
         let signals = elements
             .iter()
@@ -120,75 +134,91 @@ impl InferenceApi {
             return Err(self.unknown_version(&request.model_version));
         }
         let n = results.len() as i64;
-        let outputs = outputs
+        let columns: Vec<(&str, OutputColumn)> = outputs
             .into_iter()
             .map(|name| {
-                let (datatype, contents) = match name {
-                    OUTPUT_RISK_SCORE => (
-                        "FP64",
-                        InferTensorContents {
-                            fp64_contents: results.iter().map(|r| r.risk_score).collect(),
-                            ..Default::default()
-                        },
+                let column = match name {
+                    OUTPUT_RISK_SCORE => {
+                        OutputColumn::Fp64(results.iter().map(|r| r.risk_score).collect())
+                    }
+                    OUTPUT_CONFIDENCE => {
+                        OutputColumn::Fp64(results.iter().map(|r| r.confidence).collect())
+                    }
+                    OUTPUT_COVERAGE => {
+                        OutputColumn::Fp64(results.iter().map(|r| r.coverage).collect())
+                    }
+                    OUTPUT_ABSTENTION => OutputColumn::Bytes(
+                        results
+                            .iter()
+                            .map(|r| {
+                                r.abstention
+                                    .as_ref()
+                                    .map_or("", |a| a.reason.as_str())
+                                    .as_bytes()
+                                    .to_vec()
+                            })
+                            .collect(),
                     ),
-                    OUTPUT_CONFIDENCE => (
-                        "FP64",
-                        InferTensorContents {
-                            fp64_contents: results.iter().map(|r| r.confidence).collect(),
-                            ..Default::default()
-                        },
-                    ),
-                    OUTPUT_COVERAGE => (
-                        "FP64",
-                        InferTensorContents {
-                            fp64_contents: results.iter().map(|r| r.coverage).collect(),
-                            ..Default::default()
-                        },
-                    ),
-                    OUTPUT_ABSTENTION => (
-                        "BYTES",
-                        InferTensorContents {
-                            bytes_contents: results
-                                .iter()
-                                .map(|r| {
-                                    r.abstention
-                                        .as_ref()
-                                        .map_or("", |a| a.reason.as_str())
-                                        .as_bytes()
-                                        .to_vec()
-                                })
-                                .collect(),
-                            ..Default::default()
-                        },
-                    ),
-                    _ => (
-                        "BYTES",
-                        InferTensorContents {
-                            bytes_contents: results
-                                .iter()
-                                .map(|r| r.risk_level.as_str().as_bytes().to_vec())
-                                .collect(),
-                            ..Default::default()
-                        },
+                    _ => OutputColumn::Bytes(
+                        results
+                            .iter()
+                            .map(|r| r.risk_level.as_str().as_bytes().to_vec())
+                            .collect(),
                     ),
                 };
-                InferOutputTensor {
-                    name: name.to_owned(),
-                    datatype: datatype.to_owned(),
-                    shape: vec![n],
-                    parameters: Default::default(),
-                    contents: Some(contents),
-                }
+                (name, column)
             })
             .collect();
+        let mut outputs = Vec::with_capacity(columns.len());
+        let mut raw_output_contents = Vec::new();
+        for (name, column) in columns {
+            let mut tensor = InferOutputTensor {
+                name: name.to_owned(),
+                datatype: column.datatype().to_owned(),
+                shape: vec![n],
+                parameters: Default::default(),
+                contents: None,
+            };
+            if raw {
+                raw_output_contents.push(column.into_raw());
+            } else {
+                tensor.contents = Some(column.into_contents());
+            }
+            outputs.push(tensor);
+        }
         Ok(ModelInferResponse {
             model_name: self.shared.model_name.clone(),
             model_version: model.id().to_owned(),
             id: request.id,
             parameters: Default::default(),
             outputs,
-            raw_output_contents: Vec::new(),
+            raw_output_contents,
         })
+    }
+
+    /// The one model this server serves, with its state (Triton's repository index).
+    fn repository_index(&self, request: &RepositoryIndexRequest) -> RepositoryIndexResponse {
+        let serving = self.shared.models.current_id();
+        let model = match serving {
+            Some(version) => ModelIndex {
+                name: self.shared.model_name.clone(),
+                version,
+                state: "READY".to_owned(),
+                reason: String::new(),
+            },
+            None => ModelIndex {
+                name: self.shared.model_name.clone(),
+                version: String::new(),
+                state: "UNAVAILABLE".to_owned(),
+                reason: "no production model is loaded yet".to_owned(),
+            },
+        };
+        let models = if request.ready && model.state != "READY" {
+            Vec::new()
+        } else {
+            vec![model]
+        };
+        RepositoryIndexResponse { models }
     }
 
     fn unknown_version(&self, version: &str) -> ApiError {
@@ -201,7 +231,69 @@ impl InferenceApi {
     }
 }
 
-/// The outputs to answer, in request order; all three when none are named.
+/// One output's values, before they are put in the answer's typed or raw form.
+enum OutputColumn {
+    Fp64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl OutputColumn {
+    fn datatype(&self) -> &'static str {
+        match self {
+            OutputColumn::Fp64(_) => "FP64",
+            OutputColumn::Bytes(_) => "BYTES",
+        }
+    }
+
+    fn into_contents(self) -> InferTensorContents {
+        match self {
+            OutputColumn::Fp64(values) => InferTensorContents {
+                fp64_contents: values,
+                ..Default::default()
+            },
+            OutputColumn::Bytes(values) => InferTensorContents {
+                bytes_contents: values,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The raw form: FP64 as little-endian 8-byte values; BYTES as a 4-byte little-endian length
+    /// and the bytes, per element (what Triton sends and `tritonclient` decodes).
+    fn into_raw(self) -> Vec<u8> {
+        match self {
+            OutputColumn::Fp64(values) => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            OutputColumn::Bytes(values) => {
+                let mut raw = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
+                for value in values {
+                    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+                    raw.extend_from_slice(&len.to_le_bytes());
+                    raw.extend_from_slice(&value);
+                }
+                raw
+            }
+        }
+    }
+}
+
+/// Whether to answer in `raw_output_contents`: as the request parameter
+/// [`PARAM_BINARY_DATA_OUTPUT`] says, else in the form the inputs came in.
+fn raw_output_wanted(request: &ModelInferRequest) -> Result<bool, ApiError> {
+    match request
+        .parameters
+        .get(PARAM_BINARY_DATA_OUTPUT)
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => Ok(!request.raw_input_contents.is_empty()),
+        Some(ParameterChoice::BoolParam(raw)) => Ok(*raw),
+        Some(other) => Err(ApiError::invalid(format!(
+            "parameter {PARAM_BINARY_DATA_OUTPUT:?} must be a bool (true: raw_output_contents, \
+             false: typed contents), got {other:?}"
+        ))),
+    }
+}
+
+/// The outputs to answer, in request order; all of them when none are named.
 fn requested_outputs(request: &ModelInferRequest) -> Result<Vec<&'static str>, ApiError> {
     if request.outputs.is_empty() {
         return Ok(OUTPUTS.iter().map(|(name, _)| *name).collect());
@@ -364,6 +456,13 @@ impl GrpcInferenceService for InferenceApi {
         let result = self.infer(request.into_inner()).await;
         self.shared.answer(result)
     }
+
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        Ok(Response::new(self.repository_index(request.get_ref())))
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +476,50 @@ mod tests {
             out.extend_from_slice(e);
         }
         out
+    }
+
+    #[test]
+    fn raw_outputs_are_little_endian_and_length_prefixed() {
+        let fp64 = OutputColumn::Fp64(vec![1.5, -2.0]).into_raw();
+        assert_eq!(fp64.len(), 16);
+        assert_eq!(fp64[..8], 1.5f64.to_le_bytes());
+        assert_eq!(fp64[8..], (-2.0f64).to_le_bytes());
+        let bytes = OutputColumn::Bytes(vec![b"high".to_vec(), Vec::new()]).into_raw();
+        assert_eq!(bytes, raw(&[b"high", b""]));
+        // What the raw BYTES input reader splits, the raw BYTES output writer joins.
+        assert_eq!(
+            split_raw_bytes(&bytes).unwrap_or_default(),
+            vec![&b"high"[..], b""]
+        );
+    }
+
+    fn with_parameter(mut request: ModelInferRequest, value: ParameterChoice) -> ModelInferRequest {
+        request.parameters.insert(
+            PARAM_BINARY_DATA_OUTPUT.into(),
+            vigil_proto::inference::InferParameter {
+                parameter_choice: Some(value),
+            },
+        );
+        request
+    }
+
+    #[test]
+    fn outputs_take_the_form_of_the_inputs_unless_the_request_says() {
+        let typed = request(vec![1], "BYTES", 1);
+        let mut raw_input = request(vec![1], "BYTES", 0);
+        raw_input.inputs[0].contents = None;
+        raw_input.raw_input_contents = vec![raw(&[b"{}"])];
+        assert_eq!(raw_output_wanted(&typed), Ok(false));
+        assert_eq!(raw_output_wanted(&raw_input), Ok(true));
+        let asked = with_parameter(typed, ParameterChoice::BoolParam(true));
+        assert_eq!(raw_output_wanted(&asked), Ok(true));
+        let asked = with_parameter(raw_input, ParameterChoice::BoolParam(false));
+        assert_eq!(raw_output_wanted(&asked), Ok(false));
+        let wrong = with_parameter(asked, ParameterChoice::StringParam("yes".into()));
+        assert!(matches!(
+            raw_output_wanted(&wrong),
+            Err(ApiError::InvalidArgument(m)) if m.contains(PARAM_BINARY_DATA_OUTPUT)
+        ));
     }
 
     #[test]

@@ -10,10 +10,11 @@ use futures::StreamExt;
 use tonic::Code;
 use vigil_domain::RiskThresholds;
 use vigil_predictor::{PredictorServer, ServerOptions, ServingModel};
+use vigil_proto::inference::infer_parameter::ParameterChoice;
 use vigil_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use vigil_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest,
-    ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
+    InferParameter, InferTensorContents, ModelInferRequest, ModelMetadataRequest,
+    ModelReadyRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
 };
 use vigil_proto::v1;
 use vigil_telemetry::Metrics;
@@ -338,31 +339,106 @@ async fn model_infer_scores_json_signals_like_predict() {
         );
     }
 
-    // The same signals as one raw, length-prefixed BYTES tensor; only the outputs asked for.
-    let mut raw = Vec::new();
-    for element in json_signals(3) {
-        raw.extend_from_slice(&(element.len() as u32).to_le_bytes());
-        raw.extend_from_slice(&element);
-    }
-    let mut request = infer_request(Vec::new());
-    request.inputs[0].shape = vec![3];
-    request.inputs[0].contents = None;
-    request.raw_input_contents = vec![raw];
-    request.outputs = vec![InferRequestedOutputTensor {
-        name: "risk_score".into(),
-        parameters: Default::default(),
-    }];
-    let raw_response = oip.model_infer(request).await.unwrap().into_inner();
-    assert_eq!(raw_response.outputs.len(), 1);
+    assert!(
+        response.raw_output_contents.is_empty(),
+        "typed inputs, typed outputs"
+    );
+
+    // The same signals as one raw, length-prefixed BYTES tensor, as Triton's clients send them:
+    // the answer is raw too (Triton's clients read nothing else), and only the outputs asked for.
+    let mut request = raw_infer_request(&json_signals(3));
+    request.outputs = ["risk_score", "risk_level"]
+        .map(|name| InferRequestedOutputTensor {
+            name: name.into(),
+            parameters: Default::default(),
+        })
+        .to_vec();
+    let raw_response = oip.model_infer(request.clone()).await.unwrap().into_inner();
+    assert_eq!(raw_response.outputs.len(), 2);
+    assert!(
+        raw_response.outputs.iter().all(|o| o.contents.is_none()),
+        "raw and typed contents never together: {:?}",
+        raw_response.outputs
+    );
+    assert_eq!(raw_response.raw_output_contents.len(), 2);
     assert_eq!(
-        raw_response.outputs[0]
+        fp64_from_raw(&raw_response.raw_output_contents[0]),
+        contents(0).fp64_contents
+    );
+    assert_eq!(
+        bytes_from_raw(&raw_response.raw_output_contents[1]),
+        contents(2).bytes_contents
+    );
+
+    // The request may ask for the other form, either way.
+    request.parameters.insert(
+        "binary_data_output".into(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::BoolParam(false)),
+        },
+    );
+    let typed_response = oip.model_infer(request).await.unwrap().into_inner();
+    assert!(typed_response.raw_output_contents.is_empty());
+    assert_eq!(
+        typed_response.outputs[0]
             .contents
             .clone()
             .unwrap()
             .fp64_contents,
         contents(0).fp64_contents
     );
+    let mut typed_in_raw_out = infer_request(json_signals(3));
+    typed_in_raw_out.parameters.insert(
+        "binary_data_output".into(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::BoolParam(true)),
+        },
+    );
+    let raw_response = oip
+        .model_infer(typed_in_raw_out)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(raw_response.raw_output_contents.len(), 5);
+    assert_eq!(
+        fp64_from_raw(&raw_response.raw_output_contents[1]),
+        contents(1).fp64_contents
+    );
     server.stop().await.unwrap();
+}
+
+/// A ModelInfer request with the signals as one raw BYTES tensor (a 4-byte little-endian length
+/// before each element), the form `tritonclient` sends.
+fn raw_infer_request(elements: &[Vec<u8>]) -> ModelInferRequest {
+    let mut raw = Vec::new();
+    for element in elements {
+        raw.extend_from_slice(&(element.len() as u32).to_le_bytes());
+        raw.extend_from_slice(element);
+    }
+    let mut request = infer_request(Vec::new());
+    request.inputs[0].shape = vec![elements.len() as i64];
+    request.inputs[0].contents = None;
+    request.raw_input_contents = vec![raw];
+    request
+}
+
+/// An FP64 tensor's raw contents: little-endian 8-byte values.
+fn fp64_from_raw(raw: &[u8]) -> Vec<f64> {
+    assert_eq!(raw.len() % 8, 0, "whole FP64 values");
+    raw.chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// A BYTES tensor's raw contents: each element a 4-byte little-endian length and the bytes.
+fn bytes_from_raw(mut raw: &[u8]) -> Vec<Vec<u8>> {
+    let mut elements = Vec::new();
+    while !raw.is_empty() {
+        let len = u32::from_le_bytes(raw[..4].try_into().unwrap()) as usize;
+        elements.push(raw[4..4 + len].to_vec());
+        raw = &raw[4 + len..];
+    }
+    elements
 }
 
 /// The name `risk_level` carries for a wire severity.
@@ -573,4 +649,44 @@ async fn stop_finishes_and_closes_the_port() {
         .unwrap()
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn the_repository_index_lists_the_model_and_its_state() {
+    use vigil_proto::inference::RepositoryIndexRequest;
+    let index = |ready: bool| RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready,
+    };
+    let server = start(None).await;
+    let mut oip = common::inference(server.local_addr()).await;
+    let empty = oip
+        .repository_index(index(false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(empty.models.len(), 1);
+    assert_eq!(empty.models[0].name, MODEL);
+    assert_eq!(empty.models[0].state, "UNAVAILABLE");
+    assert!(!empty.models[0].reason.is_empty());
+    let ready_only = oip
+        .repository_index(index(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ready_only.models.is_empty());
+
+    server.models().install(artifact_a().clone().into()).await;
+    let serving = oip
+        .repository_index(index(true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serving.models.len(), 1);
+    assert_eq!(serving.models[0].state, "READY");
+    assert_eq!(
+        serving.models[0].version,
+        artifact_a().metadata.model_version_id
+    );
+    server.stop().await.unwrap();
 }

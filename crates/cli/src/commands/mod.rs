@@ -7,6 +7,7 @@ pub mod feedback;
 pub mod insights;
 pub mod models;
 pub mod predict;
+pub mod probe;
 pub mod publish;
 pub mod remediation;
 pub mod replay;
