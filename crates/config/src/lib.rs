@@ -3,12 +3,14 @@
 //! validated before any service starts.
 
 mod feedback;
+mod health;
 mod loader;
 mod secret;
 mod settings;
 mod soar;
 
 pub use feedback::FeedbackSettings;
+pub use health::HealthSettings;
 pub use loader::{Config, Error, Result, Sources};
 pub use secret::{Secret, redact_url_password};
 pub use settings::*;

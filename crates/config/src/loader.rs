@@ -58,6 +58,8 @@ pub struct Config {
     pub feedback: crate::FeedbackSettings,
     /// Assessment, alert routing and channels, remediation, incidents.
     pub soar: crate::SoarSettings,
+    /// Heartbeats and the health service's rules.
+    pub health: crate::HealthSettings,
 }
 
 /// Where configuration comes from, lowest priority first after the defaults.
@@ -223,6 +225,7 @@ impl Config {
             ));
         }
         self.feedback.validate().map_err(Error::Invalid)?;
+        self.health.validate().map_err(Error::Invalid)?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! `vigil.v1.Predictor`: Predict, PredictBatch, GetModel.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
@@ -144,15 +145,18 @@ impl Predictor for PredictorApi {
         &self,
         request: Request<v1::PredictRequest>,
     ) -> Result<Response<v1::PredictResponse>, Status> {
-        self.shared.answer(self.predict_one(request.into_inner()))
+        let started = Instant::now();
+        self.shared
+            .answer_timed(started, self.predict_one(request.into_inner()))
     }
 
     async fn predict_batch(
         &self,
         request: Request<v1::PredictBatchRequest>,
     ) -> Result<Response<v1::PredictBatchResponse>, Status> {
+        let started = Instant::now();
         let result = self.predict_many(request.into_inner()).await;
-        self.shared.answer(result)
+        self.shared.answer_timed(started, result)
     }
 
     async fn get_model(
