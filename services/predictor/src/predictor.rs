@@ -38,6 +38,20 @@ impl Shared {
         })
     }
 
+    /// [`answer`](Self::answer), recording the request in the heartbeats: only a fault of the
+    /// server counts as a failed operation; a missing model is judged by the model rule.
+    pub(crate) fn answer_timed<T>(
+        &self,
+        started: Instant,
+        result: Result<T, ApiError>,
+    ) -> Result<Response<T>, Status> {
+        if !matches!(result, Err(ApiError::NoModel)) {
+            let failed = matches!(result, Err(ApiError::Internal(_)));
+            self.models.metrics().beat.record(!failed, started.elapsed());
+        }
+        self.answer(result)
+    }
+
     /// `result`, abstaining when its signal carried less than the minimum coverage (counted).
     fn abstain_below_minimum(&self, result: PredictionResult) -> PredictionResult {
         let result = result.abstain_below(self.min_coverage);
