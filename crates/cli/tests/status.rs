@@ -17,15 +17,18 @@ async fn status_prints_the_health_services_report() {
     let broker = sandbox.spawn("broker", vigil_broker::run_in);
     let health = sandbox.spawn("health", vigil_health::run_in);
     // The CLI asks with the sandbox's environment only; its short interval is the services'.
-    let report: serde_json::Value = eventually(PATIENCE, "a status naming the broker", || async {
+    let report: serde_json::Value = eventually(PATIENCE, "a status past the start-up grace", || async {
         let out = vigil(&sandbox, &["status", "--json"]).await;
         if !out.status.success() {
             return Err(text(&out.stderr));
         }
         let report: serde_json::Value =
             serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        // Components never heard from are judged once the health service has listened for
+        // three intervals.
         if report["components"]["broker"]["alive"] == 1
             && report["components"]["health"]["alive"] == 1
+            && report["components"]["orchestrator"]["state"] == "critical"
         {
             Ok(report)
         } else {

@@ -177,7 +177,7 @@ impl HttpServer {
                 tracing::warn!(%error, "telemetry http server stopped");
             }
         });
-        tracing::info!(%local_addr, "serving /metrics, /healthz and /readyz");
+        tracing::info!(%local_addr, "serving /metrics, /healthz, /readyz and /status");
         Ok(Self { local_addr, task })
     }
 

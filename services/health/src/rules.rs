@@ -416,7 +416,8 @@ pub fn judge_component(
                 ready: r.ready,
                 uptime_secs: r.uptime_ms as f64 / 1_000.0,
                 last_seen: r.last_seen,
-                last_seen_secs_ago: (now - r.last_seen).num_milliseconds() as f64 / 1_000.0,
+                // A beat heard while the report was being made is "just now".
+                last_seen_secs_ago: (now - r.last_seen).num_milliseconds().max(0) as f64 / 1_000.0,
                 dependencies: r.dependencies.clone(),
             })
             .collect(),

@@ -51,6 +51,34 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// Once shutdown has begun, a second Ctrl-C ends the process without waiting for the services
 /// to drain (their unacked work is redelivered later).
+///
+/// The interrupt listener is registered now, before any Ctrl-C: one created after the first
+/// would miss a second that comes quickly.
+#[cfg(unix)]
+fn exit_on_second_interrupt(token: &CancellationToken) {
+    use futures::FutureExt;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = match signal(SignalKind::interrupt()) {
+        Ok(interrupts) => interrupts,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for a second ctrl-c");
+            return;
+        }
+    };
+    let token = token.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        // The Ctrl-C that began the shutdown, if one did, is not the second.
+        while let Some(Some(())) = interrupts.recv().now_or_never() {}
+        eprintln!("stopping: finishing in-flight work (Ctrl-C again to exit at once)");
+        if interrupts.recv().await.is_some() {
+            eprintln!("exiting at once; unacknowledged work is redelivered on the next start");
+            std::process::exit(130);
+        }
+    });
+}
+
+#[cfg(not(unix))]
 fn exit_on_second_interrupt(token: &CancellationToken) {
     let token = token.clone();
     tokio::spawn(async move {
