@@ -17,29 +17,33 @@ async fn status_prints_the_health_services_report() {
     let broker = sandbox.spawn("broker", vigil_broker::run_in);
     let health = sandbox.spawn("health", vigil_health::run_in);
     // The CLI asks with the sandbox's environment only; its short interval is the services'.
-    let report: serde_json::Value = eventually(PATIENCE, "a status past the start-up grace", || async {
-        let out = vigil(&sandbox, &["status", "--json"]).await;
-        if !out.status.success() {
-            return Err(text(&out.stderr));
-        }
-        let report: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        // Components never heard from are judged once the health service has listened for
-        // three intervals.
-        if report["components"]["broker"]["alive"] == 1
-            && report["components"]["health"]["alive"] == 1
-            && report["components"]["orchestrator"]["state"] == "critical"
-        {
-            Ok(report)
-        } else {
-            Err(text(&out.stdout))
-        }
-    })
-    .await;
+    let report: serde_json::Value =
+        eventually(PATIENCE, "a status past the start-up grace", || async {
+            let out = vigil(&sandbox, &["status", "--json"]).await;
+            if !out.status.success() {
+                return Err(text(&out.stderr));
+            }
+            let report: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            // Components never heard from are judged once the health service has listened for
+            // three intervals.
+            if report["components"]["broker"]["alive"] == 1
+                && report["components"]["health"]["alive"] == 1
+                && report["components"]["orchestrator"]["state"] == "critical"
+            {
+                Ok(report)
+            } else {
+                Err(text(&out.stdout))
+            }
+        })
+        .await;
     // The orchestrator, predictor, trainer and feedback service never ran: the orchestrator is
     // required, so the system is critical, and the report says why.
     assert_eq!(report["state"], "critical", "{report}");
-    assert_eq!(report["components"]["broker"]["state"], "healthy", "{report}");
+    assert_eq!(
+        report["components"]["broker"]["state"], "healthy",
+        "{report}"
+    );
     assert_eq!(report["components"]["orchestrator"]["state"], "critical");
     assert!(
         report["components"]["orchestrator"]["reasons"][0]
@@ -65,7 +69,10 @@ async fn status_prints_the_health_services_report() {
     let table = text(&out.stdout);
     assert!(table.starts_with("vigil is CRITICAL: "), "{table}");
     assert!(table.contains("broker"), "{table}");
-    assert!(!table.contains('\x1b'), "no colour when stdout is not a terminal: {table}");
+    assert!(
+        !table.contains('\x1b'),
+        "no colour when stdout is not a terminal: {table}"
+    );
 
     health.stop().await;
     broker.stop().await;

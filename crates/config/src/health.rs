@@ -60,7 +60,14 @@ pub struct HealthSettings {
 
 impl Default for HealthSettings {
     fn default() -> Self {
-        let components = ["broker", "orchestrator", "predictor", "trainer", "feedback", "health"];
+        let components = [
+            "broker",
+            "orchestrator",
+            "predictor",
+            "trainer",
+            "feedback",
+            "health",
+        ];
         Self {
             heartbeat_interval_ms: 5_000,
             missing_after_beats: 3,
@@ -131,7 +138,8 @@ impl HealthSettings {
                 self.oldest_message_critical_secs, self.oldest_message_degraded_secs
             ));
         }
-        if self.dead_letters_critical != 0 && self.dead_letters_critical < self.dead_letters_degraded
+        if self.dead_letters_critical != 0
+            && self.dead_letters_critical < self.dead_letters_degraded
         {
             return Err(format!(
                 "health.dead_letters_critical ({}) must not be below health.dead_letters_degraded ({})",
@@ -174,12 +182,27 @@ mod tests {
         assert_eq!(config.health.missing_after_beats, 3);
 
         for (bad, key) in [
-            ("health.heartbeat_interval_ms=0", "health.heartbeat_interval_ms"),
+            (
+                "health.heartbeat_interval_ms=0",
+                "health.heartbeat_interval_ms",
+            ),
             ("health.missing_after_beats=0", "health.missing_after_beats"),
-            ("health.error_rate_degraded=1.5", "health.error_rate_degraded"),
-            ("health.error_rate_critical=0.01", "health.error_rate_critical"),
-            ("health.queue_depth_critical=10", "health.queue_depth_critical"),
-            ("health.p99_latency_ms.broker=-1", "health.p99_latency_ms.broker"),
+            (
+                "health.error_rate_degraded=1.5",
+                "health.error_rate_degraded",
+            ),
+            (
+                "health.error_rate_critical=0.01",
+                "health.error_rate_critical",
+            ),
+            (
+                "health.queue_depth_critical=10",
+                "health.queue_depth_critical",
+            ),
+            (
+                "health.p99_latency_ms.broker=-1",
+                "health.p99_latency_ms.broker",
+            ),
         ] {
             let error = load(&[bad]).expect_err(bad).to_string();
             assert!(error.contains(key), "{bad}: {error}");

@@ -313,7 +313,9 @@ pub fn spawn_heartbeats(ctx: &ServiceContext, token: &CancellationToken) -> Join
                     }
                 }
             }
-            let Some(nats) = client.as_ref() else { continue };
+            let Some(nats) = client.as_ref() else {
+                continue;
+            };
             for recorder in beats {
                 let beat = Beat(recorder);
                 let heartbeat = heartbeat_of(&ctx, &beat, nats, interval).await;
@@ -451,7 +453,10 @@ mod tests {
         assert_eq!((interval.operations, interval.errors), (2, 1));
         assert!(interval.latency.is_some());
         let empty = beat.take();
-        assert_eq!((empty.operations, empty.errors, empty.latency), (0, 0, None));
+        assert_eq!(
+            (empty.operations, empty.errors, empty.latency),
+            (0, 0, None)
+        );
     }
 
     #[test]
@@ -465,6 +470,10 @@ mod tests {
         assert_eq!(pulse.services(), ["broker", "trainer"], "a clone keeps it");
         drop(clone);
         assert_eq!(pulse.services(), ["trainer"]);
-        assert_eq!(pulse.register("a.b").service(), "a_b", "names become subject tokens");
+        assert_eq!(
+            pulse.register("a.b").service(),
+            "a_b",
+            "names become subject tokens"
+        );
     }
 }

@@ -26,7 +26,10 @@ pub fn consumer_of(stream: StreamKind) -> Option<&'static str> {
 }
 
 /// Each stream's backlog; a stream that cannot be read is named in the second list.
-pub async fn streams(bus: &Bus, now: DateTime<Utc>) -> (BTreeMap<String, StreamReport>, Vec<String>) {
+pub async fn streams(
+    bus: &Bus,
+    now: DateTime<Utc>,
+) -> (BTreeMap<String, StreamReport>, Vec<String>) {
     let mut reports = BTreeMap::new();
     let mut unavailable = Vec::new();
     for kind in StreamKind::ALL {
@@ -35,8 +38,9 @@ pub async fn streams(bus: &Bus, now: DateTime<Utc>) -> (BTreeMap<String, StreamR
             Ok(stream) => {
                 let state = &stream.cached_info().state;
                 let oldest_age_secs = (state.messages > 0).then(|| {
-                    let first_ms = i64::try_from(state.first_timestamp.unix_timestamp_nanos() / 1_000_000)
-                        .unwrap_or_default();
+                    let first_ms =
+                        i64::try_from(state.first_timestamp.unix_timestamp_nanos() / 1_000_000)
+                            .unwrap_or_default();
                     let age_ms = now.timestamp_millis() - first_ms;
                     age_ms.max(0) as f64 / 1_000.0
                 });

@@ -30,8 +30,8 @@ use vigil_store::Store;
 
 pub use client::{StatusError, status};
 pub use report::{
-    ComponentReport, DeadLetterSummary, FeedbackSummary, InstanceReport, InstanceStatus,
-    ModelRef, ModelSummary, RecentActivity, StatusReport, StreamReport,
+    ComponentReport, DeadLetterSummary, FeedbackSummary, InstanceReport, InstanceStatus, ModelRef,
+    ModelSummary, RecentActivity, StatusReport, StreamReport,
 };
 
 use facts::DeadLetterWindow;
@@ -81,7 +81,13 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         let store = store.clone();
         beat.check("postgres", move || {
             let store = store.clone();
-            async move { store.ping().await.map(|()| String::new()).map_err(|e| e.to_string()) }
+            async move {
+                store
+                    .ping()
+                    .await
+                    .map(|()| String::new())
+                    .map_err(|e| e.to_string())
+            }
         });
     }
     let monitor = Arc::new(Monitor {
@@ -236,7 +242,12 @@ impl Monitor {
     }
 
     async fn production_model(&self) -> Option<bool> {
-        match self.store.models().production(vigil_domain::ModelType::Ensemble).await {
+        match self
+            .store
+            .models()
+            .production(vigil_domain::ModelType::Ensemble)
+            .await
+        {
             Ok(found) => Some(found.is_some()),
             Err(error) => {
                 debug!(%error, "cannot ask the registry for the production model");
@@ -258,10 +269,18 @@ impl Monitor {
             for (component, instance) in state.registry.forget(&self.settings, now) {
                 info!(%component, %instance, "forgot a missing instance");
             }
-            let components =
-                rules::judge_all(&state.registry, &facts, &self.settings, self.listening_since, now);
+            let components = rules::judge_all(
+                &state.registry,
+                &facts,
+                &self.settings,
+                self.listening_since,
+                now,
+            );
             let changes = rules::changes(&state.last, &components);
-            state.last = components.iter().map(|(n, c)| (n.clone(), c.state)).collect();
+            state.last = components
+                .iter()
+                .map(|(n, c)| (n.clone(), c.state))
+                .collect();
             (components, changes)
         };
         for (name, component) in &components {
@@ -342,7 +361,13 @@ impl Monitor {
         let facts = facts::rule_facts(&streams, &recent_dead, production);
         let components = {
             let state = self.lock();
-            rules::judge_all(&state.registry, &facts, &self.settings, self.listening_since, now)
+            rules::judge_all(
+                &state.registry,
+                &facts,
+                &self.settings,
+                self.listening_since,
+                now,
+            )
         };
         let (state, reason) = rules::overall(&components);
         StatusReport {

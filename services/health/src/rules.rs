@@ -110,7 +110,11 @@ impl Registry {
     /// Forgets missing instances that were replaced (a new instance of their service was first
     /// heard after their last heartbeat) or have been silent longer than
     /// `health.forget_after_secs`. Returns the forgotten `(component, instance)` pairs.
-    pub fn forget(&mut self, settings: &HealthSettings, now: DateTime<Utc>) -> Vec<(String, String)> {
+    pub fn forget(
+        &mut self,
+        settings: &HealthSettings,
+        now: DateTime<Utc>,
+    ) -> Vec<(String, String)> {
         let forget_after = secs(settings.forget_after_secs);
         let mut forgotten = Vec::new();
         for (component, instances) in &mut self.components {
@@ -324,10 +328,7 @@ pub fn judge_component(
     {
         verdict.add(
             HealthState::Degraded,
-            format!(
-                "p99 latency {:.1} ms is above {limit} ms",
-                latency.p99_ms
-            ),
+            format!("p99 latency {:.1} ms is above {limit} ms", latency.p99_ms),
         );
     }
 
@@ -352,7 +353,10 @@ pub fn judge_component(
                 None
             };
             if let Some(state) = age_state {
-                verdict.add(state, format!("the oldest waiting message is {age:.0} s old"));
+                verdict.add(
+                    state,
+                    format!("the oldest waiting message is {age:.0} s old"),
+                );
             }
         }
     }
@@ -385,11 +389,10 @@ pub fn judge_component(
                 HealthState::Degraded,
                 "the registry has no production model".to_owned(),
             );
-        } else if let Some(record) = alive.iter().find(|r| {
-            r.dependencies
-                .get(MODEL_DEPENDENCY)
-                .is_some_and(|m| !m.ok)
-        }) {
+        } else if let Some(record) = alive
+            .iter()
+            .find(|r| r.dependencies.get(MODEL_DEPENDENCY).is_some_and(|m| !m.ok))
+        {
             verdict.add(
                 HealthState::Degraded,
                 format!("instance {} has no model loaded", record.instance),
@@ -586,15 +589,24 @@ mod tests {
         registry.observe(&beat("broker", "a"), t(5), &s);
         registry.observe(&beat("broker", "b"), t(5), &s);
         let facts = Facts::default();
-        assert_eq!(judge(&registry, &facts, "broker", 2).state, HealthState::Healthy);
+        assert_eq!(
+            judge(&registry, &facts, "broker", 2).state,
+            HealthState::Healthy
+        );
         let one_down = judge(&registry, &facts, "broker", 6);
         assert_eq!(one_down.state, HealthState::Degraded);
         assert_eq!((one_down.alive, one_down.missing), (2, 1));
-        assert!(one_down.reasons[0].contains("1 of 3 instances missing: c"), "{one_down:?}");
+        assert!(
+            one_down.reasons[0].contains("1 of 3 instances missing: c"),
+            "{one_down:?}"
+        );
 
         let all_down = judge(&registry, &facts, "broker", 20);
         assert_eq!(all_down.state, HealthState::Critical, "broker is required");
-        assert!(all_down.reasons[0].contains("all 3 instance(s) missing"), "{all_down:?}");
+        assert!(
+            all_down.reasons[0].contains("all 3 instance(s) missing"),
+            "{all_down:?}"
+        );
 
         registry.observe(&beat("trainer", "t"), t(0), &s);
         assert_eq!(
@@ -620,7 +632,10 @@ mod tests {
             registry.forget(&s, t(10)),
             [("broker".to_owned(), "old".to_owned())]
         );
-        assert_eq!(judge(&registry, &Facts::default(), "broker", 10).state, HealthState::Healthy);
+        assert_eq!(
+            judge(&registry, &Facts::default(), "broker", 10).state,
+            HealthState::Healthy
+        );
 
         // Without a replacement, a missing instance is remembered for forget_after_secs.
         registry.observe(&beat("broker", "other"), t(100), &s);
@@ -671,11 +686,17 @@ mod tests {
         assert_eq!((report.operations, report.errors), (105, 15));
         b.errors = 90;
         registry.observe(&b, t(2), &s);
-        assert_eq!(judge(&registry, &facts, "orchestrator", 2).state, HealthState::Critical);
+        assert_eq!(
+            judge(&registry, &facts, "orchestrator", 2).state,
+            HealthState::Critical
+        );
         // A minute later the failures have left the window.
         b.errors = 0;
         registry.observe(&b, t(70), &s);
-        assert_eq!(judge(&registry, &facts, "orchestrator", 70).state, HealthState::Healthy);
+        assert_eq!(
+            judge(&registry, &facts, "orchestrator", 70).state,
+            HealthState::Healthy
+        );
     }
 
     #[test]
@@ -696,7 +717,10 @@ mod tests {
         };
         let report = judge(&registry, &facts, "predictor", 0);
         assert_eq!(report.state, HealthState::Degraded);
-        assert!(report.reasons[0].contains("p99 latency 250.0 ms"), "{report:?}");
+        assert!(
+            report.reasons[0].contains("p99 latency 250.0 ms"),
+            "{report:?}"
+        );
         let mut t2 = b.clone();
         t2.service = "trainer".into();
         registry.observe(&t2, t(0), &s);
@@ -722,7 +746,10 @@ mod tests {
         registry.observe(&down, t(0), &s);
         let report = judge(&registry, &Facts::default(), "orchestrator", 0);
         assert_eq!(report.state, HealthState::Critical);
-        assert!(report.reasons[0].contains("postgres unreachable from 1 of 1"), "{report:?}");
+        assert!(
+            report.reasons[0].contains("postgres unreachable from 1 of 1"),
+            "{report:?}"
+        );
         registry.observe(&beat("orchestrator", "b"), t(0), &s);
         assert_eq!(
             judge(&registry, &Facts::default(), "orchestrator", 0).state,
@@ -742,7 +769,10 @@ mod tests {
             ..Facts::default()
         };
         for component in ["orchestrator", "broker", "predictor"] {
-            assert_eq!(judge(&registry, &facts, component, 0).state, HealthState::Healthy);
+            assert_eq!(
+                judge(&registry, &facts, component, 0).state,
+                HealthState::Healthy
+            );
         }
 
         facts.queues.insert(
@@ -752,7 +782,10 @@ mod tests {
                 oldest_age_secs: Some(5.0),
             },
         );
-        assert_eq!(judge(&registry, &facts, "orchestrator", 0).state, HealthState::Degraded);
+        assert_eq!(
+            judge(&registry, &facts, "orchestrator", 0).state,
+            HealthState::Degraded
+        );
         facts.queues.insert(
             "orchestrator".into(),
             QueueFacts {
@@ -769,12 +802,18 @@ mod tests {
         assert_eq!(dead.state, HealthState::Degraded);
         assert!(dead.reasons[0].contains("3 dead letter(s)"), "{dead:?}");
         facts.dead_letters.insert("broker".into(), 100);
-        assert_eq!(judge(&registry, &facts, "broker", 0).state, HealthState::Critical);
+        assert_eq!(
+            judge(&registry, &facts, "broker", 0).state,
+            HealthState::Critical
+        );
 
         facts.production_model = Some(false);
         let no_model = judge(&registry, &facts, "predictor", 0);
         assert_eq!(no_model.state, HealthState::Degraded);
-        assert!(no_model.reasons[0].contains("no production model"), "{no_model:?}");
+        assert!(
+            no_model.reasons[0].contains("no production model"),
+            "{no_model:?}"
+        );
         let relaxed = HealthSettings {
             require_production_model: false,
             ..settings()
@@ -794,7 +833,14 @@ mod tests {
     fn the_overall_state_is_the_worst_and_changes_are_reported() {
         let s = settings();
         let mut registry = Registry::default();
-        for component in ["broker", "orchestrator", "predictor", "trainer", "feedback", "health"] {
+        for component in [
+            "broker",
+            "orchestrator",
+            "predictor",
+            "trainer",
+            "feedback",
+            "health",
+        ] {
             registry.observe(&beat(component, "x"), t(0), &s);
         }
         let facts = Facts {
@@ -816,7 +862,10 @@ mod tests {
         let later = judge_all(&registry, &facts, &s, t(-100), t(10));
         let (state, reason) = overall(&later);
         assert_eq!(state, HealthState::Degraded);
-        assert!(reason.starts_with("trainer degraded (all 1 instance(s) missing"), "{reason}");
+        assert!(
+            reason.starts_with("trainer degraded (all 1 instance(s) missing"),
+            "{reason}"
+        );
         assert_eq!(
             changes(&before, &later),
             [(

@@ -89,9 +89,20 @@ async fn six_components_report_healthy_over_nats_and_http() {
     let names: Vec<&str> = report.components.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["broker", "feedback", "health", "orchestrator", "predictor", "trainer"]
+        [
+            "broker",
+            "feedback",
+            "health",
+            "orchestrator",
+            "predictor",
+            "trainer"
+        ]
     );
-    assert!(report.reason.starts_with("all 6 components healthy"), "{}", report.reason);
+    assert!(
+        report.reason.starts_with("all 6 components healthy"),
+        "{}",
+        report.reason
+    );
     for (name, component) in &report.components {
         let instance = &component.instances[0];
         assert_eq!(instance.version, env!("CARGO_PKG_VERSION"), "{name}");
@@ -104,8 +115,8 @@ async fn six_components_report_healthy_over_nats_and_http() {
     }
     let model = &report.components["predictor"].instances[0].dependencies["model"];
     assert!(!model.ok, "no model was ever loaded: {model:?}");
-    assert_eq!(report.components["broker"].required, true);
-    assert_eq!(report.components["trainer"].required, false);
+    assert!(report.components["broker"].required);
+    assert!(!report.components["trainer"].required);
     assert_eq!(report.events_processed, Some(0));
     assert_eq!(report.feedback.accuracy, None);
     assert_eq!(report.models.production, None);
@@ -167,10 +178,18 @@ async fn a_stopped_service_degrades_its_component_until_it_is_back() {
         "the overall status follows: {}",
         degraded.reason
     );
-    assert!(degraded.reason.contains("trainer degraded"), "{}", degraded.reason);
+    assert!(
+        degraded.reason.contains("trainer degraded"),
+        "{}",
+        degraded.reason
+    );
     for (name, component) in &degraded.components {
         if name != "trainer" {
-            assert_eq!(component.state, HealthState::Healthy, "{name}: {component:?}");
+            assert_eq!(
+                component.state,
+                HealthState::Healthy,
+                "{name}: {component:?}"
+            );
         }
     }
 
@@ -198,7 +217,10 @@ async fn a_stopped_service_degrades_its_component_until_it_is_back() {
 async fn one_replica_down_is_degraded_and_a_required_component_gone_is_critical() {
     let sandbox = sandbox().await;
     let mut services = start_all(&sandbox, 2);
-    status_where(&sandbox, "two healthy brokers", |r| healthy_with(r, "broker", 2)).await;
+    status_where(&sandbox, "two healthy brokers", |r| {
+        healthy_with(r, "broker", 2)
+    })
+    .await;
 
     // One broker of two crashes.
     take(&mut services, "broker").kill().await;

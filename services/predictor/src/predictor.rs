@@ -47,7 +47,10 @@ impl Shared {
     ) -> Result<Response<T>, Status> {
         if !matches!(result, Err(ApiError::NoModel)) {
             let failed = matches!(result, Err(ApiError::Internal(_)));
-            self.models.metrics().beat.record(!failed, started.elapsed());
+            self.models
+                .metrics()
+                .beat
+                .record(!failed, started.elapsed());
         }
         self.answer(result)
     }

@@ -100,7 +100,11 @@ fn table(report: &StatusReport, colour: bool) -> String {
             "  {:<14} {} {:>9} {:>7} {:>8} {:>9}  {}\n",
             name,
             state,
-            format!("{}/{}", component.alive, component.alive + component.missing),
+            format!(
+                "{}/{}",
+                component.alive,
+                component.alive + component.missing
+            ),
             component.operations,
             component.errors,
             p99,
@@ -145,8 +149,10 @@ fn table(report: &StatusReport, colour: bool) -> String {
         optional(report.feedback.judged)
     ));
     let model = |m: &Option<vigil_health::ModelRef>| {
-        m.as_ref()
-            .map_or_else(|| "none".to_owned(), |m| format!("v{} ({})", m.version, m.id))
+        m.as_ref().map_or_else(
+            || "none".to_owned(),
+            |m| format!("v{} ({})", m.version, m.id),
+        )
     };
     out.push_str(&format!(
         "models: production {}, active {}\n",

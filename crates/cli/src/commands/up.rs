@@ -113,13 +113,21 @@ fn launch<E: Into<anyhow::Error>>(
 /// The services `vigil up` runs after the predictor, in start order. The predictor is not in
 /// it because it starts first and alone: the orchestrator scores through the address it bound.
 const SERVICES: [(&str, Launch); 5] = [
-    ("broker", |ctx, token| launch(vigil_broker::run_in(ctx, token))),
-    ("trainer", |ctx, token| launch(vigil_trainer::run_in(ctx, token))),
+    ("broker", |ctx, token| {
+        launch(vigil_broker::run_in(ctx, token))
+    }),
+    ("trainer", |ctx, token| {
+        launch(vigil_trainer::run_in(ctx, token))
+    }),
     ("orchestrator", |ctx, token| {
         launch(vigil_orchestrator::run_in(ctx, token))
     }),
-    ("feedback", |ctx, token| launch(vigil_feedback::run_in(ctx, token))),
-    ("health", |ctx, token| launch(vigil_health::run_in(ctx, token))),
+    ("feedback", |ctx, token| {
+        launch(vigil_feedback::run_in(ctx, token))
+    }),
+    ("health", |ctx, token| {
+        launch(vigil_health::run_in(ctx, token))
+    }),
 ];
 
 /// The readiness checks of the services [`spawn_services`] starts.
