@@ -161,8 +161,14 @@ async fn a_stopped_service_degrades_its_component_until_it_is_back() {
     let mut events = sandbox.subscribe(&events_subject).await;
 
     take(&mut services, "trainer").stop().await;
-    let degraded = status_where(&sandbox, "the trainer degraded", |r| {
+    // Waiting for the whole picture, so that a heartbeat delayed on a busy machine only delays
+    // the test.
+    let degraded = status_where(&sandbox, "the trainer degraded, the rest healthy", |r| {
         r.components["trainer"].state == HealthState::Degraded
+            && r.state == HealthState::Degraded
+            && r.components
+                .iter()
+                .all(|(name, c)| name == "trainer" || c.state == HealthState::Healthy)
     })
     .await;
     let trainer = &degraded.components["trainer"];
@@ -172,41 +178,24 @@ async fn a_stopped_service_degrades_its_component_until_it_is_back() {
         "{:?}",
         trainer.reasons
     );
-    assert_eq!(
-        degraded.state,
-        HealthState::Degraded,
+    assert!(
+        degraded.reason.starts_with("trainer degraded"),
         "the overall status follows: {}",
         degraded.reason
     );
-    assert!(
-        degraded.reason.contains("trainer degraded"),
-        "{}",
-        degraded.reason
-    );
-    for (name, component) in &degraded.components {
-        if name != "trainer" {
-            assert_eq!(
-                component.state,
-                HealthState::Healthy,
-                "{name}: {component:?}"
-            );
-        }
-    }
 
-    let changed = next_change(&mut events, "trainer").await;
+    let changed = next_change(&mut events, "trainer", "degraded").await;
     assert_eq!(changed.event_type, EventType::HealthChanged);
     assert_eq!(changed.source, "health");
     assert_eq!(changed.data["from"], "healthy");
-    assert_eq!(changed.data["to"], "degraded");
 
     services.push(sandbox.spawn("trainer", vigil_trainer::run_in));
     status_where(&sandbox, "the trainer healthy again", |r| {
         healthy_with(r, "trainer", 1)
     })
     .await;
-    let recovered = next_change(&mut events, "trainer").await;
+    let recovered = next_change(&mut events, "trainer", "healthy").await;
     assert_eq!(recovered.data["from"], "degraded");
-    assert_eq!(recovered.data["to"], "healthy");
 
     for service in services {
         service.stop().await;
@@ -224,8 +213,8 @@ async fn one_replica_down_is_degraded_and_a_required_component_gone_is_critical(
 
     // One broker of two crashes.
     take(&mut services, "broker").kill().await;
-    let one_down = status_where(&sandbox, "the broker degraded", |r| {
-        r.components["broker"].state == HealthState::Degraded
+    let one_down = status_where(&sandbox, "the broker degraded, and so the system", |r| {
+        r.components["broker"].state == HealthState::Degraded && r.state == HealthState::Degraded
     })
     .await;
     let broker = &one_down.components["broker"];
@@ -235,7 +224,6 @@ async fn one_replica_down_is_degraded_and_a_required_component_gone_is_critical(
         "{:?}",
         broker.reasons
     );
-    assert_eq!(one_down.state, HealthState::Degraded, "{}", one_down.reason);
 
     // A replacement starts: the missing one is forgotten.
     services.push(sandbox.spawn("broker", vigil_broker::run_in));
@@ -251,25 +239,31 @@ async fn one_replica_down_is_degraded_and_a_required_component_gone_is_critical(
     })
     .await;
     assert_eq!(critical.state, HealthState::Critical, "{}", critical.reason);
+    assert!(
+        critical.components["orchestrator"].reasons[0].contains("all 1 instance(s) missing"),
+        "{:?}",
+        critical.components["orchestrator"].reasons
+    );
 
     for service in services {
         service.stop().await;
     }
 }
 
-/// The next HEALTH_CHANGED event about `component` on the subscription.
+/// The next HEALTH_CHANGED event that says `component` became `to`.
 async fn next_change(
     events: &mut vigil_bus::async_nats::Subscriber,
     component: &str,
+    to: &str,
 ) -> SecurityEvent {
     loop {
         let message = tokio::time::timeout(PATIENCE, events.next())
             .await
-            .unwrap_or_else(|_| panic!("no health_changed event about {component}"))
+            .unwrap_or_else(|_| panic!("no health_changed event: {component} became {to}"))
             .expect("the subscription is open");
         let wire = v1::SecurityEvent::decode(message.payload.as_ref()).expect("a SecurityEvent");
         let event = SecurityEvent::try_from(wire).expect("a valid event");
-        if event.correlation_id == component {
+        if event.correlation_id == component && event.data["to"] == to {
             return event;
         }
     }
