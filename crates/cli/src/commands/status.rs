@@ -15,7 +15,8 @@ pub struct StatusArgs {
     /// Print the whole status as one JSON object (the shape is in docs/health.md).
     #[arg(long)]
     pub json: bool,
-    /// Ask again every INTERVAL seconds until Ctrl-C.
+    /// Ask again every INTERVAL seconds (2 when not given) until Ctrl-C; a failed ask is
+    /// reported and retried.
     #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2")]
     pub watch: Option<u64>,
     #[command(flatten)]
@@ -32,8 +33,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("NATS is not reachable: {e}"))?;
         let colour = std::io::stdout().is_terminal();
+        if args.watch.is_some() {
+            // Ctrl-C ends the watch at once, also in the middle of an ask.
+            tokio::spawn(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(0);
+                }
+            });
+        }
         loop {
-            let report = vigil_health::status(&bus, timeout).await?;
+            let report = match vigil_health::status(&bus, timeout).await {
+                Ok(report) => report,
+                Err(error) if args.watch.is_some() => {
+                    eprintln!("error: {error}");
+                    if !wait(args.watch).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -43,15 +62,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                 }
                 print!("{}", table(&report, colour));
             }
-            let Some(every) = args.watch else {
+            if !wait(args.watch).await {
                 return Ok(());
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_secs(every.max(1))) => {}
             }
         }
     })
+}
+
+/// Waits out one `--watch` interval; false when not watching.
+async fn wait(watch: Option<u64>) -> bool {
+    match watch {
+        Some(every) => {
+            tokio::time::sleep(Duration::from_secs(every.max(1))).await;
+            true
+        }
+        None => false,
+    }
 }
 
 fn paint(state: HealthState, colour: bool) -> String {
