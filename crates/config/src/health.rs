@@ -89,7 +89,7 @@ impl Default for HealthSettings {
             oldest_message_degraded_secs: 60,
             oldest_message_critical_secs: 600,
             dead_letter_window_secs: 3_600,
-            dead_letters_degraded: 1,
+            dead_letters_degraded: 10,
             dead_letters_critical: 100,
             require_production_model: true,
             status_timeout_ms: 5_000,

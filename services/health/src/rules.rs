@@ -798,9 +798,15 @@ mod tests {
         assert!(old.reasons[0].contains("700 s old"), "{old:?}");
 
         facts.dead_letters.insert("broker".into(), 3);
+        assert_eq!(
+            judge(&registry, &facts, "broker", 0).state,
+            HealthState::Healthy,
+            "a few dead letters are in the report, not an alarm"
+        );
+        facts.dead_letters.insert("broker".into(), 12);
         let dead = judge(&registry, &facts, "broker", 0);
         assert_eq!(dead.state, HealthState::Degraded);
-        assert!(dead.reasons[0].contains("3 dead letter(s)"), "{dead:?}");
+        assert!(dead.reasons[0].contains("12 dead letter(s)"), "{dead:?}");
         facts.dead_letters.insert("broker".into(), 100);
         assert_eq!(
             judge(&registry, &facts, "broker", 0).state,

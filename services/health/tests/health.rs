@@ -16,12 +16,17 @@ use vigil_testkit::{Sandbox, Service, eventually};
 const PATIENCE: Duration = Duration::from_secs(60);
 
 async fn sandbox() -> Sandbox {
-    Sandbox::with(&[
+    sandbox_with(&[]).await
+}
+
+async fn sandbox_with(overrides: &[&str]) -> Sandbox {
+    let mut all = vec![
         "health.heartbeat_interval_ms=200",
         // No model is trained in these tests; the model rule has unit tests of its own.
         "health.require_production_model=false",
-    ])
-    .await
+    ];
+    all.extend_from_slice(overrides);
+    Sandbox::with(&all).await
 }
 
 async fn status(sandbox: &Sandbox) -> Result<StatusReport, String> {
@@ -244,6 +249,58 @@ async fn one_replica_down_is_degraded_and_a_required_component_gone_is_critical(
         "{:?}",
         critical.components["orchestrator"].reasons
     );
+
+    for service in services {
+        service.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn work_shows_in_the_heartbeats_and_a_dead_letter_degrades_the_broker() {
+    let sandbox = sandbox_with(&["health.dead_letters_degraded=1"]).await;
+    let services = start_all(&sandbox, 1);
+    status_where(&sandbox, "everything healthy", |r| {
+        r.state == HealthState::Healthy && r.components.values().all(|c| c.alive == 1)
+    })
+    .await;
+
+    let subject = sandbox.bus().topology().ingest_subject("ids").unwrap();
+    for body in [
+        r#"{"id":"good-1","threatType":"port_scan","sourceIp":"203.0.113.7","destinationPort":22,"confidence":0.5}"#,
+        // Refused: a confidence above 1 is dead-lettered by the broker.
+        r#"{"id":"bad-1","threatType":"port_scan","confidence":3.0}"#,
+    ] {
+        let mut headers = vigil_bus::async_nats::HeaderMap::new();
+        headers.insert("Content-Type", "application/json");
+        sandbox
+            .bus()
+            .jetstream()
+            .publish_with_headers(subject.clone(), headers, body.to_owned().into())
+            .await
+            .expect("publishes")
+            .await
+            .expect("stored");
+    }
+
+    let report = status_where(&sandbox, "the work and the dead letter reported", |r| {
+        let broker = &r.components["broker"];
+        let orchestrator = &r.components["orchestrator"];
+        broker.operations == 2
+            && broker.errors == 1
+            && orchestrator.operations == 1
+            && r.events_processed == Some(1)
+            && broker.state == HealthState::Degraded
+    })
+    .await;
+    let broker = &report.components["broker"];
+    assert!(broker.latency_ms.is_some(), "{broker:?}");
+    assert_eq!(broker.reasons, ["1 dead letter(s) in the last 3600 s"]);
+    assert_eq!(report.dead_letters.recent.get("VIGIL_INGEST"), Some(&1));
+    assert_eq!(report.dead_letters.stored, Some(1));
+    assert_eq!(report.workflows.get("SUCCESS"), Some(&1));
+    assert_eq!(report.recent.workflows, Some(1));
+    assert_eq!(report.components["orchestrator"].errors, 0);
+    assert_eq!(report.state, HealthState::Degraded, "{}", report.reason);
 
     for service in services {
         service.stop().await;
