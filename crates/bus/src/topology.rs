@@ -416,6 +416,12 @@ impl Topology {
         self.prefixed_subject("vigil.health.heartbeat.>")
     }
 
+    /// Where the health service answers status requests: `vigil.health.status` (core NATS
+    /// request/reply; replicas share it as a queue group).
+    pub fn health_status_subject(&self) -> String {
+        self.prefixed_subject("vigil.health.status")
+    }
+
     /// Where analysts submit feedback: `vigil.feedback.submit` (core NATS request/reply).
     pub fn feedback_submit_subject(&self) -> String {
         self.prefixed_subject("vigil.feedback.submit")
@@ -675,6 +681,8 @@ mod tests {
             "vigil.health.heartbeat.broker.pod-1"
         );
         assert_eq!(t.feedback_submit_subject(), "vigil.feedback.submit");
+        assert_eq!(t.health_status_subject(), "vigil.health.status");
+        assert_eq!(t.heartbeat_wildcard(), "vigil.health.heartbeat.>");
         assert_eq!(t.feedback_review_subject(), "vigil.feedback.review");
         assert_eq!(t.feedback_insights_subject(), "vigil.feedback.insights");
     }
@@ -693,6 +701,11 @@ mod tests {
             "t1a2b.vigil.dlq.VIGIL_WORK"
         );
         assert_eq!(t.feedback_submit_subject(), "t1a2b.vigil.feedback.submit");
+        assert_eq!(t.health_status_subject(), "t1a2b.vigil.health.status");
+        assert_eq!(
+            t.heartbeat_subject("broker", "pod-1").expect("valid"),
+            "t1a2b.vigil.health.heartbeat.broker.pod-1"
+        );
         assert_eq!(t.feedback_review_subject(), "t1a2b.vigil.feedback.review");
         assert_eq!(
             t.feedback_insights_subject(),

@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Run every vigil service in one process against NATS and PostgreSQL.
     Up(commands::up::UpArgs),
+    /// Health of every component and the system, from the health service.
+    Status(commands::status::StatusArgs),
     /// Publish threat signals (JSON, or a JSONL file) to the ingest stream.
     Publish(commands::publish::PublishArgs),
     /// Replay a data set as threat signals (stable ids: a second replay is all duplicates).
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => commands::up::run(args),
+        Command::Status(args) => commands::status::run(args),
         Command::Publish(args) => commands::publish::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Models(args) => commands::models::run(args),

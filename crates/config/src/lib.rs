@@ -3,6 +3,7 @@
 //! validated before any service starts.
 
 mod feedback;
+mod health;
 mod live;
 mod loader;
 mod schedule;
@@ -11,6 +12,7 @@ mod settings;
 pub mod soar;
 
 pub use feedback::FeedbackSettings;
+pub use health::HealthSettings;
 pub use live::{LIVE_KEYS, LiveKey, live_key, parse_value, render_value, value_at};
 pub use loader::{Config, ConfigVersion, Error, Result, Sources};
 pub use schedule::Schedule;

@@ -69,6 +69,8 @@ pub struct Config {
     pub feedback: crate::FeedbackSettings,
     /// Assessment, alert routing and channels, remediation, incidents.
     pub soar: crate::SoarSettings,
+    /// Heartbeats and the health service's rules.
+    pub health: crate::HealthSettings,
 }
 
 /// The configuration layout version this vigil reads and writes.
@@ -270,6 +272,7 @@ impl Config {
             ));
         }
         self.feedback.validate().map_err(Error::Invalid)?;
+        self.health.validate().map_err(Error::Invalid)?;
         Ok(())
     }
 

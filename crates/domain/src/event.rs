@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, ValidationError, require_non_empty};
 use crate::severity::Severity;
 
-/// The nine kinds of domain event vigil publishes on `vigil.events.<type>`.
+/// The kinds of domain event vigil publishes on `vigil.events.<type>`: the seed design's nine,
+/// and HEALTH_CHANGED from the health service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
@@ -20,11 +21,13 @@ pub enum EventType {
     WorkflowCompleted,
     FeedbackReceived,
     ModelPromoted,
+    /// A component's health changed (healthy / degraded / critical), from the health service.
+    HealthChanged,
 }
 
 impl EventType {
     /// Every event type, in flow order.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::ThreatDetected,
         EventType::AssessmentComplete,
         EventType::PredictionComplete,
@@ -34,6 +37,7 @@ impl EventType {
         EventType::WorkflowCompleted,
         EventType::FeedbackReceived,
         EventType::ModelPromoted,
+        EventType::HealthChanged,
     ];
 
     /// The subject token: `vigil.events.<token>`.
@@ -48,6 +52,7 @@ impl EventType {
             EventType::WorkflowCompleted => "workflow_completed",
             EventType::FeedbackReceived => "feedback_received",
             EventType::ModelPromoted => "model_promoted",
+            EventType::HealthChanged => "health_changed",
         }
     }
 }

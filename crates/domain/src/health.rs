@@ -4,15 +4,35 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Overall health, as the seed design names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthState {
+    #[default]
     Healthy,
     Degraded,
     Critical,
 }
 
-/// A liveness beat from one service instance.
+impl HealthState {
+    /// `healthy`, `degraded` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Healthy => "healthy",
+            HealthState::Degraded => "degraded",
+            HealthState::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A liveness beat from one service instance, with what it did since its previous beat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub service: String,
@@ -20,6 +40,34 @@ pub struct Heartbeat {
     pub timestamp: DateTime<Utc>,
     pub version: String,
     pub ready: bool,
+    /// Since the instance started.
+    pub uptime_ms: u64,
+    /// The sender's heartbeat interval.
+    pub interval_ms: u64,
+    /// Main operations finished since the previous beat.
+    pub operations: u64,
+    /// How many of those failed.
+    pub errors: u64,
+    /// Latency of those operations; `None` when there were none.
+    pub latency: Option<LatencyPercentiles>,
+    /// The sender's own view of its dependencies (`nats`, `postgres`, `model`, ...).
+    pub dependencies: BTreeMap<String, DependencyStatus>,
+}
+
+/// Latency percentiles of a set of operations, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LatencyPercentiles {
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// One dependency as a service sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DependencyStatus {
+    pub ok: bool,
+    /// What was seen: an error, or e.g. the loaded model's id.
+    pub detail: String,
 }
 
 /// Latency and error rate of one component over the recent window.

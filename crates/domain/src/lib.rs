@@ -20,7 +20,9 @@ pub use feedback::{
     ATTACK_FROM, FeedbackRecord, FeedbackSubmission, FeedbackType, MAX_ATTACK_TYPE_CHARS,
     MAX_NOTE_CHARS, TrueLabel,
 };
-pub use health::{ComponentHealth, HealthState, Heartbeat, SystemStatus};
+pub use health::{
+    ComponentHealth, DependencyStatus, HealthState, Heartbeat, LatencyPercentiles, SystemStatus,
+};
 pub use model::{
     AbstainReason, Abstention, ModelMetrics, ModelType, ModelVersion, PredictionResult,
 };

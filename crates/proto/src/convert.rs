@@ -334,6 +334,7 @@ impl TryFrom<v1::EventType> for domain::EventType {
             W::WorkflowCompleted => D::WorkflowCompleted,
             W::FeedbackReceived => D::FeedbackReceived,
             W::ModelPromoted => D::ModelPromoted,
+            W::HealthChanged => D::HealthChanged,
         })
     }
 }
@@ -352,6 +353,7 @@ impl From<domain::EventType> for v1::EventType {
             D::WorkflowCompleted => W::WorkflowCompleted,
             D::FeedbackReceived => W::FeedbackReceived,
             D::ModelPromoted => W::ModelPromoted,
+            D::HealthChanged => W::HealthChanged,
         }
     }
 }
@@ -1083,6 +1085,33 @@ impl TryFrom<v1::Heartbeat> for domain::Heartbeat {
             timestamp: timestamp("timestamp", w.timestamp)?,
             version: w.version,
             ready: w.ready,
+            uptime_ms: w.uptime_ms,
+            interval_ms: w.interval_ms,
+            operations: w.operations,
+            errors: w.errors,
+            latency: w
+                .latency
+                .map(|l| {
+                    Ok::<_, ConversionError>(domain::LatencyPercentiles {
+                        p50_ms: in_range("latency.p50_ms", l.p50_ms, 0.0, f64::MAX)?,
+                        p95_ms: in_range("latency.p95_ms", l.p95_ms, 0.0, f64::MAX)?,
+                        p99_ms: in_range("latency.p99_ms", l.p99_ms, 0.0, f64::MAX)?,
+                    })
+                })
+                .transpose()?,
+            dependencies: w
+                .dependencies
+                .into_iter()
+                .map(|(name, d)| {
+                    (
+                        name,
+                        domain::DependencyStatus {
+                            ok: d.ok,
+                            detail: d.detail,
+                        },
+                    )
+                })
+                .collect(),
         })
     }
 }
@@ -1095,6 +1124,28 @@ impl From<domain::Heartbeat> for v1::Heartbeat {
             timestamp: Some(d.timestamp.into()),
             version: d.version,
             ready: d.ready,
+            uptime_ms: d.uptime_ms,
+            interval_ms: d.interval_ms,
+            operations: d.operations,
+            errors: d.errors,
+            latency: d.latency.map(|l| v1::LatencyPercentiles {
+                p50_ms: l.p50_ms,
+                p95_ms: l.p95_ms,
+                p99_ms: l.p99_ms,
+            }),
+            dependencies: d
+                .dependencies
+                .into_iter()
+                .map(|(name, d)| {
+                    (
+                        name,
+                        v1::DependencyStatus {
+                            ok: d.ok,
+                            detail: d.detail,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }

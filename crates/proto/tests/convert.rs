@@ -530,6 +530,31 @@ fn health_messages_round_trip() {
         timestamp: at(15),
         version: "0.1.0".into(),
         ready: true,
+        uptime_ms: 120_000,
+        interval_ms: 5_000,
+        operations: 42,
+        errors: 1,
+        latency: Some(d::LatencyPercentiles {
+            p50_ms: 1.5,
+            p95_ms: 4.0,
+            p99_ms: 9.5,
+        }),
+        dependencies: BTreeMap::from([
+            (
+                "nats".to_owned(),
+                d::DependencyStatus {
+                    ok: true,
+                    detail: String::new(),
+                },
+            ),
+            (
+                "postgres".to_owned(),
+                d::DependencyStatus {
+                    ok: false,
+                    detail: "connection refused".into(),
+                },
+            ),
+        ]),
     });
     let component = d::ComponentHealth {
         component: "orchestrator".into(),

@@ -1,13 +1,13 @@
 //! What every vigil service shares at run time: one [`ServiceContext`] (config, metrics,
-//! readiness, instance id), shutdown on SIGINT/SIGTERM, and the `main` of a service binary.
+//! readiness, heartbeats, instance id), shutdown on SIGINT/SIGTERM, and the `main` of a service
+//! binary.
 //!
 //! A service exposes `run(config, shutdown)`, which builds its own context and HTTP endpoint,
 //! and `run_in(ctx, shutdown)`, which `vigil up` calls for every service with one shared context.
 
 mod live;
+mod pulse;
 pub mod trace;
-
-pub use live::LiveConfig;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use vigil_config::{Config, Sources};
-use vigil_telemetry::{HttpServer, Metrics, Readiness};
+use vigil_telemetry::{HttpServer, Metrics, Readiness, StatusEndpoint};
+
+pub use live::LiveConfig;
+pub use pulse::{Beat, CheckFuture, Interval, Pulse, spawn_heartbeats};
 
 /// Every binary that runs a vigil service allocates through mimalloc: the event path makes
 /// millions of small, short-lived allocations (messages, JSON, headers), and glibc's allocator
@@ -43,6 +46,11 @@ pub struct ServiceContext {
     pub live: LiveConfig,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// Where services register for heartbeats ([`Pulse::register`]); one task per process
+    /// ([`spawn_heartbeats`]) sends them.
+    pub pulse: Pulse,
+    /// The `/status` route of the process's HTTP server, filled by the health service.
+    pub status: StatusEndpoint,
     /// Unique per process: `<hostname-or-pid>-<random>`.
     pub instance: String,
 }
@@ -56,6 +64,8 @@ impl ServiceContext {
             config,
             metrics: Metrics::new(),
             readiness: Readiness::new(),
+            pulse: Pulse::default(),
+            status: StatusEndpoint::new(),
             instance: instance_id(),
         }
     }
@@ -67,7 +77,8 @@ fn instance_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("pid{}", std::process::id()));
     let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &random[..8])
+    // Heartbeat subjects carry the instance id as one token.
+    vigil_bus::subject_token(&format!("{host}-{}", &random[..8]))
 }
 
 /// The stream limits and redelivery policy from config, in the bus's terms.
@@ -125,23 +136,26 @@ pub fn token_from(shutdown: impl Future<Output = ()> + Send + 'static) -> Cancel
     token
 }
 
-/// Starts the `/metrics`, `/healthz`, `/readyz` server of a standalone service.
+/// Starts the `/metrics`, `/healthz`, `/readyz` (and `/status`, where the health service runs)
+/// server of a process.
 pub async fn serve_http(
     ctx: &ServiceContext,
     token: &CancellationToken,
 ) -> anyhow::Result<HttpServer> {
     let stop = token.clone();
-    Ok(HttpServer::start(
+    Ok(HttpServer::start_with_status(
         &ctx.config.telemetry.http_addr,
         ctx.metrics.clone(),
         ctx.readiness.clone(),
+        ctx.status.clone(),
         async move { stop.cancelled().await },
     )
     .await?)
 }
 
-/// Runs one service standalone: its own `/metrics`, `/healthz`, `/readyz` server, then its
-/// `run_in` until `shutdown` completes; the HTTP server stops after the service has drained.
+/// Runs one service standalone: its own `/metrics`, `/healthz`, `/readyz` server and its
+/// heartbeats, then its `run_in` until `shutdown` completes; the HTTP server stops after the
+/// service has drained.
 pub async fn run_standalone<F, Fut, E>(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -155,8 +169,10 @@ where
     let token = token_from(shutdown);
     let ctx = ServiceContext::new(config);
     let http = serve_http(&ctx, &token).await?;
+    let heartbeats = spawn_heartbeats(&ctx, &token);
     let result = run_in(ctx, token.clone()).await;
     token.cancel();
+    let _ = heartbeats.await;
     http.wait().await;
     result
 }

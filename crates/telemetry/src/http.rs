@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -37,6 +38,12 @@ impl Readiness {
         checks.remove(name);
     }
 
+    /// Whether the check `name` is ready; `None` when there is no such check.
+    pub fn is_ready(&self, name: &str) -> Option<bool> {
+        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        checks.get(name).copied()
+    }
+
     /// Whether every check is ready, and the names of those that are not.
     pub fn status(&self) -> (bool, Vec<String>) {
         let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
@@ -49,10 +56,69 @@ impl Readiness {
     }
 }
 
+/// The JSON a `/status` request is answered with, rendered on each request.
+pub type StatusFuture = Pin<Box<dyn Future<Output = String> + Send>>;
+type StatusProvider = Arc<dyn Fn() -> StatusFuture + Send + Sync>;
+
+/// The optional `/status` route: empty (404) until a service in the process, the health
+/// service, installs what renders it; cheap to clone, shared by a process's services.
+#[derive(Clone, Default)]
+pub struct StatusEndpoint {
+    provider: Arc<RwLock<Option<StatusProvider>>>,
+}
+
+impl std::fmt::Debug for StatusEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusEndpoint")
+            .field("installed", &self.is_installed())
+            .finish()
+    }
+}
+
+impl StatusEndpoint {
+    /// No provider: `/status` answers 404.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `/status` with the JSON text `render` produces.
+    pub fn install<F, Fut>(&self, render: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = String> + Send + 'static,
+    {
+        let provider: StatusProvider = Arc::new(move || Box::pin(render()));
+        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = Some(provider);
+    }
+
+    /// Back to 404, e.g. when the health service stops.
+    pub fn remove(&self) {
+        *self.provider.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Whether a provider is installed.
+    pub fn is_installed(&self) -> bool {
+        self.provider
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn render(&self) -> Option<StatusFuture> {
+        let provider = self
+            .provider
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        Some(provider())
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     metrics: Metrics,
     readiness: Readiness,
+    status: StatusEndpoint,
 }
 
 /// The running `/metrics`, `/healthz`, `/readyz` server.
@@ -71,6 +137,18 @@ impl HttpServer {
         readiness: Readiness,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self> {
+        Self::start_with_status(addr, metrics, readiness, StatusEndpoint::new(), shutdown).await
+    }
+
+    /// [`start`](Self::start), also serving `/status` from `status` once a provider is
+    /// installed in it.
+    pub async fn start_with_status(
+        addr: &str,
+        metrics: Metrics,
+        readiness: Readiness,
+        status: StatusEndpoint,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind {
@@ -85,7 +163,12 @@ impl HttpServer {
             .route("/metrics", get(metrics_handler))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz_handler))
-            .with_state(AppState { metrics, readiness });
+            .route("/status", get(status_handler))
+            .with_state(AppState {
+                metrics,
+                readiness,
+                status,
+            });
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
@@ -94,7 +177,7 @@ impl HttpServer {
                 tracing::warn!(%error, "telemetry http server stopped");
             }
         });
-        tracing::info!(%local_addr, "serving /metrics, /healthz and /readyz");
+        tracing::info!(%local_addr, "serving /metrics, /healthz, /readyz and /status");
         Ok(Self { local_addr, task })
     }
 
@@ -112,6 +195,21 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+async fn status_handler(State(state): State<AppState>) -> impl IntoResponse {
+    match state.status.render() {
+        Some(rendering) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            rendering.await,
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "no health service runs in this process\n".to_owned(),
+        ),
+    }
 }
 
 async fn readyz_handler(State(state): State<AppState>) -> impl IntoResponse {

@@ -1,13 +1,14 @@
 //! Observability every vigil service shares: structured logs (human or JSON), OpenTelemetry trace
 //! export over OTLP when an endpoint is configured, W3C trace-context propagation, and one small
-//! HTTP server for `/metrics` (Prometheus text), `/healthz` and `/readyz`.
+//! HTTP server for `/metrics` (Prometheus text), `/healthz`, `/readyz` and, where the health
+//! service runs, `/status`.
 
 mod http;
 mod metrics;
 mod propagation;
 mod tracing_setup;
 
-pub use http::{HttpServer, Readiness};
+pub use http::{HttpServer, Readiness, StatusEndpoint, StatusFuture};
 pub use metrics::Metrics;
 pub use propagation::{current_traceparent, set_parent_from_traceparent};
 pub use tracing_setup::{TelemetryGuard, init};

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use prometheus_client::metrics::counter::Counter;
-use vigil_telemetry::{HttpServer, Metrics, Readiness};
+use vigil_telemetry::{HttpServer, Metrics, Readiness, StatusEndpoint};
 
 #[tokio::test]
 async fn metrics_health_and_readiness_are_served() {
@@ -55,6 +55,43 @@ async fn metrics_health_and_readiness_are_served() {
     tokio::time::timeout(std::time::Duration::from_secs(10), server.wait())
         .await
         .expect("server stops on shutdown");
+}
+
+#[tokio::test]
+async fn status_is_served_only_while_a_provider_is_installed() {
+    let status = StatusEndpoint::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = HttpServer::start_with_status(
+        "127.0.0.1:0",
+        Metrics::new(),
+        Readiness::new(),
+        status.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .expect("binds");
+    let url = format!("http://{}/status", server.local_addr);
+
+    let none = reqwest::get(&url).await.unwrap();
+    assert_eq!(none.status(), 404);
+    assert!(none.text().await.unwrap().contains("no health service"));
+
+    status.install(|| async { r#"{"state":"healthy"}"#.to_owned() });
+    let served = reqwest::get(&url).await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(
+        served.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    assert_eq!(served.text().await.unwrap(), r#"{"state":"healthy"}"#);
+
+    status.remove();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 404);
+
+    stop.send(()).unwrap();
+    server.wait().await;
 }
 
 #[test]

@@ -397,14 +397,16 @@ pub async fn next_message(
     }
 }
 
-/// A service started by [`Sandbox::spawn`]: its context (metrics, readiness), its token, and
-/// the task running it. Dropping it aborts the task.
+/// A service started by [`Sandbox::spawn`]: its context (metrics, readiness), its token, the
+/// task running it and the task sending its heartbeats, as in a process of its own. Dropping it
+/// aborts both.
 #[derive(Debug)]
 pub struct Service {
     name: String,
     ctx: ServiceContext,
     token: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    heartbeats: tokio::task::JoinHandle<()>,
 }
 
 impl Service {
@@ -419,11 +421,13 @@ impl Service {
         let token = CancellationToken::new();
         let running = run_in(ctx.clone(), token.clone());
         let task = tokio::spawn(async move { running.await.map_err(|e| format!("{e:#}")) });
+        let heartbeats = vigil_runtime::spawn_heartbeats(&ctx, &token);
         Self {
             name: name.to_owned(),
             ctx,
             token,
             task: Some(task),
+            heartbeats,
         }
     }
 
@@ -516,6 +520,7 @@ impl Service {
     /// Kills the service without letting it drain, as a crash would: in-flight work is neither
     /// finished nor acked.
     pub async fn kill(mut self) {
+        self.heartbeats.abort();
         if let Some(task) = self.task.take() {
             task.abort();
             // Cancelled (or finished before the abort): either way it no longer runs.
@@ -526,6 +531,7 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
+        self.heartbeats.abort();
         if let Some(task) = self.task.take() {
             task.abort();
         }

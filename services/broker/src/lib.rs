@@ -9,7 +9,7 @@ mod fingerprint;
 mod metrics;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::{FutureExt, StreamExt};
@@ -19,7 +19,7 @@ use vigil_bus::{Bus, ConsumerKind, Delivery, PublishOptions, StreamKind, WorkPri
 use vigil_config::Config;
 use vigil_domain::{EventType, SecurityEvent, Severity, ThreatSignal};
 use vigil_proto::{signal_json, v1};
-use vigil_runtime::ServiceContext;
+use vigil_runtime::{Beat, ServiceContext};
 
 pub use fingerprint::{FINGERPRINT_FIELDS, fingerprint};
 use metrics::BrokerMetrics;
@@ -69,6 +69,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         fingerprint_fields: config.broker.fingerprint_fields.clone(),
         backpressure_delay: Duration::from_millis(config.broker.backpressure_delay_ms),
         shutdown: token.clone(),
+        beat: ctx.pulse.register("broker"),
     };
     ctx.readiness.set("broker", true);
     tracing::info!(consumer = consumer.name(), "broker consuming");
@@ -107,6 +108,8 @@ struct Broker {
     fingerprint_fields: Vec<String>,
     backpressure_delay: Duration,
     shutdown: CancellationToken,
+    /// One operation per signal, in the heartbeats.
+    beat: Beat,
 }
 
 /// The queue a signal goes to: the sensor's severity when it gives one, else its confidence.
@@ -129,6 +132,7 @@ impl Broker {
     /// [`Broker::handle`], with a panic (a bug, never expected) failing only its own signal: it
     /// is retried, then dead-lettered with the panic's message, and the broker goes on.
     async fn handle_guarded(&self, delivery: &Delivery<v1::ThreatSignal>) {
+        let started = Instant::now();
         let span = vigil_runtime::trace::follow(
             tracing::info_span!("broker.signal", subject = delivery.subject()),
             delivery.traceparent().as_ref(),
@@ -136,6 +140,8 @@ impl Broker {
         let handled = std::panic::AssertUnwindSafe(self.handle(delivery).instrument(span))
             .catch_unwind()
             .await;
+        self.beat
+            .record(matches!(handled, Ok(true)), started.elapsed());
         if let Err(panic) = handled {
             let reason = format!(
                 "the broker panicked on this signal: {}",
@@ -151,7 +157,8 @@ impl Broker {
         }
     }
 
-    async fn handle(&self, delivery: &Delivery<v1::ThreatSignal>) {
+    /// Queues one signal; false when it was refused or could not be queued.
+    async fn handle(&self, delivery: &Delivery<v1::ThreatSignal>) -> bool {
         self.metrics.received.inc();
         let mut wire = delivery.payload().clone();
         // A sensor that sends no timestamp means "now".
@@ -167,7 +174,7 @@ impl Broker {
                 if let Err(error) = delivery.dead_letter(&reason).await {
                     tracing::warn!(%error, "failed to dead-letter an invalid signal");
                 }
-                return;
+                return false;
             }
         };
         signal.id = fingerprint(&signal, &self.fingerprint_fields);
@@ -197,7 +204,7 @@ impl Broker {
                             if let Err(error) = delivery.nak_with_delay(self.backpressure_delay).await {
                                 tracing::warn!(%error, "failed to nak a held signal on shutdown");
                             }
-                            return;
+                            return true;
                         }
                         () = tokio::time::sleep(self.backpressure_delay) => {}
                     }
@@ -214,7 +221,7 @@ impl Broker {
                     {
                         tracing::warn!(%error, "failed to nak after a publish failure");
                     }
-                    return;
+                    return false;
                 }
             }
         };
@@ -232,6 +239,7 @@ impl Broker {
         if let Err(error) = delivery.ack().await {
             tracing::warn!(%error, id = %signal.id, "failed to ack ingest message");
         }
+        true
     }
 
     async fn publish_detected(

@@ -38,7 +38,7 @@ mod submit;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::task::JoinSet;
@@ -148,6 +148,8 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         .flush()
         .await
         .map_err(|e| anyhow::anyhow!("cannot confirm the subscriptions: {e}"))?;
+    let beat = ctx.pulse.register("feedback");
+    beat.check_postgres(store.pool().clone());
     ctx.readiness.set("feedback", true);
     info!(%subject, trainer = %retrainer.subject(), "feedback service waiting for verdicts");
 
@@ -175,8 +177,11 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 };
                 let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
                 let submissions = Arc::clone(&submissions);
+                let beat = beat.clone();
                 in_flight.spawn(async move {
-                    submissions.handle(message).await;
+                    let started = Instant::now();
+                    let ok = submissions.handle(message).await;
+                    beat.record(ok, started.elapsed());
                     drop(slot);
                 });
             }

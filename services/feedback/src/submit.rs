@@ -104,8 +104,8 @@ impl Submissions {
     }
 
     /// Handles one message and replies to it (a message without a reply subject is handled
-    /// and logged).
-    pub async fn handle(&self, message: Message) {
+    /// and logged). Returns false when the verdict was refused or could not be stored.
+    pub async fn handle(&self, message: Message) -> bool {
         let traceparent = header_value(message.headers.as_ref(), headers::TRACEPARENT)
             .and_then(|v| v.parse::<TraceParent>().ok());
         let span = vigil_runtime::trace::follow(
@@ -114,10 +114,10 @@ impl Submissions {
         );
         self.handle_traced(message, traceparent)
             .instrument(span)
-            .await;
+            .await
     }
 
-    async fn handle_traced(&self, message: Message, traceparent: Option<TraceParent>) {
+    async fn handle_traced(&self, message: Message, traceparent: Option<TraceParent>) -> bool {
         let reply = match decode(&message) {
             Err(error) => self.refuse(error),
             Ok(submission) => self.submit(&submission, traceparent).await,
@@ -130,7 +130,7 @@ impl Submissions {
         }
         let Some(reply_to) = message.reply else {
             warn!("a submission came without a reply subject; its sender sees no answer");
-            return;
+            return reply.ok;
         };
         let body = serde_json::to_vec(&reply).unwrap_or_else(|_| {
             br#"{"ok":false,"error":"the reply could not be encoded"}"#.to_vec()
@@ -138,6 +138,7 @@ impl Submissions {
         if let Err(error) = self.bus.client().publish(reply_to, body.into()).await {
             warn!(%error, "cannot send the reply to a submission");
         }
+        reply.ok
     }
 
     fn refuse(&self, error: String) -> SubmitReply {

@@ -13,7 +13,7 @@ mod workflow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
@@ -132,6 +132,8 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     }
     // Work that a crashed or hung orchestrator never answered goes to the dead-letter stream.
     let _rescuer = bus.rescue_exhausted(StreamKind::Work).await?;
+    let beat = ctx.pulse.register("orchestrator");
+    beat.check_postgres(store.pool().clone());
     ctx.readiness.set("orchestrator", true);
     tracing::info!(
         max_workflows = config.orchestrator.max_workflows,
@@ -184,8 +186,11 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 break;
             };
             let orchestrator = orchestrator.clone();
+            let beat = beat.clone();
             tokio::spawn(async move {
-                orchestrator.handle(delivery, recorded).await;
+                let started = Instant::now();
+                let ok = orchestrator.handle(delivery, recorded).await;
+                beat.record(ok, started.elapsed());
                 drop(permit);
             });
         }

@@ -156,35 +156,37 @@ impl Orchestrator {
 
     /// Processes one work message end to end and acks it once the workflow is committed and
     /// its events are published. `recorded` is the workflow already stored for its event id,
-    /// looked up for the whole pulled batch at once (or why the lookup failed).
+    /// looked up for the whole pulled batch at once (or why the lookup failed). Returns whether
+    /// the workflow succeeded (an invalid work item or a failed step is false).
     pub async fn handle(
         &self,
         delivery: Delivery<v1::ThreatSignal>,
         recorded: Result<Option<WorkflowExecution>, String>,
-    ) {
+    ) -> bool {
         let span = vigil_runtime::trace::follow(
             tracing::info_span!("orchestrator.workflow", event_id = %delivery.payload().id),
             delivery.traceparent().as_ref(),
         );
         self.handle_traced(delivery, recorded)
             .instrument(span)
-            .await;
+            .await
     }
 
     async fn handle_traced(
         &self,
         delivery: Delivery<v1::ThreatSignal>,
         recorded: Result<Option<WorkflowExecution>, String>,
-    ) {
+    ) -> bool {
         let started = Instant::now();
         let signal = match ThreatSignal::try_from(delivery.payload().clone()) {
             Ok(signal) if !signal.id.is_empty() => signal,
             Ok(_) => {
-                return dead_letter(&delivery, "work item has no id (not queued by the broker)")
-                    .await;
+                dead_letter(&delivery, "work item has no id (not queued by the broker)").await;
+                return false;
             }
             Err(error) => {
-                return dead_letter(&delivery, &format!("invalid threat signal: {error}")).await;
+                dead_letter(&delivery, &format!("invalid threat signal: {error}")).await;
+                return false;
             }
         };
         // What the workflow's events carry: this workflow's span, else the signal's trace.
@@ -214,6 +216,7 @@ impl Orchestrator {
                 outcome
             }
         };
+        let ok = outcome.is_ok();
         match outcome {
             Ok(()) => {
                 if let Err(error) = delivery.ack().await {
@@ -234,6 +237,7 @@ impl Orchestrator {
                 }
             }
         }
+        ok
     }
 
     /// Runs the steps, commits the workflow's records, then publishes its events. `earlier` is

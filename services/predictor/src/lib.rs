@@ -60,11 +60,20 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     Predictor::start(ctx).await?.run(token).await
 }
 
+/// The `model` dependency of the predictor's heartbeats: the serving model's id, or none.
+fn report_model(beat: &vigil_runtime::Beat, models: &ModelSlot) {
+    match models.current_id() {
+        Some(id) => beat.set_dependency("model", true, id),
+        None => beat.set_dependency("model", false, "no model loaded"),
+    }
+}
+
 /// A started predictor: bound, subscribed to promotions, first model loaded (when there is
 /// one). [`run`](Self::run) it to serve until cancelled.
 #[derive(Debug)]
 pub struct Predictor {
     ctx: ServiceContext,
+    beat: vigil_runtime::Beat,
     server: PredictorServer,
     follower: RegistryFollower,
     promotions: vigil_bus::async_nats::Subscriber,
@@ -81,11 +90,13 @@ impl Predictor {
         let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
         // Subscribe before the first load, so a promotion in between is not missed.
         let (promotions_subject, promotions) = watch::subscribe_promotions(&bus).await?;
+        let beat = ctx.pulse.register(READINESS);
+        beat.check_postgres(store.pool().clone());
         let server = PredictorServer::start_with(
             &settings.grpc_addr,
             ServerOptions::from_settings(settings, config.thresholds),
             None,
-            PredictorMetrics::register(&ctx.metrics),
+            PredictorMetrics::register(&ctx.metrics).with_beat(beat.clone()),
         )
         .await?;
         let models = server.models().clone();
@@ -107,8 +118,10 @@ impl Predictor {
             }
         }
         ctx.readiness.set(READINESS, models.is_ready());
+        report_model(&beat, &models);
         Ok(Self {
             ctx,
+            beat,
             server,
             follower,
             promotions,
@@ -130,6 +143,7 @@ impl Predictor {
     pub async fn run(self, token: CancellationToken) -> Result<()> {
         let Self {
             ctx,
+            beat,
             mut server,
             mut follower,
             mut promotions,
@@ -160,6 +174,7 @@ impl Predictor {
                 }
             }
             ctx.readiness.set(READINESS, models.is_ready());
+            report_model(&beat, &models);
         };
         ctx.readiness.set(READINESS, false);
         drop(promotions);

@@ -1,5 +1,6 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use vigil_runtime::Beat;
 use vigil_telemetry::Metrics;
 
 /// Labels of a per-RPC counter.
@@ -20,6 +21,8 @@ pub struct PredictorMetrics {
     pub abstentions: Counter,
     /// The per-RPC children of `predictions`, looked up once: the family's lookup takes a lock.
     by_rpc: [Counter; 3],
+    /// One operation per scoring request, in the heartbeats.
+    pub(crate) beat: Beat,
 }
 
 /// The RPCs that score signals, in the order of `by_rpc`.
@@ -37,6 +40,7 @@ impl PredictorMetrics {
         Self {
             predictions,
             by_rpc,
+            beat: Beat::detached("predictor"),
             errors: metrics.register(
                 "predictor_errors",
                 "Requests answered with an error, by gRPC code",
@@ -59,6 +63,12 @@ impl PredictorMetrics {
                 Counter::default(),
             ),
         }
+    }
+
+    /// Records scoring requests in `beat` (the predictor's heartbeats) instead of nowhere.
+    pub fn with_beat(mut self, beat: Beat) -> Self {
+        self.beat = beat;
+        self
     }
 
     pub(crate) fn scored(&self, rpc: &'static str, rows: usize) {

@@ -1,6 +1,7 @@
 //! `vigil.v1.Predictor`: Predict, PredictBatch, GetModel.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::Utc;
 use tonic::{Request, Response, Status};
@@ -36,6 +37,23 @@ impl Shared {
             }
             Status::from(error)
         })
+    }
+
+    /// [`answer`](Self::answer), recording the request in the heartbeats: only a fault of the
+    /// server counts as a failed operation; a missing model is judged by the model rule.
+    pub(crate) fn answer_timed<T>(
+        &self,
+        started: Instant,
+        result: Result<T, ApiError>,
+    ) -> Result<Response<T>, Status> {
+        if !matches!(result, Err(ApiError::NoModel)) {
+            let failed = matches!(result, Err(ApiError::Internal(_)));
+            self.models
+                .metrics()
+                .beat
+                .record(!failed, started.elapsed());
+        }
+        self.answer(result)
     }
 
     /// `result`, abstaining when its signal carried less than the minimum coverage (counted).
@@ -145,21 +163,24 @@ impl Predictor for PredictorApi {
         &self,
         request: Request<v1::PredictRequest>,
     ) -> Result<Response<v1::PredictResponse>, Status> {
+        let started = Instant::now();
         let span = caller_span(tracing::info_span!("predictor.predict"), &request);
         let _entered = span.enter();
-        self.shared.answer(self.predict_one(request.into_inner()))
+        self.shared
+            .answer_timed(started, self.predict_one(request.into_inner()))
     }
 
     async fn predict_batch(
         &self,
         request: Request<v1::PredictBatchRequest>,
     ) -> Result<Response<v1::PredictBatchResponse>, Status> {
+        let started = Instant::now();
         let span = caller_span(tracing::info_span!("predictor.predict_batch"), &request);
         let result = self
             .predict_many(request.into_inner())
             .instrument(span)
             .await;
-        self.shared.answer(result)
+        self.shared.answer_timed(started, result)
     }
 
     async fn get_model(

@@ -14,7 +14,7 @@ mod run;
 
 use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use vigil_bus::Bus;
 use vigil_config::{Config, TrainerSettings};
 use vigil_ml::TrainConfig;
-use vigil_runtime::ServiceContext;
+use vigil_runtime::{Beat, ServiceContext};
 use vigil_store::Store;
 
 pub use import::{DatasetFormat, ImportReport, import_examples, read_dataset};
@@ -123,6 +123,8 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
     bus.declare().await?;
     ctx.live.watch(&bus, &token).await?;
+    let beat = ctx.pulse.register("trainer");
+    beat.check_postgres(store.pool().clone());
     let trainer = Trainer::new(store, bus.clone(), train_config, settings, &ctx.metrics).await?;
 
     if let Some(path) = &settings.dataset {
@@ -171,9 +173,8 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 } else {
                     asked.requested_by
                 };
-                let report = trainer
-                    .run_once(Trigger::Request { requested_by, reason: asked.reason }, &token)
-                    .await;
+                let trigger = Trigger::Request { requested_by, reason: asked.reason };
+                let report = run_recorded(&trainer, &beat, trigger, &token).await;
                 if let Some(reply) = message.reply {
                     let body = serde_json::to_vec(&report).unwrap_or_default();
                     // Flushed at once: on shutdown the connection closes right after this, and
@@ -193,7 +194,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                             info!(%fired, %registered, "scheduled run already done by another replica");
                         }
                         _ => {
-                            trainer.run_once(Trigger::Schedule, &token).await;
+                            run_recorded(&trainer, &beat, Trigger::Schedule, &token).await;
                         }
                     }
                 }
@@ -212,7 +213,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
             _ = checks.tick() => {
                 match trainer.new_examples().await {
                     Ok(count) if count >= live.trainer.min_new_examples && count > 0 => {
-                        trainer.run_once(Trigger::NewExamples { count }, &token).await;
+                        run_recorded(&trainer, &beat, Trigger::NewExamples { count }, &token).await;
                     }
                     Ok(_) => {}
                     Err(error) => warn!(%error, "cannot count new training examples"),
@@ -243,6 +244,23 @@ fn check_interval(settings: &TrainerSettings) -> tokio::time::Interval {
     let mut checks = tokio::time::interval(every);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checks
+}
+
+/// One training run, recorded in the trainer's heartbeats: a failed run is a failed
+/// operation; a skipped or abandoned one is not an operation.
+async fn run_recorded(
+    trainer: &Trainer,
+    beat: &Beat,
+    trigger: Trigger,
+    token: &CancellationToken,
+) -> RunReport {
+    let started = Instant::now();
+    let report = trainer.run_once(trigger, token).await;
+    match report.outcome {
+        RunOutcome::Skipped | RunOutcome::Abandoned => {}
+        outcome => beat.record(outcome != RunOutcome::Failed, started.elapsed()),
+    }
+    report
 }
 
 async fn import_file(trainer: &Trainer, path: &Path) -> Result<ImportReport> {

@@ -167,6 +167,33 @@ impl Up {
         .await
     }
 
+    /// Whether `vigil up` printed a line containing `needle`.
+    pub fn printed(&self, needle: &str) -> bool {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Sends SIGINT to `vigil up`, as a Ctrl-C in its terminal would.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("vigil up is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT {pid} failed");
+    }
+
+    /// Waits for `vigil up` to exit and returns how it did.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("vigil up did not exit:\n{}", self.output()))
+            .expect("waiting for vigil up")
+    }
+
     /// `/readyz` as a user (or Kubernetes) sees it: status and body.
     pub async fn readyz(&self) -> (u16, String) {
         let response = reqwest::get(format!("http://{}/readyz", self.http))

@@ -12,5 +12,6 @@ pub mod publish;
 pub mod remediation;
 pub mod replay;
 pub mod review;
+pub mod status;
 pub mod train;
 pub mod up;

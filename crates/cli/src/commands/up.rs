@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use vigil_config::Config;
@@ -18,7 +19,8 @@ pub struct UpArgs {
     pub config: ConfigArgs,
 }
 
-/// Checks NATS and PostgreSQL answer, then runs the services until Ctrl-C or SIGTERM.
+/// Checks NATS and PostgreSQL answer, then runs the services until Ctrl-C or SIGTERM; a second
+/// Ctrl-C during the shutdown exits at once.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -26,6 +28,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let _guard = vigil_telemetry::init(&config.telemetry, "vigil")?;
         check_dependencies(&config).await?;
         let token = vigil_runtime::token_from(vigil_runtime::shutdown_signal());
+        exit_on_second_interrupt(&token);
         let ctx = ServiceContext::new(config);
         let http = vigil_runtime::serve_http(&ctx, &token).await?;
         let services = match spawn_services(&ctx, &token).await {
@@ -37,7 +40,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         };
         println!(
-            "vigil is up: metrics, health and readiness on http://{}  (Ctrl-C stops it)",
+            "vigil is up: metrics, health, readiness and status on http://{}  (Ctrl-C stops it)",
             http.local_addr
         );
         let outcome = services.supervise(&token).await;
@@ -46,19 +49,99 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Once shutdown has begun, a second Ctrl-C ends the process without waiting for the services
+/// to drain (their unacked work is redelivered later).
+///
+/// The interrupt listener is registered now, before any Ctrl-C: one created after the first
+/// would miss a second that comes quickly.
+#[cfg(unix)]
+fn exit_on_second_interrupt(token: &CancellationToken) {
+    use futures::FutureExt;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = match signal(SignalKind::interrupt()) {
+        Ok(interrupts) => interrupts,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for a second ctrl-c");
+            return;
+        }
+    };
+    let token = token.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        // The Ctrl-C that began the shutdown, if one did, is not the second.
+        while let Some(Some(())) = interrupts.recv().now_or_never() {}
+        eprintln!("stopping: finishing in-flight work (Ctrl-C again to exit at once)");
+        if interrupts.recv().await.is_some() {
+            eprintln!("exiting at once; unacknowledged work is redelivered on the next start");
+            std::process::exit(130);
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn exit_on_second_interrupt(token: &CancellationToken) {
+    let token = token.clone();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        eprintln!("stopping: finishing in-flight work (Ctrl-C again to exit at once)");
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("exiting at once; unacknowledged work is redelivered on the next start");
+            std::process::exit(130);
+        }
+    });
+}
+
 /// The services one process runs, as [`spawn_services`] started them.
 #[derive(Debug)]
 pub struct Services {
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+    /// The process's heartbeat task; it ends with the token.
+    heartbeats: tokio::task::JoinHandle<()>,
     /// Where the predictor's gRPC server listens (the bound port when the config said 0).
     pub predictor_addr: SocketAddr,
 }
 
+/// A service's `run_in`, as `vigil up` starts it.
+type Launch = fn(ServiceContext, CancellationToken) -> BoxFuture<'static, anyhow::Result<()>>;
+
+fn launch<E: Into<anyhow::Error>>(
+    service: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> BoxFuture<'static, anyhow::Result<()>> {
+    Box::pin(async move { service.await.map_err(Into::into) })
+}
+
+/// The services `vigil up` runs after the predictor, in start order. The predictor is not in
+/// it because it starts first and alone: the orchestrator scores through the address it bound.
+const SERVICES: [(&str, Launch); 5] = [
+    ("broker", |ctx, token| {
+        launch(vigil_broker::run_in(ctx, token))
+    }),
+    ("trainer", |ctx, token| {
+        launch(vigil_trainer::run_in(ctx, token))
+    }),
+    ("orchestrator", |ctx, token| {
+        launch(vigil_orchestrator::run_in(ctx, token))
+    }),
+    ("feedback", |ctx, token| {
+        launch(vigil_feedback::run_in(ctx, token))
+    }),
+    ("health", |ctx, token| {
+        launch(vigil_health::run_in(ctx, token))
+    }),
+];
+
 /// The readiness checks of the services [`spawn_services`] starts.
-pub const SERVICE_NAMES: [&str; 5] = ["broker", "predictor", "trainer", "orchestrator", "feedback"];
+pub const SERVICE_NAMES: [&str; 6] = [
+    "predictor",
+    SERVICES[0].0,
+    SERVICES[1].0,
+    SERVICES[2].0,
+    SERVICES[3].0,
+    SERVICES[4].0,
+];
 
 /// Starts every vigil service as a task of this process, all sharing `ctx` (one metrics
-/// registry, one readiness) and stopping when `token` is cancelled.
+/// registry, one readiness, one heartbeat task) and stopping when `token` is cancelled.
 ///
 /// Each service's readiness check starts as not ready, so `/readyz` (and
 /// [`Services::wait_ready`]) say "not ready" until the service itself reports in. The predictor
@@ -76,41 +159,33 @@ pub async fn spawn_services(
         .await
         .context("the predictor cannot start")?;
     let predictor_addr = predictor.local_addr();
-    let mut orchestrator_config = (*ctx.config).clone();
-    if orchestrator_config.orchestrator.predictor_url.is_none() {
-        orchestrator_config.orchestrator.predictor_url = Some(local_url(predictor_addr));
+    let mut config = (*ctx.config).clone();
+    if config.orchestrator.predictor_url.is_none() {
+        config.orchestrator.predictor_url = Some(local_url(predictor_addr));
     }
-    let orchestrator_ctx = ServiceContext {
-        config: Arc::new(orchestrator_config),
+    let ctx = ServiceContext {
+        config: Arc::new(config),
         ..ctx.clone()
     };
 
     let mut tasks = JoinSet::new();
-    spawn(&mut tasks, "predictor", predictor.run(token.clone()));
-    spawn(
-        &mut tasks,
-        "broker",
-        vigil_broker::run_in(ctx.clone(), token.clone()),
-    );
-    spawn(
-        &mut tasks,
-        "trainer",
-        vigil_trainer::run_in(ctx.clone(), token.clone()),
-    );
-    spawn(
-        &mut tasks,
-        "orchestrator",
-        vigil_orchestrator::run_in(orchestrator_ctx, token.clone()),
-    );
-    spawn(
-        &mut tasks,
-        "feedback",
-        vigil_feedback::run_in(ctx.clone(), token.clone()),
-    );
+    tasks.spawn(named("predictor", launch(predictor.run(token.clone()))));
+    for (name, run_in) in SERVICES {
+        tasks.spawn(named(name, run_in(ctx.clone(), token.clone())));
+    }
+    let heartbeats = vigil_runtime::spawn_heartbeats(&ctx, token);
     Ok(Services {
         tasks,
+        heartbeats,
         predictor_addr,
     })
+}
+
+async fn named(
+    name: &'static str,
+    service: BoxFuture<'static, anyhow::Result<()>>,
+) -> (&'static str, anyhow::Result<()>) {
+    (name, service.await)
 }
 
 /// `http://HOST:PORT` for a client of this machine: an unspecified bind address (`0.0.0.0`,
@@ -122,16 +197,6 @@ fn local_url(addr: SocketAddr) -> String {
         std::net::IpAddr::V4(ip) => ip.to_string(),
     };
     format!("http://{host}:{}", addr.port())
-}
-
-fn spawn<E>(
-    tasks: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
-    name: &'static str,
-    service: impl Future<Output = Result<(), E>> + Send + 'static,
-) where
-    E: Into<anyhow::Error>,
-{
-    tasks.spawn(async move { (name, service.await.map_err(Into::into)) });
 }
 
 impl Services {
@@ -155,6 +220,7 @@ impl Services {
             }
         }
         token.cancel();
+        let _ = self.heartbeats.await;
         failure.map_or(Ok(()), Err)
     }
 
