@@ -392,6 +392,16 @@ fn nats_and_postgres_are_bundled_or_external() {
         );
     }
     assert!(named(&bundled, "StatefulSet", "v-vigil-postgresql").is_some());
+    // The bundled three-node cluster keeps three copies of every stream.
+    let broker = named(&bundled, "Deployment", "v-vigil-broker").unwrap();
+    assert_eq!(chart_config(&bundled, broker).unwrap().streams.replicas, 3);
+    let one = render(&["config.streams.replicas=1"]);
+    let broker = named(&one, "Deployment", "v-vigil-broker").unwrap();
+    assert_eq!(
+        chart_config(&one, broker).unwrap().streams.replicas,
+        1,
+        "an explicit value wins"
+    );
 
     let sets = [
         "nats.enabled=false",
@@ -407,6 +417,10 @@ fn nats_and_postgres_are_bundled_or_external() {
     assert_eq!(
         config.database.url,
         "postgres://vigil:pw@db.example:5432/vigil"
+    );
+    assert_eq!(
+        config.streams.replicas, 1,
+        "an external NATS: vigil's default"
     );
 
     // Without a bundled server and without an address, rendering says what is missing.

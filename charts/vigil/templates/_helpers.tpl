@@ -91,6 +91,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $nats "url" (include "vigil.natsUrl" .) -}}
 {{- end -}}
 {{- $_ := set $config "nats" $nats -}}
+{{- /* A bundled JetStream cluster keeps as many copies of every stream as it has nodes (at
+most 5), unless config.streams.replicas says otherwise. */ -}}
+{{- $streams := dig "streams" dict $config -}}
+{{- if and .Values.nats.enabled (not (hasKey $streams "replicas")) -}}
+{{- $_ := set $streams "replicas" (min (int .Values.nats.replicas) 5) -}}
+{{- end -}}
+{{- $_ := set $config "streams" $streams -}}
 {{- toYaml $config -}}
 {{- end -}}
 

@@ -81,6 +81,34 @@ impl Bus {
         self.topology.declare(&self.jetstream).await
     }
 
+    /// Sets the duplicate window of the ingest and work streams: a `Nats-Msg-Id` seen within
+    /// it is stored once. The broker applies the live `streams.dedup_window_secs` with it.
+    pub async fn set_dedup_window(&self, window: std::time::Duration) -> Result<()> {
+        for kind in [StreamKind::Ingest, StreamKind::Work] {
+            let name = self.topology.stream_name(kind);
+            let declare_error = |source: BoxError| Error::Declare {
+                what: format!("the duplicate window of stream {name}"),
+                source,
+            };
+            let stream = self
+                .jetstream
+                .get_stream(&name)
+                .await
+                .map_err(|e| declare_error(Box::new(e)))?;
+            let mut config = stream.cached_info().config.clone();
+            if config.duplicate_window == window {
+                continue;
+            }
+            config.duplicate_window = window;
+            self.jetstream
+                .update_stream(config)
+                .await
+                .map_err(|e| declare_error(Box::new(e)))?;
+            tracing::info!(stream = %name, ?window, "duplicate window changed");
+        }
+        Ok(())
+    }
+
     /// The names and limits.
     pub fn topology(&self) -> &Topology {
         &self.topology

@@ -258,6 +258,10 @@ pub struct TopologyConfig {
     pub dlq_max_age: Duration,
     /// Revisions kept per key in the config bucket. Default 5.
     pub config_history: i64,
+    /// Copies of every stream (and of the config bucket) a JetStream cluster keeps: 1 on a
+    /// single server, 3 on a three-node cluster so that losing a node loses nothing.
+    /// Default 1.
+    pub replicas: usize,
     /// Redelivery policy of the `broker` consumer.
     pub broker: ConsumerPolicy,
     /// Redelivery policy of the `orchestrator-*` consumers.
@@ -272,6 +276,7 @@ impl Default for TopologyConfig {
             events_max_age: 7 * DAY,
             dlq_max_age: 30 * DAY,
             config_history: 5,
+            replicas: 1,
             broker: ConsumerPolicy::default(),
             orchestrator: ConsumerPolicy::default(),
         }
@@ -294,6 +299,12 @@ impl TopologyConfig {
             return Err(Error::TopologyConfig(
                 "events_max_age and dlq_max_age must be positive".into(),
             ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(Error::TopologyConfig(format!(
+                "replicas must be between 1 and 5 (JetStream's limit), got {}",
+                self.replicas
+            )));
         }
         if !(1..=64).contains(&self.config_history) {
             return Err(Error::TopologyConfig(
@@ -445,7 +456,7 @@ impl Topology {
             name: self.stream_name(kind),
             subjects: vec![self.stream_subjects(kind)],
             storage: StorageType::File,
-            num_replicas: 1,
+            num_replicas: self.config.replicas,
             ..Default::default()
         };
         match kind {
@@ -532,7 +543,7 @@ impl Topology {
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: self.config.config_history,
             storage: StorageType::File,
-            num_replicas: 1,
+            num_replicas: self.config.replicas,
             discard: DiscardPolicy::New,
             allow_rollup: true,
             deny_delete: true,
@@ -546,8 +557,16 @@ impl Topology {
     /// the same configuration changes nothing, so every service calls it at start-up.
     pub async fn declare(&self, js: &jetstream::Context) -> Result<()> {
         for kind in StreamKind::ALL {
-            let config = self.stream_config(kind);
+            let mut config = self.stream_config(kind);
             let name = config.name.clone();
+            // The duplicate window of an existing stream is the broker's to set (it follows the
+            // live `streams.dedup_window_secs`, see `Bus::set_dedup_window`): another service
+            // starting with its own start-up value leaves it alone.
+            if !config.duplicate_window.is_zero()
+                && let Ok(existing) = js.get_stream(&name).await
+            {
+                config.duplicate_window = existing.cached_info().config.duplicate_window;
+            }
             let info = js
                 .create_or_update_stream(config)
                 .await

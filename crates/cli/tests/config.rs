@@ -228,3 +228,53 @@ async fn a_threshold_set_live_changes_the_next_workflow_and_every_attempt_is_aud
     orchestrator.stop().await;
     broker.stop().await;
 }
+
+/// The duplicate window of the work stream, as the server has it.
+async fn duplicate_window(sandbox: &Sandbox, kind: vigil_bus::StreamKind) -> Duration {
+    let name = sandbox.bus().topology().stream_name(kind);
+    let mut stream = sandbox.bus().jetstream().get_stream(&name).await.unwrap();
+    stream.info().await.unwrap().config.duplicate_window
+}
+
+#[tokio::test]
+async fn the_dedup_window_set_live_reaches_the_streams_and_survives_a_service_start() {
+    use vigil_bus::StreamKind;
+    let sandbox = Sandbox::start().await;
+    let mut broker = sandbox.spawn("broker", vigil_broker::run_in);
+    broker.ready(PATIENCE).await;
+    assert_eq!(
+        duplicate_window(&sandbox, StreamKind::Work).await,
+        Duration::from_secs(300)
+    );
+
+    let out = vigil(
+        &sandbox,
+        &["config", "set", "streams.dedup_window_secs", "42"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for kind in [StreamKind::Ingest, StreamKind::Work] {
+        eventually(
+            PATIENCE,
+            "the broker to set the duplicate window",
+            || async {
+                let window = duplicate_window(&sandbox, kind).await;
+                if window == Duration::from_secs(42) {
+                    Ok(())
+                } else {
+                    Err(window)
+                }
+            },
+        )
+        .await;
+    }
+    // Another service declaring the topology with its start-up value (300 s) leaves it.
+    let mut orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
+    orchestrator.ready(PATIENCE).await;
+    assert_eq!(
+        duplicate_window(&sandbox, StreamKind::Work).await,
+        Duration::from_secs(42)
+    );
+    orchestrator.stop().await;
+    broker.stop().await;
+}

@@ -103,6 +103,11 @@ pub const LIVE_KEYS: &[LiveKey] = &[
         example: "\"high\"",
     },
     LiveKey {
+        key: "streams.dedup_window_secs",
+        applied_by: "broker, at once (the ingest and work streams' duplicate window)",
+        example: "120",
+    },
+    LiveKey {
         key: "orchestrator.predict_timeout_ms",
         applied_by: "orchestrator, next prediction",
         example: "120",
@@ -227,6 +232,7 @@ fn copy_live(from: &Config, to: &mut Config) {
     remedy.protected_names = source.protected_names.clone();
     remedy.max_actions_per_minute = source.max_actions_per_minute;
     to.soar.incidents.min_severity = from.soar.incidents.min_severity;
+    to.streams.dedup_window_secs = from.streams.dedup_window_secs;
     to.orchestrator.predict_timeout_ms = from.orchestrator.predict_timeout_ms;
     to.orchestrator.max_workflows = from.orchestrator.max_workflows;
     to.trainer.schedule = from.trainer.schedule.clone();

@@ -225,6 +225,12 @@ impl Config {
         if self.streams.work_max_messages < 1 {
             return invalid("streams.work_max_messages must be at least 1".into());
         }
+        if !(1..=5).contains(&self.streams.replicas) {
+            return invalid(format!(
+                "streams.replicas must be between 1 and 5 (JetStream's limit), got {}",
+                self.streams.replicas
+            ));
+        }
         if self.streams.max_deliver < 1 {
             return invalid("streams.max_deliver must be at least 1".into());
         }

@@ -146,6 +146,9 @@ pub struct StreamSettings {
     pub ack_wait_secs: u64,
     /// How long domain events are kept in VIGIL_EVENTS (days).
     pub events_max_age_days: u64,
+    /// Copies a JetStream cluster keeps of every stream and of the config bucket: 1 on a
+    /// single server, 3 on a three-node cluster (losing one node then loses nothing). At most 5.
+    pub replicas: usize,
 }
 
 impl Default for StreamSettings {
@@ -156,6 +159,7 @@ impl Default for StreamSettings {
             max_deliver: 5,
             ack_wait_secs: 30,
             events_max_age_days: 7,
+            replicas: 1,
         }
     }
 }

@@ -91,6 +91,7 @@ pub fn topology(config: &Config) -> vigil_bus::TopologyConfig {
         dedup_window: Duration::from_secs(config.streams.dedup_window_secs),
         work_max_messages: config.streams.work_max_messages,
         events_max_age: Duration::from_secs(config.streams.events_max_age_days * 24 * 3600),
+        replicas: config.streams.replicas,
         broker: policy.clone(),
         orchestrator: policy,
         ..Default::default()

@@ -53,6 +53,15 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     fingerprint::validate_fields(&config.broker.fingerprint_fields).map_err(Error::Config)?;
     let bus = Bus::connect(&config.nats, vigil_runtime::topology(config)).await?;
     bus.declare().await?;
+    // The broker owns the duplicate window of the streams it dedups on: the live value now,
+    // and whenever it changes.
+    ctx.live.watch(&bus, &token).await?;
+    bus.set_dedup_window(dedup_window(&ctx.live.get())).await?;
+    tokio::spawn(follow_dedup_window(
+        bus.clone(),
+        ctx.live.clone(),
+        token.clone(),
+    ));
     // JSON signals are read leniently (aliases, severities as people write them); a refusal's
     // dead-letter reason names the field, the value and what would be accepted.
     let consumer = bus
@@ -100,6 +109,30 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     ctx.readiness.remove("broker");
     tracing::info!("broker stopped");
     Ok(())
+}
+
+fn dedup_window(config: &Config) -> Duration {
+    Duration::from_secs(config.streams.dedup_window_secs)
+}
+
+/// Applies every live change of `streams.dedup_window_secs` to the streams, until `token`.
+async fn follow_dedup_window(bus: Bus, live: vigil_runtime::LiveConfig, token: CancellationToken) {
+    let mut changes = live.changed();
+    let mut applied = dedup_window(&live.get());
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        let wanted = dedup_window(&live.get());
+        if wanted == applied {
+            continue;
+        }
+        match bus.set_dedup_window(wanted).await {
+            Ok(()) => applied = wanted,
+            Err(error) => tracing::warn!(%error, "cannot change the duplicate window"),
+        }
+    }
 }
 
 struct Broker {
