@@ -98,6 +98,11 @@ pub const LIVE_KEYS: &[LiveKey] = &[
         example: "3",
     },
     LiveKey {
+        key: "soar.incidents.window_seconds",
+        applied_by: "orchestrator, next workflow",
+        example: "600",
+    },
+    LiveKey {
         key: "soar.incidents.min_severity",
         applied_by: "orchestrator, next workflow",
         example: "\"high\"",
@@ -232,6 +237,7 @@ fn copy_live(from: &Config, to: &mut Config) {
     remedy.protected_names = source.protected_names.clone();
     remedy.max_actions_per_minute = source.max_actions_per_minute;
     to.soar.incidents.min_severity = from.soar.incidents.min_severity;
+    to.soar.incidents.window_seconds = from.soar.incidents.window_seconds;
     to.streams.dedup_window_secs = from.streams.dedup_window_secs;
     to.orchestrator.predict_timeout_ms = from.orchestrator.predict_timeout_ms;
     to.orchestrator.max_workflows = from.orchestrator.max_workflows;

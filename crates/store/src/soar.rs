@@ -379,6 +379,7 @@ impl<'a> Incidents<'a> {
             severity,
             event_id,
             action_ids: &[],
+            window: None,
         };
         // The incident and its timeline entry land together.
         let mut tx = self.pool.begin().await?;
@@ -493,6 +494,9 @@ pub struct IncidentEvent<'a> {
     pub event_id: &'a str,
     /// Remediation (or alert) ids to add to the timeline as actions.
     pub action_ids: &'a [String],
+    /// `soar.incidents.window_seconds`: an unresolved incident of the key not updated within it
+    /// is resolved first, and the event opens a new one; `None` never resolves.
+    pub window: Option<std::time::Duration>,
 }
 
 /// Opens or updates the unresolved incident of every threat key among `events` with one
@@ -502,6 +506,58 @@ pub struct IncidentEvent<'a> {
 ///
 /// Keys are written in sorted order, so concurrent callers lock incidents in the same order and
 /// cannot deadlock; a concurrent caller's new incident is updated rather than doubled.
+/// Resolves the unresolved incident of every key among `events` that was not updated within
+/// its event's window (the shortest, when events of one key disagree), noting why on its
+/// timeline, so that the upsert after it opens a new one. Keys are locked in sorted order, as
+/// the upsert does.
+async fn resolve_stale(conn: &mut PgConnection, events: &[IncidentEvent<'_>]) -> Result<()> {
+    let mut windows: BTreeMap<&str, f64> = BTreeMap::new();
+    for event in events {
+        if let Some(window) = event.window {
+            let secs = window.as_secs_f64();
+            windows
+                .entry(event.threat_key)
+                .and_modify(|w| *w = w.min(secs))
+                .or_insert(secs);
+        }
+    }
+    if windows.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = windows.keys().copied().collect();
+    let secs: Vec<f64> = windows.values().copied().collect();
+    let resolved: Vec<Uuid> = sqlx::query_scalar(
+        "WITH stale AS ( \
+             SELECT i.id FROM incidents i \
+             JOIN UNNEST($1::text[], $2::float8[]) AS t(threat_key, window_secs) \
+               ON i.threat_key = t.threat_key \
+             WHERE i.status <> 'resolved' \
+               AND i.updated_at < now() - make_interval(secs => t.window_secs) \
+             ORDER BY i.threat_key \
+             FOR UPDATE OF i) \
+         UPDATE incidents SET status = 'resolved', resolved_at = now(), updated_at = now() \
+         WHERE id IN (SELECT id FROM stale) \
+         RETURNING id",
+    )
+    .bind(&keys)
+    .bind(&secs)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !resolved.is_empty() {
+        sqlx::query(
+            "INSERT INTO incident_timeline (incident_id, kind, ref_id, details) \
+             SELECT id, 'status', 'resolved', \
+                    '{\"reason\": \"no event within the incident window\"}'::jsonb \
+             FROM UNNEST($1::uuid[]) AS t(id) \
+             ON CONFLICT (incident_id, kind, ref_id) DO NOTHING",
+        )
+        .bind(&resolved)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn open_or_attach_many(
     conn: &mut PgConnection,
     events: &[IncidentEvent<'_>],
@@ -522,6 +578,7 @@ pub(crate) async fn open_or_attach_many(
             .and_modify(|(_, _, severity)| *severity = (*severity).max(event.severity))
             .or_insert((Uuid::now_v7(), event.title, event.severity));
     }
+    resolve_stale(conn, events).await?;
     let proposed: Vec<Uuid> = keys.values().map(|(id, _, _)| *id).collect();
     let names: Vec<&str> = keys.keys().copied().collect();
     let titles: Vec<&str> = keys.values().map(|(_, title, _)| *title).collect();

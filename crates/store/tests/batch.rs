@@ -69,6 +69,7 @@ async fn a_batch_records_every_workflow_at_once() -> anyhow::Result<()> {
         severity,
         event_id,
         action_ids: actions,
+        window: None,
     };
     let blocked = [actions[0].id.clone()];
     let attached = batch
@@ -135,6 +136,7 @@ async fn a_batch_dropped_before_commit_writes_nothing() -> anyhow::Result<()> {
             severity: Severity::High,
             event_id: "evt-1",
             action_ids: &[],
+            window: None,
         }])
         .await?;
     batch.save_workflows(&[&succeeded("evt-1")]).await?;
@@ -209,6 +211,7 @@ async fn a_later_batch_attaches_to_the_open_incident_once() -> anyhow::Result<()
         severity,
         event_id,
         action_ids: &[],
+        window: None,
     };
     let opened = store
         .incidents()
@@ -247,5 +250,62 @@ async fn a_later_batch_attaches_to_the_open_incident_once() -> anyhow::Result<()
         count(store, "SELECT count(*) FROM incident_timeline").await,
         2
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_incident_quiet_for_longer_than_the_window_is_resolved_and_a_new_one_opens()
+-> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let key = "ddos:198.51.100.77";
+    let event = |event_id, window: u64| IncidentEvent {
+        threat_key: key,
+        title: "ddos",
+        severity: Severity::High,
+        event_id,
+        action_ids: &[],
+        window: Some(std::time::Duration::from_secs(window)),
+    };
+    let mut batch = store.begin_batch().await?;
+    let first = batch
+        .open_or_attach_incidents(&[event("evt-1", 3_600)])
+        .await?;
+    batch.commit().await?;
+    // Two hours without an event.
+    sqlx::query("UPDATE incidents SET updated_at = now() - interval '2 hours'")
+        .execute(store.pool())
+        .await?;
+
+    // Within a wider window the event still joins it.
+    let mut batch = store.begin_batch().await?;
+    let joined = batch
+        .open_or_attach_incidents(&[event("evt-2", 3 * 3_600)])
+        .await?;
+    batch.commit().await?;
+    assert_eq!(joined[0].incident_id, first[0].incident_id);
+    assert!(!joined[0].created);
+
+    sqlx::query("UPDATE incidents SET updated_at = now() - interval '2 hours'")
+        .execute(store.pool())
+        .await?;
+    // Past a one-hour window it is resolved, with the reason, and the event opens a new one.
+    let mut batch = store.begin_batch().await?;
+    let reopened = batch
+        .open_or_attach_incidents(&[event("evt-3", 3_600)])
+        .await?;
+    batch.commit().await?;
+    assert!(reopened[0].created);
+    assert_ne!(reopened[0].incident_id, first[0].incident_id);
+    let old = store.incidents().get(&first[0].incident_id).await?;
+    assert_eq!(old.status, vigil_domain::IncidentStatus::Resolved);
+    let reason: String = sqlx::query_scalar(
+        "SELECT details->>'reason' FROM incident_timeline \
+         WHERE incident_id = $1::uuid AND kind = 'status' AND ref_id = 'resolved'",
+    )
+    .bind(&first[0].incident_id)
+    .fetch_one(store.pool())
+    .await?;
+    assert_eq!(reason, "no event within the incident window");
     Ok(())
 }

@@ -21,6 +21,8 @@ pub(crate) struct IncidentRequest {
     pub threat_key: String,
     pub title: String,
     pub severity: Severity,
+    /// `soar.incidents.window_seconds` when the workflow ran (a live key).
+    pub window: std::time::Duration,
 }
 
 /// Everything one workflow writes, committed together.
@@ -171,6 +173,7 @@ async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Re
                 severity: request.severity,
                 event_id: &record.workflow.event_id,
                 action_ids: &action_ids[i],
+                window: Some(request.window),
             };
             Some((i, event))
         })

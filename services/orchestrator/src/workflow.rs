@@ -329,6 +329,7 @@ impl Orchestrator {
                 threat_key: threat_key(signal),
                 title: incident::incident_title(signal, assessment.risk_level),
                 severity: assessment.risk_level,
+                window: Duration::from_secs(policy.config.soar.incidents.window_seconds),
             };
             (json!({ "threat_key": request.threat_key }), Some(request))
         } else {
