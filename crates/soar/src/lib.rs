@@ -22,7 +22,7 @@ mod routing;
 
 pub use assessment::ThreatAssessor;
 pub use error::{Error, Result};
-pub use incident::{IncidentDecision, IncidentPolicy, threat_key};
+pub use incident::threat_key;
 pub use remediation::{
     DryRunExecutor, Executor, NftablesExecutor, PlannedAction, PreparedAction, RemediationOutcome,
     RemediationPlan, Remediator, WebhookExecutor, action_id, build_executor,
