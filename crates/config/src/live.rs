@@ -88,6 +88,11 @@ pub const LIVE_KEYS: &[LiveKey] = &[
         example: "[\"127.0.0.0/8\", \"10.0.0.0/8\"]",
     },
     LiveKey {
+        key: "soar.remediation.internal_targets",
+        applied_by: "orchestrator, next workflow",
+        example: "[\"10.20.0.0/16\"]",
+    },
+    LiveKey {
         key: "soar.remediation.protected_names",
         applied_by: "orchestrator, next workflow",
         example: "[\"dc01\"]",
@@ -235,6 +240,7 @@ fn copy_live(from: &Config, to: &mut Config) {
     remedy.threshold = source.threshold;
     remedy.allow_list = source.allow_list.clone();
     remedy.protected_names = source.protected_names.clone();
+    remedy.internal_targets = source.internal_targets.clone();
     remedy.max_actions_per_minute = source.max_actions_per_minute;
     to.soar.incidents.min_severity = from.soar.incidents.min_severity;
     to.soar.incidents.window_seconds = from.soar.incidents.window_seconds;

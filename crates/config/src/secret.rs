@@ -38,22 +38,56 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Replaces the password in a `scheme://user:password@host/...` URL with `<redacted>`.
+/// Replaces the password in a `scheme://user:password@host/...` URL, and the value of every
+/// credential-like query parameter (`password`, `passwd`, `pwd`, `token`, `secret`, `key`,
+/// `api_key`, `access_token`, `sslpassword`), with `<redacted>`.
 pub fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let (before_query, query) = match rest.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (rest, None),
     };
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
+    let (authority, tail) = match before_query.find('/') {
+        Some(i) => before_query.split_at(i),
+        None => (before_query, ""),
     };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}@{host}{tail}"),
-        None => url.to_owned(),
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:{REDACTED}@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{authority}{tail}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_credential(name) => format!("{name}={REDACTED}"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
+}
+
+fn is_credential(name: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "password",
+        "passwd",
+        "pwd",
+        "token",
+        "secret",
+        "key",
+        "api_key",
+        "access_token",
+        "sslpassword",
+    ];
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -69,6 +103,24 @@ mod tests {
             format!("\"{REDACTED}\"")
         );
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_redacted_too() {
+        assert_eq!(
+            redact_url_password(
+                "postgres://db:5432/vigil?user=vigil&password=hunter2&sslmode=require"
+            ),
+            "postgres://db:5432/vigil?user=vigil&password=<redacted>&sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password("postgres://a:b@db/vigil?sslpassword=x"),
+            "postgres://a:<redacted>@db/vigil?sslpassword=<redacted>"
+        );
+        assert_eq!(
+            redact_url_password("https://api.example/v1?api_key=s3cret&x=1"),
+            "https://api.example/v1?api_key=<redacted>&x=1"
+        );
     }
 
     #[test]

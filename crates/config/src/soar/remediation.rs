@@ -70,6 +70,12 @@ pub struct RemediationSettings {
     pub allow_list: Vec<IpNet>,
     /// Host names and accounts never acted upon (case-insensitive).
     pub protected_names: Vec<String>,
+    /// Internal networks (private, link-local, shared CGNAT, unique-local) remediation may act
+    /// on. Any other internal address is refused by default, as loopback, multicast,
+    /// unspecified and broadcast addresses always are: a signal from anyone on the bus must not
+    /// get vigil to block its own infrastructure.
+    #[serde(with = "network_list")]
+    pub internal_targets: Vec<IpNet>,
     /// Cap on actions carried out per minute (per process); 0 refuses every action.
     pub max_actions_per_minute: u32,
     /// How long a block or rate limit lasts before it expires by itself.
@@ -90,6 +96,7 @@ impl Default for RemediationSettings {
                 .map(|n| n.parse().expect("a literal network parses"))
                 .collect(),
             protected_names: Vec::new(),
+            internal_targets: Vec::new(),
             max_actions_per_minute: 10,
             block_duration_seconds: 3_600,
             actions: ActionRules::default(),

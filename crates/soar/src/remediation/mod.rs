@@ -134,6 +134,32 @@ pub struct Remediator {
     recent: Mutex<VecDeque<DateTime<Utc>>>,
 }
 
+/// Addresses that are never a remediation target, whatever the settings.
+fn never_a_target(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        _ if ip.is_loopback() => Some("loopback"),
+        _ if ip.is_unspecified() => Some("unspecified"),
+        _ if ip.is_multicast() => Some("multicast"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
+        _ => None,
+    }
+}
+
+/// The kind of internal network `ip` belongs to: private (RFC 1918), link-local, shared
+/// address space (RFC 6598, carrier-grade NAT) or unique-local (RFC 4193).
+fn internal(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_private() => Some("private"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
+        IpAddr::V4(v4) if v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) => {
+            Some("shared (carrier-grade NAT)")
+        }
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => Some("unique-local"),
+        _ => None,
+    }
+}
+
 /// Namespace of remediation action ids (UUID v5): fixed, so an id never changes.
 const ACTION_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5d1f_7a2e_9c44_4f0b_8e61_3b7a_c0de_0001);
@@ -240,10 +266,25 @@ impl Remediator {
 
     /// Why a target must never be acted upon, if it must not.
     pub fn protected(&self, target: &str) -> Option<String> {
-        if let Ok(ip) = target.parse::<IpAddr>()
-            && let Some(net) = self.settings().allow_list.iter().find(|n| n.contains(&ip))
-        {
-            return Some(format!("{ip} is on the allow-list ({net})"));
+        if let Ok(ip) = target.parse::<IpAddr>() {
+            let ip = ip.to_canonical();
+            let settings = self.settings();
+            if let Some(net) = settings.allow_list.iter().find(|n| n.contains(&ip)) {
+                return Some(format!("{ip} is on the allow-list ({net})"));
+            }
+            if let Some(kind) = never_a_target(ip) {
+                return Some(format!(
+                    "{ip} is a {kind} address; remediation never acts on one"
+                ));
+            }
+            if let Some(kind) = internal(ip)
+                && !settings.internal_targets.iter().any(|n| n.contains(&ip))
+            {
+                return Some(format!(
+                    "{ip} is a {kind} address; remediation acts on internal addresses only in \
+                     the networks soar.remediation.internal_targets lists"
+                ));
+            }
         }
         self.settings()
             .protected_names
@@ -529,6 +570,57 @@ mod tests {
             .remediate("e", &signal("127.0.0.1"), &assessment(9.9), at(0))
             .await;
         assert_eq!(out.actions[0].status, ActionStatus::Refused);
+    }
+
+    #[tokio::test]
+    async fn internal_and_reserved_addresses_are_refused_unless_listed() {
+        let (r, dry) = remediator(RemediationSettings::default());
+        for (target, kind) in [
+            ("10.1.2.3", "private"),
+            ("192.168.1.20", "private"),
+            ("172.20.0.9", "private"),
+            ("169.254.10.1", "link-local"),
+            ("100.64.3.2", "shared"),
+            ("fd12:3456::1", "unique-local"),
+            ("fe80::1", "link-local"),
+            ("::ffff:10.9.8.7", "private"),
+            ("224.0.0.251", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("0.0.0.0", "unspecified"),
+        ] {
+            let why = r
+                .protected(target)
+                .unwrap_or_else(|| panic!("{target} allowed"));
+            assert!(why.contains(kind), "{target}: {why}");
+        }
+        assert!(r.protected("203.0.113.7").is_none(), "a public address");
+        let out = r
+            .remediate("e", &signal("10.1.2.3"), &assessment(9.9), at(0))
+            .await;
+        let block = out
+            .actions
+            .iter()
+            .find(|a| a.target == "10.1.2.3")
+            .expect("a block of the source is planned");
+        assert_eq!(block.status, ActionStatus::Refused);
+        assert!(
+            dry.records().iter().all(|r| !r.contains("10.1.2.3")),
+            "the executor never saw the internal address: {:?}",
+            dry.records()
+        );
+
+        // An operator who isolates internal hosts lists their network.
+        let settings = RemediationSettings {
+            internal_targets: vec!["10.1.0.0/16".parse().unwrap()],
+            ..RemediationSettings::default()
+        };
+        let (r, _) = remediator(settings);
+        assert!(r.protected("10.1.2.3").is_none());
+        assert!(
+            r.protected("10.2.0.1").is_some(),
+            "outside the listed network"
+        );
+        assert!(r.protected("224.0.0.1").is_some(), "never, even if listed");
     }
 
     #[tokio::test]
