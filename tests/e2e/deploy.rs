@@ -578,6 +578,25 @@ fn the_shipped_dashboard_and_rules_are_the_charts() {
     let json: serde_json::Value =
         serde_json::from_str(dashboard["data"]["vigil-dashboard.json"].as_str().unwrap()).unwrap();
     assert_eq!(json["uid"], "vigil-overview");
+    // Grafana places panels on a 24-column grid; a misplaced field breaks the layout silently.
+    let mut ids = std::collections::BTreeSet::new();
+    for panel in json["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap_or("?");
+        let grid = &panel["gridPos"];
+        for field in ["h", "w", "x", "y"] {
+            assert!(
+                grid[field].is_u64(),
+                "{title}: gridPos.{field} is {}",
+                grid[field]
+            );
+        }
+        let (x, w) = (grid["x"].as_u64().unwrap(), grid["w"].as_u64().unwrap());
+        assert!(x + w <= 24, "{title}: x {x} + w {w} is past the 24 columns");
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id used twice"
+        );
+    }
 }
 
 /// Every PromQL expression of the dashboard and the alert rules.

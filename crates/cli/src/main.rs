@@ -6,7 +6,15 @@ use clap::{Parser, Subcommand};
 
 /// Event-driven security automation that learns.
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, about)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Security automation that learns: threat signals in, scored workflows, alerts, \
+             remediation and incidents out",
+    after_help = "Start everything with `vigil up`, then `vigil status`. Every command reads the \
+                  same configuration: defaults, then the file named by --config or VIGIL_CONFIG, \
+                  then VIGIL_<SECTION>__<KEY> variables, then --set KEY=VALUE."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

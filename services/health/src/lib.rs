@@ -263,6 +263,7 @@ impl Monitor {
         let (streams, unavailable) = facts::streams(&self.bus, now).await;
         let production = self.production_model().await;
         let recent = self.dead_letters_recent(now);
+        self.metrics.set_facts(&streams, &recent);
         let facts = facts::rule_facts(&streams, &recent, production);
         let (components, changes) = {
             let mut state = self.lock();

@@ -1,5 +1,6 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use vigil_runtime::Beat;
 use vigil_telemetry::Metrics;
 
@@ -15,6 +16,8 @@ pub struct PredictorMetrics {
     pub errors: Family<RpcLabels, Counter>,
     /// Models swapped in (the first load included).
     pub swaps: Counter,
+    /// The registry version number of the model served (0: a model file, or none yet).
+    pub serving_version: Gauge,
     /// Model versions that could not be loaded (checksum, format, registry errors).
     pub load_failures: Counter,
     /// Signals the model abstained on (too little of its inputs carried).
@@ -50,6 +53,11 @@ impl PredictorMetrics {
                 "predictor_model_swaps",
                 "Models swapped in, the first load included",
                 Counter::default(),
+            ),
+            serving_version: metrics.register(
+                "predictor_serving_version",
+                "Registry version number of the model served (0: a model file, or none yet)",
+                Gauge::default(),
             ),
             load_failures: metrics.register(
                 "predictor_model_load_failures",

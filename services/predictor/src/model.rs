@@ -198,6 +198,9 @@ impl ModelSlot {
             source = ?model.source,
             "serving model"
         );
+        self.metrics
+            .serving_version
+            .set(i64::from(model.version.version));
         let previous = self.current.swap(Some(model));
         self.metrics.swaps.inc();
         self.set_health(ServingStatus::Serving).await;
