@@ -7,6 +7,7 @@
 mod error;
 mod event;
 mod feedback;
+pub mod fingerprint;
 mod health;
 mod model;
 mod severity;

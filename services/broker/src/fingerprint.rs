@@ -1,27 +1,10 @@
 //! The identity of a signal for deduplication: the sensor's id when it sets one, else a hash of
 //! the signal's canonical content without receive-time fields.
 
-use sha2::{Digest, Sha256};
 use vigil_domain::ThreatSignal;
+use vigil_domain::fingerprint::content_hash;
 
-/// Fields a fingerprint can cover; `timestamp` is deliberately absent (a sensor repeating the
-/// same observation later is the duplicate we want to catch).
-pub const FINGERPRINT_FIELDS: &[&str] = &[
-    "threat_type",
-    "source_ip",
-    "destination_ip",
-    "source_port",
-    "destination_port",
-    "protocol",
-    "confidence",
-    "severity",
-    "sensor",
-    "bytes",
-    "packets",
-    "duration_seconds",
-    "numeric",
-    "categorical",
-];
+pub use vigil_domain::fingerprint::FINGERPRINT_FIELDS;
 
 /// Checks that every configured field is one a fingerprint can cover.
 pub fn validate_fields(fields: &[String]) -> Result<(), String> {
@@ -43,26 +26,8 @@ pub fn fingerprint(signal: &ThreatSignal, fields: &[String]) -> String {
     if !signal.id.trim().is_empty() {
         return signal.id.trim().to_owned();
     }
-    let value = match serde_json::to_value(signal) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    let mut hasher = Sha256::new();
-    let chosen: Vec<&str> = if fields.is_empty() {
-        FINGERPRINT_FIELDS.to_vec()
-    } else {
-        fields.iter().map(String::as_str).collect()
-    };
-    for field in chosen {
-        // serde_json maps are sorted (BTreeMap), so the text is canonical.
-        let text = value.get(field).map(|v| v.to_string()).unwrap_or_default();
-        hasher.update(field.as_bytes());
-        hasher.update([0x1f]);
-        hasher.update(text.as_bytes());
-        hasher.update([0x1e]);
-    }
-    let digest = hex::encode(hasher.finalize());
-    format!("fp-{}", &digest[..32])
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    format!("fp-{}", content_hash(signal, &fields))
 }
 
 #[cfg(test)]

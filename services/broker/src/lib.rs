@@ -215,9 +215,14 @@ impl Broker {
         let subject = self.bus.topology().work_subject_for(priority);
         let traceparent = vigil_runtime::trace::outgoing(delivery.traceparent());
         let message = v1::ThreatSignal::from(signal.clone());
+        // Deduplicated by id and content: a redelivery or a repeat of the signal is stored once,
+        // while another signal reusing its id (another sensor, other content) reaches the
+        // orchestrator, which dead-letters it with the reason instead of dropping it unseen.
+        let digest = signal.content_digest();
+        let work_msg_id = format!("{}#{}", signal.id, &digest[..16]);
         let ack = loop {
             let options =
-                PublishOptions::new(signal.id.clone()).maybe_traceparent(traceparent.clone());
+                PublishOptions::new(work_msg_id.clone()).maybe_traceparent(traceparent.clone());
             match self
                 .bus
                 .publisher()

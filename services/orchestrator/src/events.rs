@@ -28,6 +28,10 @@ pub(crate) struct WorkflowResults {
     pub remediation: serde_json::Value,
     /// The incident the event is attached to, or why none was.
     pub incident: serde_json::Value,
+    /// The content digest of the signal (`ThreatSignal::content_digest`): a later signal with
+    /// this event id and another digest reused the id. Absent in rows written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_digest: Option<String>,
 }
 
 impl WorkflowResults {
@@ -172,6 +176,7 @@ mod tests {
             alerts: json!({ "skipped": "no routing rule for level high" }),
             remediation: json!({ "actions": [] }),
             incident: json!({ "incident_id": "i-1", "created": true }),
+            signal_digest: None,
         };
         let workflow = WorkflowExecution {
             id: "0190b4d2-0000-7000-8000-000000000001".into(),

@@ -8,6 +8,8 @@ pub struct OrchestratorMetrics {
     pub completed: Counter,
     pub failed: Counter,
     pub replayed: Counter,
+    /// Signals dead-lettered because their event id was already used by another signal.
+    pub id_reused: Counter,
     pub predictions_skipped: Counter,
     pub alerts_delivered: Counter,
     pub alerts_failed: Counter,
@@ -32,6 +34,11 @@ impl OrchestratorMetrics {
             replayed: metrics.register(
                 "workflows_replayed",
                 "Redelivered signals whose workflow was already complete",
+                Counter::default(),
+            ),
+            id_reused: metrics.register(
+                "event_ids_reused",
+                "Signals dead-lettered because another signal already used their event id",
                 Counter::default(),
             ),
             predictions_skipped: metrics.register(

@@ -194,6 +194,20 @@ impl Orchestrator {
             .unwrap_or_else(TraceParent::generate);
         let outcome = match recorded {
             Err(reason) => Err(fail("record", reason)),
+            Ok(Some(done))
+                if done.status == WorkflowStatus::Success && reuses_id(&done, &signal) =>
+            {
+                self.metrics.id_reused.inc();
+                let reason = format!(
+                    "event id {:?} (sensor {:?}) was already used by another signal, whose \
+                     workflow {} completed; a reused id is refused rather than dropped: give \
+                     each signal its own id",
+                    signal.id, signal.sensor, done.id
+                );
+                tracing::warn!(id = %signal.id, sensor = %signal.sensor, "event id reused by another signal");
+                dead_letter(&delivery, &reason).await;
+                return false;
+            }
             Ok(Some(done)) if done.status == WorkflowStatus::Success => {
                 self.metrics.replayed.inc();
                 // A redelivery may follow a commit whose events never went out (a failed
@@ -352,6 +366,7 @@ impl Orchestrator {
             alerts,
             remediation,
             incident,
+            signal_digest: Some(signal.content_digest()),
         };
         let record = WorkflowRecord {
             signal: signal.clone(),
@@ -608,6 +623,14 @@ impl Orchestrator {
 /// Runs a workflow so that a panic inside it (a bug, never expected) fails this signal like any
 /// other step failure: retried, then dead-lettered with the panic's message, instead of leaving
 /// the message unacknowledged until the server gives up on it and it sits unseen in the stream.
+/// Whether `signal` reuses the event id of the committed workflow `done` for other content (the
+/// digest stored with it differs); a redelivery or a replay of the same signal does not.
+fn reuses_id(done: &WorkflowExecution, signal: &ThreatSignal) -> bool {
+    WorkflowResults::of(done)
+        .and_then(|results| results.signal_digest)
+        .is_some_and(|stored| stored != signal.content_digest())
+}
+
 /// Runs `work` while telling JetStream every `every` that `delivery` is still being worked on
 /// (`AckKind::Progress`), so a workflow slower than the consumer's `ack_wait` (an effect
 /// retrying against a slow API) is not delivered a second time while it runs.
