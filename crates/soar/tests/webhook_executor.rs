@@ -44,6 +44,7 @@ fn remediator(url: String) -> Remediator {
         webhook: Some(RemediationWebhookSettings {
             url,
             token: Some(Secret::new("edr-token")),
+            secret: Some(Secret::new("shared-signing-secret")),
             timeout_ms: 10_000,
             retry: fast_retry(),
         }),
@@ -98,6 +99,23 @@ async fn the_api_receives_the_action_and_later_its_undo() {
     assert_eq!(seen.len(), 2);
     let (headers, body) = &seen[0];
     assert_eq!(headers["authorization"], "Bearer edr-token");
+    // Signed over the exact body, as a receiver checks it.
+    let raw = serde_json::to_vec(body).unwrap();
+    let signed = |secret: &[u8]| {
+        vigil_notify::webhook::verify(
+            secret,
+            headers["x-vigil-timestamp"].to_str().unwrap(),
+            &raw,
+            headers["x-vigil-signature"].to_str().unwrap(),
+            Utc::now().timestamp(),
+            std::time::Duration::from_secs(300),
+        )
+    };
+    assert!(signed(b"shared-signing-secret"), "the signature verifies");
+    assert!(
+        !signed(b"another-secret"),
+        "and only with the shared secret"
+    );
     assert_eq!(headers["idempotency-key"], action.id.as_str());
     assert_eq!(body["operation"], "apply");
     assert_eq!(body["action"], "rate_limit"); // the default rule for ddos

@@ -270,6 +270,10 @@ pub struct RemediationWebhookSettings {
     pub url: String,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<Secret>,
+    /// When set, every call is signed like the alert webhook's: `X-Vigil-Timestamp` and
+    /// `X-Vigil-Signature: sha256=<hex of HMAC-SHA256(secret, "<timestamp>.<body>")>`, so the
+    /// API can check that vigil sent it (docs/api.md).
+    pub secret: Option<Secret>,
     pub timeout_ms: u64,
     /// Retries of a transient failure (no connection, timeout, HTTP 408/425/429/5xx), each
     /// with the same `Idempotency-Key`.

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 /// Calls an external firewall / EDR API: `POST <url>` with JSON
 /// `{"operation": "apply" | "undo", "action", "target", "duration_seconds", "action_id",
 /// "event_id"}`, an `Idempotency-Key` header (the action id, `:undo` appended for the undo) and
-/// `Authorization: Bearer <token>` when a token is set. Any 2xx means done.
+/// `Authorization: Bearer <token>` when a token is set, and an HMAC-SHA256 signature
+/// (`X-Vigil-Timestamp`, `X-Vigil-Signature`, as the alert webhook's) when a secret is set. Any
+/// 2xx means done.
 ///
 /// The action id is derived from the event, the action and the target
 /// ([`super::action_id`]), so every attempt and every redelivery of one event sends the same
@@ -59,16 +61,30 @@ impl WebhookExecutor {
         fields.insert("event_id".into(), Value::String(action.event_id.clone()));
         let policy = &self.settings.retry;
         let mut attempts = 0;
+        // The exact bytes that go on the wire, so a signature covers them.
+        let body = serde_json::to_vec(&body).map_err(|e| malformed(&e.to_string()))?;
         loop {
             attempts += 1;
             let mut request = self
                 .client
                 .post(url)
                 .header("Idempotency-Key", key.as_str())
-                .json(&body);
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
             if let Some(token) = &self.settings.token {
                 request = request.bearer_auth(token.expose());
             }
+            if let Some(secret) = &self.settings.secret {
+                let timestamp = chrono::Utc::now().timestamp();
+                let signature =
+                    vigil_notify::webhook::sign(secret.expose().as_bytes(), timestamp, &body);
+                request = request
+                    .header(
+                        vigil_notify::webhook::TIMESTAMP_HEADER,
+                        timestamp.to_string(),
+                    )
+                    .header(vigil_notify::webhook::SIGNATURE_HEADER, signature);
+            }
+            let request = request.body(body.clone());
             match vigil_notify::http::send("remediation webhook", request).await {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_retryable() && attempts < policy.max_attempts => {
