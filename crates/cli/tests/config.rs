@@ -9,8 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::{text, vigil};
-use prost::Message as _;
-use vigil_bus::Bus;
 use vigil_proto::v1;
 use vigil_testkit::{Sandbox, eventually};
 
@@ -30,16 +28,6 @@ fn signal(id: &str) -> v1::ThreatSignal {
         timestamp: Some(chrono::Utc::now().into()),
         ..Default::default()
     }
-}
-
-async fn publish(bus: &Bus, signal: &v1::ThreatSignal) {
-    let subject = bus.topology().ingest_subject("live-config").unwrap();
-    bus.jetstream()
-        .publish(subject, signal.encode_to_vec().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
 }
 
 /// The risk score and level of the workflow of `event_id`, once it is recorded.
@@ -72,7 +60,9 @@ async fn a_threshold_set_live_changes_the_next_workflow_and_every_attempt_is_aud
     orchestrator.ready(PATIENCE).await;
 
     // Before: the default thresholds (medium 4, high 7, critical 9).
-    publish(sandbox.bus(), &signal("live-1")).await;
+    sandbox
+        .publish_signal("live-config", &signal("live-1"))
+        .await;
     let (score, level) = verdict(&sandbox, "live-1").await;
     assert!(
         (4.5..7.0).contains(&score) && level == "medium",
@@ -102,7 +92,9 @@ async fn a_threshold_set_live_changes_the_next_workflow_and_every_attempt_is_aud
         },
     )
     .await;
-    publish(sandbox.bus(), &signal("live-2")).await;
+    sandbox
+        .publish_signal("live-config", &signal("live-2"))
+        .await;
     let (again, level) = verdict(&sandbox, "live-2").await;
     assert_eq!(again, score, "the same signal scores the same");
     assert_eq!(level, "high", "the next workflow follows the new threshold");

@@ -198,6 +198,24 @@ impl Sandbox {
         stream_messages(&self.bus, kind).await
     }
 
+    /// Publishes `signal` (protobuf) on the ingest subject `vigil.ingest.<kind>`, as a sensor
+    /// of that kind does, and waits for JetStream to store it.
+    pub async fn publish_signal(&self, kind: &str, signal: &vigil_proto::v1::ThreatSignal) {
+        use prost::Message as _;
+        let subject = self
+            .bus
+            .topology()
+            .ingest_subject(kind)
+            .unwrap_or_else(|e| panic!("ingest subject for {kind:?}: {e}"));
+        self.bus
+            .jetstream()
+            .publish(subject, signal.encode_to_vec().into())
+            .await
+            .unwrap_or_else(|e| panic!("publishing signal {:?}: {e}", signal.id))
+            .await
+            .unwrap_or_else(|e| panic!("no ack for signal {:?}: {e}", signal.id));
+    }
+
     /// Starts a service in-process with a context of its own (this sandbox's config) and a
     /// token of its own: `sandbox.spawn("broker", vigil_broker::run_in)`.
     ///

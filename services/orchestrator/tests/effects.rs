@@ -12,7 +12,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use prost::Message;
 use vigil_proto::v1;
 use vigil_testkit::{Sandbox, eventually};
 
@@ -69,16 +68,7 @@ async fn a_remediation_slower_than_ack_wait_is_called_once() {
         timestamp: Some(chrono::Utc::now().into()),
         ..Default::default()
     };
-    let bus = sandbox.bus();
-    bus.jetstream()
-        .publish(
-            bus.topology().ingest_subject("effects").unwrap(),
-            signal.encode_to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    sandbox.publish_signal("effects", &signal).await;
 
     // Done means: the workflow committed and the work queue is empty, so no delivery of the
     // signal is pending that could still call the API.

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use prost::Message;
 use vigil_bus::{Bus, StreamKind};
 use vigil_proto::v1;
 use vigil_testkit::{Receiver, Sandbox, eventually, stream_subjects};
@@ -62,16 +61,6 @@ fn signal(id: &str, source_ip: &str) -> v1::ThreatSignal {
     }
 }
 
-async fn publish(bus: &Bus, signal: &v1::ThreatSignal) {
-    let subject = bus.topology().ingest_subject("e2e").unwrap();
-    bus.jetstream()
-        .publish(subject, signal.encode_to_vec().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
-
 async fn event_subjects(bus: &Bus) -> Vec<String> {
     stream_subjects(bus, StreamKind::Events)
         .await
@@ -95,8 +84,8 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
     let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
 
     let s = signal("e2e-high-1", "203.0.113.7");
-    publish(bus, &s).await;
-    publish(bus, &s).await; // the same signal again, inside the dedup window
+    sandbox.publish_signal("e2e", &s).await;
+    sandbox.publish_signal("e2e", &s).await; // the same signal again, inside the dedup window
     // A malformed message: it is dead-lettered and processing goes on.
     bus.jetstream()
         .publish(
@@ -108,7 +97,9 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
         .await
         .unwrap();
     // An allow-listed source that is also a known-bad indicator: high risk, never blocked.
-    publish(bus, &signal("e2e-allowed-1", "10.1.2.3")).await;
+    sandbox
+        .publish_signal("e2e", &signal("e2e-allowed-1", "10.1.2.3"))
+        .await;
 
     eventually(PATIENCE, "every signal handled", || async {
         let done = sandbox
@@ -236,14 +227,13 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
     let base = received.base().to_owned();
     // Low-risk signals: no alert channels, only the workflow path under test.
     let sandbox = sandbox(&base, &["orchestrator.max_workflows=32"]).await;
-    let bus = sandbox.bus();
     let broker = sandbox.spawn("broker", vigil_broker::run_in);
 
     for i in 0..1000 {
         let mut s = signal(&format!("restart-{i}"), "198.51.100.9");
         s.severity = v1::Severity::Low as i32;
         s.confidence = 0.2;
-        publish(bus, &s).await;
+        sandbox.publish_signal("e2e", &s).await;
     }
     // Every signal is queued before the orchestrator starts, so it is stopped mid-stream
     // however fast it works.

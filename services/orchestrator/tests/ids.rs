@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use prost::Message;
-use vigil_bus::{Bus, StreamKind, headers};
+use vigil_bus::{StreamKind, headers};
 use vigil_proto::v1;
 use vigil_testkit::{Sandbox, eventually};
 
@@ -29,18 +29,6 @@ fn signal(sensor: &str, source_ip: &str, threat_type: &str) -> v1::ThreatSignal 
     }
 }
 
-async fn publish(bus: &Bus, signal: &v1::ThreatSignal) {
-    bus.jetstream()
-        .publish(
-            bus.topology().ingest_subject("ids").unwrap(),
-            signal.encode_to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn an_id_reused_by_another_signal_is_dead_lettered_with_the_reason() {
     let sandbox = Sandbox::start().await;
@@ -51,7 +39,7 @@ async fn an_id_reused_by_another_signal_is_dead_lettered_with_the_reason() {
     let bus = sandbox.bus();
 
     let first = signal("ids-a", "203.0.113.60", "port_scan");
-    publish(bus, &first).await;
+    sandbox.publish_signal("ids", &first).await;
     eventually(PATIENCE, "the first workflow", || async {
         sandbox
             .count("SELECT count(*) FROM workflows WHERE status = 'SUCCESS'")
@@ -60,8 +48,10 @@ async fn an_id_reused_by_another_signal_is_dead_lettered_with_the_reason() {
     })
     .await;
     // The same signal again (a sensor's retry), and another sensor's signal with the same id.
-    publish(bus, &first).await;
-    publish(bus, &signal("ids-b", "198.51.100.61", "malware")).await;
+    sandbox.publish_signal("ids", &first).await;
+    sandbox
+        .publish_signal("ids", &signal("ids-b", "198.51.100.61", "malware"))
+        .await;
 
     eventually(
         PATIENCE,
