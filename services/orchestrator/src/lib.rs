@@ -1,4 +1,5 @@
-//! The orchestrator: pulls `VIGIL_WORK` (critical before high before medium before low) with a
+//! The orchestrator: pulls `VIGIL_WORK` (weighted by urgency: of every 15 slots critical gets 8,
+//! high 4, medium 2, low 1, so no lane starves) with a
 //! bounded number of workflows in flight, and runs the workflow of the seed design for each
 //! threat signal: assess, predict, route alerts, remediate, open or update an incident, record
 //! the workflow. Every effect is keyed by event id in PostgreSQL, so a redelivered or replayed
@@ -151,6 +152,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         .map_err(|e| Error::Other(anyhow::anyhow!("subscribing to the work lanes: {e}")))?;
 
     let mut capacity = Capacity::new(config.orchestrator.max_workflows);
+    let mut schedule = LaneSchedule::default();
     let mut idle = Duration::from_millis(1);
     while !token.is_cancelled() {
         capacity.follow(ctx.live.get().orchestrator.max_workflows);
@@ -166,7 +168,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         }
         // Rings for what is about to be pulled are spent.
         while let Some(Some(_)) = doorbell.next().now_or_never() {}
-        let taken = pull_by_priority(&lanes, free).await;
+        let taken = pull_by_priority(&lanes, free, &mut schedule).await;
         if taken.is_empty() {
             tokio::select! {
                 () = token.cancelled() => break,
@@ -205,22 +207,74 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
 /// The longest an idle orchestrator goes without polling its lanes (should the doorbell miss).
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
-/// Takes up to `max` waiting signals, most urgent lane first.
+/// Whose turn each slot of a pull is, lanes by index (0 critical, 1 high, 2 medium, 3 low): out of
+/// every 15 slots critical gets 8, high 4, medium 2 and low 1, interleaved.
+const LANE_TURNS: [usize; 15] = [0, 1, 0, 2, 0, 1, 0, 3, 0, 1, 0, 2, 0, 1, 0];
+
+/// Weighted turns across pulls: the cursor carries over, so even pulls of a slot or two give
+/// every lane its share over time.
+#[derive(Debug, Default)]
+struct LaneSchedule {
+    cursor: usize,
+}
+
+impl LaneSchedule {
+    /// How many of `slots` each of `lanes` lanes gets this pull.
+    fn quotas(&mut self, slots: usize, lanes: usize) -> Vec<usize> {
+        let mut quotas = vec![0; lanes];
+        for _ in 0..slots {
+            let lane = LANE_TURNS[self.cursor % LANE_TURNS.len()].min(lanes.saturating_sub(1));
+            quotas[lane] += 1;
+            self.cursor = (self.cursor + 1) % LANE_TURNS.len();
+        }
+        quotas
+    }
+}
+
+/// Takes up to `max` waiting signals, weighted by urgency ([`LANE_TURNS`]); the slots of a lane
+/// with nothing waiting go to the others, most urgent first. A flood of critical signals
+/// therefore keeps most of the capacity without stopping the other lanes: strict priority
+/// would leave a low signal waiting for as long as the flood lasts.
 async fn pull_by_priority(
     lanes: &[TypedConsumer<v1::ThreatSignal>],
     max: usize,
+    schedule: &mut LaneSchedule,
 ) -> Vec<vigil_bus::Delivery<v1::ThreatSignal>> {
+    let quotas = schedule.quotas(max, lanes.len());
     let mut taken = Vec::new();
-    for lane in lanes {
+    let mut filled = vec![false; lanes.len()];
+    for (i, lane) in lanes.iter().enumerate() {
+        if quotas[i] == 0 {
+            filled[i] = true;
+            continue;
+        }
+        let got = fetch(lane, quotas[i]).await;
+        filled[i] = got.len() == quotas[i];
+        taken.extend(got);
+    }
+    // What the quieter lanes left goes to the busy ones, most urgent first.
+    for (i, lane) in lanes.iter().enumerate() {
         if taken.len() >= max {
             break;
         }
-        match lane.fetch_available(max - taken.len()).await {
-            Ok(batch) => taken.extend(batch),
-            Err(error) => tracing::warn!(%error, lane = lane.name(), "pulling work failed"),
+        if filled[i] {
+            taken.extend(fetch(lane, max - taken.len()).await);
         }
     }
     taken
+}
+
+async fn fetch(
+    lane: &TypedConsumer<v1::ThreatSignal>,
+    want: usize,
+) -> Vec<vigil_bus::Delivery<v1::ThreatSignal>> {
+    match lane.fetch_available(want).await {
+        Ok(batch) => batch,
+        Err(error) => {
+            tracing::warn!(%error, lane = lane.name(), "pulling work failed");
+            Vec::new()
+        }
+    }
 }
 
 /// The workflows already recorded for a pulled batch, by event id: one query for the batch
@@ -237,5 +291,25 @@ async fn recorded_workflows(
     match store.workflows().get_by_event_ids(&ids).await {
         Ok(found) => Ok(found.into_iter().map(|w| (w.event_id.clone(), w)).collect()),
         Err(error) => Err(format!("looking up earlier attempts failed: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lane_gets_its_share_even_of_small_pulls() {
+        let mut schedule = LaneSchedule::default();
+        let mut total = vec![0; 4];
+        // 30 pulls of two slots: 60 slots, four rounds of the 15 turns.
+        for _ in 0..30 {
+            for (lane, n) in schedule.quotas(2, 4).into_iter().enumerate() {
+                total[lane] += n;
+            }
+        }
+        assert_eq!(total, [32, 16, 8, 4]);
+        // With fewer lanes the turns of the missing ones fall to the last lane there is.
+        assert_eq!(LaneSchedule::default().quotas(15, 1), [15]);
     }
 }
