@@ -98,6 +98,19 @@ pub fn topology(config: &Config) -> vigil_bus::TopologyConfig {
     }
 }
 
+/// What every service opens on NATS first: a connection with the configured topology, the
+/// streams, consumers and config bucket declared, and this process's live configuration
+/// followed (once per process; see [`LiveConfig::watch`]) until `token` is cancelled.
+pub async fn connect_bus(
+    ctx: &ServiceContext,
+    token: &CancellationToken,
+) -> vigil_bus::Result<vigil_bus::Bus> {
+    let bus = vigil_bus::Bus::connect(&ctx.config.nats, topology(&ctx.config)).await?;
+    bus.declare().await?;
+    ctx.live.watch(&bus, token).await?;
+    Ok(bus)
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

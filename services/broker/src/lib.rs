@@ -51,11 +51,9 @@ pub async fn run(
 pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()> {
     let config = &ctx.config;
     fingerprint::validate_fields(&config.broker.fingerprint_fields).map_err(Error::Config)?;
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(config)).await?;
-    bus.declare().await?;
+    let bus = vigil_runtime::connect_bus(&ctx, &token).await?;
     // The broker owns the duplicate window of the streams it dedups on: the live value now,
     // and whenever it changes.
-    ctx.live.watch(&bus, &token).await?;
     bus.set_dedup_window(dedup_window(&ctx.live.get())).await?;
     tokio::spawn(follow_dedup_window(
         bus.clone(),

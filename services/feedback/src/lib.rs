@@ -44,7 +44,6 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vigil_bus::Bus;
 use vigil_config::Config;
 use vigil_runtime::ServiceContext;
 use vigil_store::Store;
@@ -98,9 +97,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let config = ctx.config.clone();
     config.feedback.validate().map_err(Error::Config)?;
     let store = Store::connect_and_migrate(&config.database).await?;
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
-    bus.declare().await?;
-    ctx.live.watch(&bus, &token).await?;
+    let bus = vigil_runtime::connect_bus(&ctx, &token).await?;
     let metrics = FeedbackMetrics::register(&ctx.metrics);
     let retrainer = Arc::new(Retrainer::new(
         store.clone(),

@@ -73,8 +73,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let config = ctx.config.clone();
     let settings = config.health.clone();
     let store = Store::connect_and_migrate(&config.database).await?;
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
-    bus.declare().await?;
+    let bus = vigil_runtime::connect_bus(&ctx, &token).await?;
 
     let beat = ctx.pulse.register(SERVICE);
     {

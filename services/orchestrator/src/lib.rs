@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use vigil_bus::{Bus, ConsumerKind, StreamKind, TypedConsumer, WorkPriority};
+use vigil_bus::{ConsumerKind, StreamKind, TypedConsumer, WorkPriority};
 use vigil_config::Config;
 use vigil_domain::WorkflowExecution;
 use vigil_proto::v1;
@@ -113,9 +113,7 @@ pub async fn run(
 pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()> {
     let config = ctx.config.clone();
     let store = Store::connect_and_migrate(&config.database).await?;
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
-    bus.declare().await?;
-    ctx.live.watch(&bus, &token).await?;
+    let bus = vigil_runtime::connect_bus(&ctx, &token).await?;
     let orchestrator = Arc::new(Orchestrator::new(
         &config,
         ctx.live.clone(),

@@ -20,7 +20,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use vigil_bus::Bus;
 use vigil_config::{Config, TrainerSettings};
 use vigil_ml::TrainConfig;
 use vigil_runtime::{Beat, ServiceContext};
@@ -120,9 +119,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let schedule = Schedule::parse(&settings.schedule).map_err(Error::Config)?;
     let train_config = train_config(settings)?;
     let store = Store::connect_and_migrate(&config.database).await?;
-    let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
-    bus.declare().await?;
-    ctx.live.watch(&bus, &token).await?;
+    let bus = vigil_runtime::connect_bus(&ctx, &token).await?;
     let beat = ctx.pulse.register("trainer");
     beat.check_postgres(store.pool().clone());
     let trainer = Trainer::new(store, bus.clone(), train_config, settings, &ctx.metrics).await?;
