@@ -49,10 +49,9 @@ impl WebhookExecutor {
             part,
             reason: reason.to_owned(),
         };
+        // The configured URL, not the stored one: the record keeps it without credentials.
+        let url = self.settings.url.as_str();
         let request = &stored["request"];
-        let url = request["url"]
-            .as_str()
-            .ok_or_else(|| malformed("no request.url"))?;
         let mut body = request["body"].clone();
         let fields = body
             .as_object_mut()
@@ -121,7 +120,9 @@ impl Executor for WebhookExecutor {
             json!({
                 "request": {
                     "method": "POST",
-                    "url": self.settings.url,
+                    // Recorded without credentials (an API key in the query); calls use the
+                    // configured URL.
+                    "url": vigil_config::redact_url_password(&self.settings.url),
                     "body": {
                         "operation": operation,
                         "action": kind,
