@@ -87,6 +87,8 @@ struct Shared {
     consumer_name: String,
     dlq_subject: String,
     max_deliver: i64,
+    /// The consumer's redelivery backoff (`ack_wait` when it has none).
+    backoff: Vec<Duration>,
     request_timeout: Duration,
     delivered: AtomicU64,
     undecodable: AtomicU64,
@@ -165,6 +167,11 @@ impl<T: Payload> TypedConsumer<T> {
             stream: info.stream_name.clone(),
             consumer_name: info.name.clone(),
             max_deliver: info.config.max_deliver,
+            backoff: if info.config.backoff.is_empty() {
+                vec![info.config.ack_wait]
+            } else {
+                info.config.backoff.clone()
+            },
             consumer,
             publisher,
             dlq_subject,
@@ -438,6 +445,21 @@ impl<T> Delivery<T> {
     /// The message's sequence in its stream.
     pub fn stream_sequence(&self) -> u64 {
         self.meta.stream_sequence
+    }
+
+    /// How long to wait before the next attempt after this one failed: the consumer's backoff
+    /// for this delivery (its last step once past the end), so that the attempts of one message
+    /// span an outage of a dependency (PostgreSQL restarting) rather than spend themselves in
+    /// seconds.
+    pub fn backoff(&self) -> Duration {
+        let step =
+            usize::try_from(self.meta.delivery_count.saturating_sub(1)).unwrap_or(usize::MAX);
+        let backoff = &self.shared.backoff;
+        backoff
+            .get(step)
+            .or(backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
     }
 
     /// True when the server will not deliver the message again after this delivery.

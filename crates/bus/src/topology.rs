@@ -249,6 +249,10 @@ pub struct TopologyConfig {
     /// Duplicate window of the ingest and work streams: a `Nats-Msg-Id` seen within it is
     /// stored once. Default 300 s.
     pub dedup_window: Duration,
+    /// Duplicate window of the events stream: an event republished by a later attempt of its
+    /// workflow (a redelivery after a crash) within it is stored once. Derived from the retry
+    /// budget (`Config::effects_settled_after`). Default 2 minutes (JetStream's own).
+    pub events_dedup_window: Duration,
     /// Capacity of the work queue; when full, publishes are refused ([`Error::StreamFull`]).
     /// Default 10,000.
     pub work_max_messages: i64,
@@ -272,6 +276,7 @@ impl Default for TopologyConfig {
     fn default() -> Self {
         Self {
             dedup_window: Duration::from_secs(300),
+            events_dedup_window: Duration::from_secs(120),
             work_max_messages: 10_000,
             events_max_age: 7 * DAY,
             dlq_max_age: 30 * DAY,
@@ -481,6 +486,10 @@ impl Topology {
                 description: Some("domain events".into()),
                 retention: RetentionPolicy::Limits,
                 max_age: self.config.events_max_age,
+                duplicate_window: self
+                    .config
+                    .events_dedup_window
+                    .min(self.config.events_max_age),
                 ..base
             },
             StreamKind::DeadLetter => stream::Config {
@@ -562,7 +571,7 @@ impl Topology {
             // The duplicate window of an existing stream is the broker's to set (it follows the
             // live `streams.dedup_window_secs`, see `Bus::set_dedup_window`): another service
             // starting with its own start-up value leaves it alone.
-            if !config.duplicate_window.is_zero()
+            if matches!(kind, StreamKind::Ingest | StreamKind::Work)
                 && let Ok(existing) = js.get_stream(&name).await
             {
                 config.duplicate_window = existing.cached_info().config.duplicate_window;

@@ -117,6 +117,54 @@ impl Sources {
 }
 
 impl Config {
+    /// The longest one attempt of a workflow can take: the predict deadline, every alert
+    /// delivery attempt and every remediation call with their retries (the effects of one
+    /// workflow run concurrently per kind, so this is an upper bound).
+    pub fn workflow_budget(&self) -> std::time::Duration {
+        use std::time::Duration;
+        let soar = &self.soar;
+        let alerts = soar
+            .delivery
+            .retry
+            .budget(Duration::from_millis(soar.delivery.request_timeout_ms));
+        // The fallback channel is tried once its primary has failed for good.
+        let alerts = if soar.delivery.fallback.is_some() {
+            alerts * 2
+        } else {
+            alerts
+        };
+        // Only the webhook executor calls out and retries; the others answer at once.
+        let remediation = soar
+            .remediation
+            .webhook
+            .as_ref()
+            .map_or(Duration::ZERO, |webhook| {
+                webhook
+                    .retry
+                    .budget(Duration::from_millis(webhook.timeout_ms))
+                    .saturating_mul(soar.remediation.actions.most_per_event())
+            });
+        Duration::from_millis(self.orchestrator.predict_timeout_ms) + alerts + remediation
+    }
+
+    /// How long after an effect was recorded as intended no attempt of its workflow can still
+    /// be running: every delivery of the work message (`streams.max_deliver`), each run for at
+    /// most [`workflow_budget`](Self::workflow_budget) and redelivered after the consumer's
+    /// backoff (`streams.ack_wait_secs`, doubling: together less than `ack_wait × 2^max_deliver`).
+    /// An alert or remediation still `pending` after that was left by a workflow that will
+    /// never finish it, and the orchestrator's sweeper does.
+    pub fn effects_settled_after(&self) -> std::time::Duration {
+        // Unlimited deliveries (0 or less) are counted as 16: past that, the backoff alone
+        // spans days.
+        let attempts = match self.streams.max_deliver {
+            n if n <= 0 => 16,
+            n => u32::try_from(n.min(16)).unwrap_or(16),
+        };
+        let waits = std::time::Duration::from_secs(self.streams.ack_wait_secs)
+            .saturating_mul(1u32 << attempts);
+        waits + self.workflow_budget().saturating_mul(attempts)
+    }
+
     /// Layers the sources over the defaults and validates the result.
     pub fn load(sources: &Sources) -> Result<Self> {
         let mut root = toml::Table::new();

@@ -133,6 +133,9 @@ impl FromStr for ActionKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionStatus {
+    /// Recorded before the executor is called, and until its answer is: the effect may or may
+    /// not have happened. A later attempt calls the executor again with the same key.
+    Pending,
     /// The dry-run executor recorded what it would do.
     Simulated,
     Applied,

@@ -102,28 +102,39 @@ impl Notifier {
         self.senders.keys().copied().collect()
     }
 
-    /// Delivers one alert to its own channel, with retries; no fallback.
-    pub async fn deliver(&self, alert: &Alert, details: &Value) -> DeliveryReport {
-        let mut alert = alert.clone();
-        let sender = alert
+    /// What `alert` looks like on its channel (the exact payload [`deliver`](Self::deliver)
+    /// sends), or `None` when its channel has no sender. Stored with the alert before it is
+    /// sent, so that a later attempt sends the same bytes.
+    pub fn render(&self, alert: &Alert, details: &Value) -> Option<Value> {
+        self.sender_for(alert)
+            .map(|sender| sender.render(alert, details))
+    }
+
+    fn sender_for(&self, alert: &Alert) -> Option<&Arc<dyn Sender>> {
+        alert
             .channel
             .parse::<ChannelKind>()
             .ok()
-            .and_then(|c| self.senders.get(&c));
-        let Some(sender) = sender else {
-            let err = Error::NotConfigured {
-                channel: alert.channel.clone(),
-            };
-            alert.status = AlertStatus::Failed;
-            alert.last_error = Some(err.to_string());
-            return DeliveryReport {
-                alert,
-                payload: Value::Null,
-                fallback_for: Vec::new(),
-            };
+            .and_then(|c| self.senders.get(&c))
+    }
+
+    /// Delivers one alert to its own channel, with retries; no fallback.
+    pub async fn deliver(&self, alert: &Alert, details: &Value) -> DeliveryReport {
+        match self.render(alert, details) {
+            Some(payload) => self.resend(alert, payload).await,
+            None => self.not_configured(alert),
+        }
+    }
+
+    /// Delivers one alert with a payload rendered earlier (see [`render`](Self::render)), with
+    /// retries; no fallback. How an alert left pending by an interrupted attempt is sent.
+    pub async fn resend(&self, alert: &Alert, payload: Value) -> DeliveryReport {
+        let mut alert = alert.clone();
+        let Some(sender) = self.sender_for(&alert).cloned() else {
+            return self.not_configured(&alert);
         };
-        let payload = sender.render(&alert, details);
         let max_attempts = self.retry.max_attempts.max(1);
+        let first_attempt = alert.attempts;
         loop {
             alert.attempts += 1;
             match sender.send(&payload).await {
@@ -134,8 +145,10 @@ impl Notifier {
                     alert.delivered_at = Some(Utc::now());
                     break;
                 }
-                Err(e) if e.is_retryable() && alert.attempts < max_attempts => {
-                    let wait = self.retry.delay(alert.attempts, e.retry_after());
+                Err(e) if e.is_retryable() && alert.attempts - first_attempt < max_attempts => {
+                    let wait = self
+                        .retry
+                        .delay(alert.attempts - first_attempt, e.retry_after());
                     tracing::warn!(channel = %alert.channel, alert_id = %alert.id, attempt = alert.attempts, error = %e, ?wait, "alert delivery failed; retrying");
                     alert.last_error = Some(e.to_string());
                     tokio::time::sleep(wait).await;
@@ -151,6 +164,20 @@ impl Notifier {
         DeliveryReport {
             alert,
             payload,
+            fallback_for: Vec::new(),
+        }
+    }
+
+    fn not_configured(&self, alert: &Alert) -> DeliveryReport {
+        let mut alert = alert.clone();
+        let err = Error::NotConfigured {
+            channel: alert.channel.clone(),
+        };
+        alert.status = AlertStatus::Failed;
+        alert.last_error = Some(err.to_string());
+        DeliveryReport {
+            alert,
+            payload: Value::Null,
             fallback_for: Vec::new(),
         }
     }

@@ -478,6 +478,7 @@ fn action_status(value: i32) -> Result<domain::ActionStatus> {
         W::Failed => Ok(domain::ActionStatus::Failed),
         W::Undone => Ok(domain::ActionStatus::Undone),
         W::Expired => Ok(domain::ActionStatus::Expired),
+        W::Pending => Ok(domain::ActionStatus::Pending),
     }
 }
 
@@ -490,6 +491,7 @@ impl From<domain::ActionStatus> for v1::ActionStatus {
             domain::ActionStatus::Failed => v1::ActionStatus::Failed,
             domain::ActionStatus::Undone => v1::ActionStatus::Undone,
             domain::ActionStatus::Expired => v1::ActionStatus::Expired,
+            domain::ActionStatus::Pending => v1::ActionStatus::Pending,
         }
     }
 }

@@ -89,6 +89,11 @@ pub fn topology(config: &Config) -> vigil_bus::TopologyConfig {
     );
     vigil_bus::TopologyConfig {
         dedup_window: Duration::from_secs(config.streams.dedup_window_secs),
+        // Events a late attempt republishes must still be recognised: as long as an attempt
+        // can run, and never shorter than the signals' own window.
+        events_dedup_window: config
+            .effects_settled_after()
+            .max(Duration::from_secs(config.streams.dedup_window_secs)),
         work_max_messages: config.streams.work_max_messages,
         events_max_age: Duration::from_secs(config.streams.events_max_age_days * 24 * 3600),
         replicas: config.streams.replicas,

@@ -24,7 +24,7 @@ pub use assessment::ThreatAssessor;
 pub use error::{Error, Result};
 pub use incident::threat_key;
 pub use remediation::{
-    DryRunExecutor, Executor, NftablesExecutor, PlannedAction, PreparedAction, RemediationOutcome,
-    RemediationPlan, Remediator, WebhookExecutor, action_id, build_executor,
+    DryRunExecutor, Executor, NftablesExecutor, PlannedAction, Prepared, PreparedAction,
+    RemediationOutcome, RemediationPlan, Remediator, WebhookExecutor, action_id, build_executor,
 };
 pub use routing::{AlertRouter, PreviousAlert, RoutingDecision, TokenBucket};

@@ -32,7 +32,7 @@ pub use models::{
     ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,
 };
 pub use signals::WorkflowSignals;
-pub use soar::{Alerts, IncidentAttachment, IncidentEvent, Incidents, Remediations};
+pub use soar::{Alerts, IncidentAttachment, IncidentEvent, Incidents, Intent, Remediations};
 pub use store::{MIGRATOR, MigrationReport, Store};
 pub use training::{EVICTION_ORDER, ExampleSource, NewExample, TrainingExample, TrainingExamples};
 pub use workflows::Workflows;

@@ -27,6 +27,7 @@ fn alert_status_str(status: AlertStatus) -> &'static str {
 
 fn action_status_str(status: ActionStatus) -> &'static str {
     match status {
+        ActionStatus::Pending => "pending",
         ActionStatus::Simulated => "simulated",
         ActionStatus::Applied => "applied",
         ActionStatus::Refused => "refused",
@@ -169,6 +170,58 @@ impl<'a> Alerts<'a> {
         rows.into_iter().map(Alert::try_from).collect()
     }
 
+    /// The alerts of one event still `pending` (recorded, delivery never recorded), each with
+    /// the payload rendered for it: an attempt that stopped between recording and delivering
+    /// left them, and the next attempt sends them (same id, same bytes).
+    pub async fn pending_for_event(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<(Alert, serde_json::Value)>> {
+        self.pending_where("event_id = $1", event_id, i64::MAX)
+            .await
+    }
+
+    /// Alerts left `pending` since before `older_than`, oldest first, at most `limit`: no
+    /// attempt of their workflow can still be running, so nothing else will ever send them.
+    pub async fn stale_pending(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(Alert, serde_json::Value)>> {
+        self.pending_where("created_at < $1", older_than, limit)
+            .await
+    }
+
+    async fn pending_where<T>(
+        &self,
+        condition: &str,
+        value: T,
+        limit: i64,
+    ) -> Result<Vec<(Alert, serde_json::Value)>>
+    where
+        T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        #[derive(sqlx::FromRow)]
+        struct PendingRow {
+            #[sqlx(flatten)]
+            alert: AlertRow,
+            payload: serde_json::Value,
+        }
+        let rows: Vec<PendingRow> = sqlx::query_as(&format!(
+            "SELECT id, event_id, threat_key, channel, severity, title, body, status, attempts, \
+                    last_error, created_at, delivered_at, payload \
+             FROM alerts WHERE status = 'pending' AND {condition} \
+             ORDER BY created_at, channel LIMIT $2"
+        ))
+        .bind(value)
+        .bind(limit)
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| Ok((Alert::try_from(row.alert)?, row.payload)))
+            .collect()
+    }
+
     /// When the last alert for this threat key went out, on any channel, and at what severity
     /// (for grouping repeats).
     pub async fn last_delivered(
@@ -185,6 +238,17 @@ impl<'a> Alerts<'a> {
         row.map(|(at, severity)| Ok((at, parse_json_enum("alerts", &severity)?)))
             .transpose()
     }
+}
+
+/// What [`Remediations::record_intent`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intent {
+    /// The intent is recorded: call the executor, then record its answer.
+    Recorded,
+    /// The shared per-minute cap is reached: refuse the action.
+    CapReached { cap: u32 },
+    /// An earlier attempt recorded this action (`pending`: call again with the same key).
+    Exists(RemediationAction),
 }
 
 /// The `remediations` table: one row per (event, action, target).
@@ -260,6 +324,104 @@ impl<'a> Remediations<'a> {
         .fetch_optional(self.pool)
         .await?;
         Ok(InsertOutcome::of_returning(inserted))
+    }
+
+    /// Records the intent to carry out `action` (status `pending`) before its executor is
+    /// called, under the per-minute cap shared by every replica using this database: the
+    /// actions created in the minute before `action.created_at` that reached an executor are
+    /// counted, and the intent is written, in one transaction holding the cap's lock.
+    ///
+    /// An action already recorded for the same (event, action, target) is returned as it is:
+    /// `pending` means an earlier attempt stopped before recording the executor's answer (call
+    /// it again with the same key); anything else is its outcome (do not call).
+    pub async fn record_intent(
+        &self,
+        action: &RemediationAction,
+        cap_per_minute: u32,
+    ) -> Result<Intent> {
+        let id = parse_uuid("id", &action.id)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('vigil_store.remediation_cap'))")
+            .execute(&mut *tx)
+            .await?;
+        let existing: Option<RemediationRow> = sqlx::query_as(&format!(
+            "SELECT {REMEDIATION_COLUMNS} FROM remediations \
+             WHERE event_id = $1 AND action_kind = $2 AND target = $3"
+        ))
+        .bind(&action.event_id)
+        .bind(action.kind.as_str())
+        .bind(&action.target)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            return Ok(Intent::Exists(row.try_into()?));
+        }
+        // Refused actions never reached an executor; every other status did (or is about to).
+        let in_last_minute: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM remediations \
+             WHERE created_at > $1 - interval '1 minute' AND created_at <= $1 \
+               AND status <> 'refused'",
+        )
+        .bind(action.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        if in_last_minute >= i64::from(cap_per_minute) {
+            return Ok(Intent::CapReached {
+                cap: cap_per_minute,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO remediations (id, event_id, action_kind, target, executor, status, details, \
+                                       undo, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(&action.event_id)
+        .bind(action.kind.as_str())
+        .bind(&action.target)
+        .bind(&action.executor)
+        .bind(&action.details)
+        .bind(&action.undo)
+        .bind(action.expires_at)
+        .bind(action.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Intent::Recorded)
+    }
+
+    /// Records the executor's answer for an action whose intent is `pending`; an outcome
+    /// recorded meanwhile (by the sweeper or an operator) is kept. Returns whether this call
+    /// wrote it.
+    pub async fn record_outcome(&self, action: &RemediationAction) -> Result<bool> {
+        let id = parse_uuid("id", &action.id)?;
+        let result = sqlx::query(
+            "UPDATE remediations SET status = $2, details = $3 WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(action_status_str(action.status))
+        .bind(&action.details)
+        .execute(self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Intents left `pending` since before `older_than`, oldest first, at most `limit`: no
+    /// attempt of their workflow can still be running.
+    pub async fn stale_pending(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<RemediationAction>> {
+        let rows: Vec<RemediationRow> = sqlx::query_as(&format!(
+            "SELECT {REMEDIATION_COLUMNS} FROM remediations \
+             WHERE status = 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2"
+        ))
+        .bind(older_than)
+        .bind(limit)
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter().map(RemediationAction::try_from).collect()
     }
 
     /// Sets the status of an action (applied, failed, undone, ...).
@@ -695,7 +857,9 @@ pub(crate) async fn insert_actions(
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
                               $6::text[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], \
                               $10::timestamptz[]) \
-         ON CONFLICT (event_id, action_kind, target) DO NOTHING",
+         ON CONFLICT (event_id, action_kind, target) DO UPDATE \
+             SET status = EXCLUDED.status, details = EXCLUDED.details \
+             WHERE remediations.status = 'pending' AND EXCLUDED.status <> 'pending'",
     )
     .bind(&ids)
     .bind(&event_ids)

@@ -14,9 +14,11 @@
 
 mod bin;
 mod database;
+mod effects;
 pub mod nsl_kdd;
 mod receiver;
 mod sandbox;
+mod servers;
 mod wait;
 
 use std::future::Future;
@@ -24,11 +26,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use bin::vigil_bin;
 pub use database::{DEFAULT_ADMIN_URL, STALE_AFTER, TestDatabase, admin_url};
+pub use effects::{EffectCall, EffectReceiver, Hold};
 pub use receiver::{ReceivedRequest, Receiver};
 pub use sandbox::{
     DEFAULT_NATS_URL, STOP_PATIENCE, Sandbox, Service, count_rows, nats_url, next_message,
     stream_messages, stream_subjects,
 };
+pub use servers::{NatsServer, TcpProxy, free_port};
 pub use wait::{Observation, POLL_EVERY, eventually};
 
 fn unix_seconds() -> u64 {

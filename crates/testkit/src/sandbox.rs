@@ -58,6 +58,12 @@ impl Sandbox {
     /// A sandbox whose configuration also takes `overrides` in `--set key=value` form, e.g.
     /// `Sandbox::with(&["thresholds.high=6.5"])`; panics when one is refused.
     pub async fn with<S: AsRef<str>>(overrides: &[S]) -> Self {
+        Self::on_nats(&nats_url(), overrides).await
+    }
+
+    /// [`with`](Self::with), on the NATS server(s) at `url` (comma-separated) instead of the
+    /// shared one: a server the test owns, such as a [`NatsServer`](crate::NatsServer) it kills.
+    pub async fn on_nats<S: AsRef<str>>(url: &str, overrides: &[S]) -> Self {
         let prefix = new_prefix();
         let mut all = vec![
             "telemetry.http_addr=\"127.0.0.1:0\"".to_owned(),
@@ -74,7 +80,7 @@ impl Sandbox {
         let db = TestDatabase::new()
             .await
             .unwrap_or_else(|e| panic!("the sandbox has no database: {e:#}"));
-        config.nats.url = nats_url();
+        config.nats.url = url.to_owned();
         config.nats.prefix = prefix.clone();
         config.nats.client_name = Some(format!("vigil-test-{prefix}"));
         config.database = db.settings();
@@ -415,16 +421,18 @@ pub async fn next_message(
     }
 }
 
-/// A service started by [`Sandbox::spawn`]: its context (metrics, readiness), its token, the
-/// task running it and the task sending its heartbeats, as in a process of its own. Dropping it
-/// aborts both.
+/// A service started by [`Sandbox::spawn`]: its context (metrics, readiness), its token, and
+/// an async runtime of its own running it, as a process of its own would. Everything the
+/// service spawns (each workflow, its HTTP calls, its NATS and PostgreSQL connections) runs on
+/// that runtime, so [`kill`](Self::kill) ends all of it at once, as a crash does. Dropping it
+/// kills it.
 #[derive(Debug)]
 pub struct Service {
     name: String,
     ctx: ServiceContext,
     token: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
-    heartbeats: tokio::task::JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Service {
@@ -437,15 +445,25 @@ impl Service {
         let ctx = ServiceContext::new(config);
         ctx.readiness.set(name, false);
         let token = CancellationToken::new();
-        let running = run_in(ctx.clone(), token.clone());
-        let task = tokio::spawn(async move { running.await.map_err(|e| format!("{e:#}")) });
-        let heartbeats = vigil_runtime::spawn_heartbeats(&ctx, &token);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(format!("service-{name}"))
+            .enable_all()
+            .build()
+            .expect("a runtime for the service");
+        let task = {
+            let _inside = runtime.enter();
+            let running = run_in(ctx.clone(), token.clone());
+            // Ends with the runtime.
+            drop(vigil_runtime::spawn_heartbeats(&ctx, &token));
+            runtime.spawn(async move { running.await.map_err(|e| format!("{e:#}")) })
+        };
         Self {
             name: name.to_owned(),
             ctx,
             token,
             task: Some(task),
-            heartbeats,
+            runtime: Some(runtime),
         }
     }
 
@@ -525,7 +543,12 @@ impl Service {
     pub async fn stop(mut self) {
         self.token.cancel();
         let Some(task) = self.task.take() else { return };
-        match tokio::time::timeout(STOP_PATIENCE, task).await {
+        let outcome = tokio::time::timeout(STOP_PATIENCE, task).await;
+        // What the service left running (heartbeats, a connection's tasks) ends with it.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        match outcome {
             Ok(outcome) => {
                 if let Err(error) = flatten(outcome) {
                     panic!("{} did not stop cleanly: {error}", self.name);
@@ -535,23 +558,21 @@ impl Service {
         }
     }
 
-    /// Kills the service without letting it drain, as a crash would: in-flight work is neither
-    /// finished nor acked.
+    /// Kills the service without letting it drain, as a crash would: every task it runs
+    /// (in-flight workflows and their HTTP calls included) stops where it is, its connections
+    /// close, and its work is neither finished nor acked.
     pub async fn kill(mut self) {
-        self.heartbeats.abort();
-        if let Some(task) = self.task.take() {
-            task.abort();
-            // Cancelled (or finished before the abort): either way it no longer runs.
-            let _ = task.await;
+        self.task.take();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.heartbeats.abort();
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }

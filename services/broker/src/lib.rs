@@ -251,8 +251,9 @@ impl Broker {
                 Err(error) => {
                     tracing::warn!(%error, id = %signal.id, "failed to queue signal");
                     let reason = format!("cannot queue signal: {error}");
+                    // Backing off lets the attempts outlast a NATS restart.
                     if let Err(error) = delivery
-                        .retry_or_dead_letter(&reason, self.backpressure_delay)
+                        .retry_or_dead_letter(&reason, delivery.backoff())
                         .await
                     {
                         tracing::warn!(%error, "failed to nak after a publish failure");

@@ -8,12 +8,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use prometheus_client::metrics::histogram::Histogram;
-use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use vigil_domain::{RemediationAction, Severity, ThreatSignal, WorkflowExecution};
 use vigil_store::{IncidentEvent, Store};
 
-use crate::events::WorkflowResults;
+use crate::events::{IncidentResult, WorkflowResults};
 
 /// The incident a workflow opens or attaches to; its id is known only once committed.
 #[derive(Debug, Clone)]
@@ -182,11 +181,11 @@ async fn write(store: &Store, records: &mut [WorkflowRecord]) -> vigil_store::Re
     for (i, attachment) in with_incident.into_iter().zip(attachments) {
         let record = &mut records[i];
         let key = record.incident.as_ref().map(|r| r.threat_key.as_str());
-        record.results.incident = json!({
-            "incident_id": attachment.incident_id,
-            "threat_key": key,
-            "created": attachment.created,
-        });
+        record.results.incident = IncidentResult::Attached {
+            incident_id: attachment.incident_id,
+            threat_key: key.map(str::to_owned),
+            created: attachment.created,
+        };
     }
 
     for record in records.iter_mut() {

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use vigil_config::ChannelKind;
 use vigil_domain::{
-    Assessment, EventType, PredictionResult, SecurityEvent, Severity, StepOutcome,
-    WorkflowExecution,
+    AlertStatus, Assessment, EventType, PredictionResult, RemediationAction, SecurityEvent,
+    Severity, StepOutcome, WorkflowExecution,
 };
 
 /// What a workflow found and did: stored as the `results` of its row.
@@ -23,15 +24,84 @@ pub(crate) struct WorkflowResults {
     /// The ML prediction, when the predictor answered.
     pub prediction: Option<PredictionResult>,
     /// Channels, grouping and delivery status.
-    pub alerts: serde_json::Value,
+    pub alerts: AlertsResult,
     /// The actions taken, or why none was.
-    pub remediation: serde_json::Value,
+    pub remediation: RemediationResult,
     /// The incident the event is attached to, or why none was.
-    pub incident: serde_json::Value,
+    pub incident: IncidentResult,
     /// The content digest of the signal (`ThreatSignal::content_digest`): a later signal with
     /// this event id and another digest reused the id. Absent in rows written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal_digest: Option<String>,
+}
+
+/// What the alert step did. Stored as `{"skipped": why}` or the routed form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum AlertsResult {
+    Routed {
+        threat_key: String,
+        /// A repeat of a threat alerted on within the grouping window: nothing was sent.
+        grouped: bool,
+        /// Channels the routing rule named that have no settings.
+        unconfigured: Vec<ChannelKind>,
+        /// Each channel's alert as recorded.
+        channels: Vec<ChannelResult>,
+    },
+    Skipped {
+        skipped: String,
+    },
+}
+
+/// One channel's alert in [`AlertsResult::Routed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ChannelResult {
+    pub channel: String,
+    pub status: AlertStatus,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+/// What the remediation step did. Stored as `{"skipped": why}` or the actions with notes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RemediationResult {
+    Acted {
+        actions: Vec<RemediationAction>,
+        /// Planned actions left out, and why (no user attribute, ...).
+        notes: Vec<String>,
+    },
+    Skipped {
+        skipped: String,
+    },
+}
+
+impl RemediationResult {
+    /// Why nothing was done, when nothing was.
+    pub fn skipped(&self) -> Option<&str> {
+        match self {
+            RemediationResult::Skipped { skipped } => Some(skipped),
+            RemediationResult::Acted { .. } => None,
+        }
+    }
+}
+
+/// The incident step: requested while the workflow runs, attached once it is committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum IncidentResult {
+    Attached {
+        incident_id: String,
+        threat_key: Option<String>,
+        /// A new incident was opened for this event.
+        created: bool,
+    },
+    Requested {
+        threat_key: String,
+    },
+    Skipped {
+        skipped: String,
+    },
 }
 
 impl WorkflowResults {
@@ -110,16 +180,25 @@ pub(crate) fn workflow_events(
         });
     }
     if succeeded("route_alerts") {
-        events.push(event(EventType::AlertRouted, results.alerts.clone()));
+        events.push(event(EventType::AlertRouted, to_json(&results.alerts)));
     }
-    if succeeded("remediate") {
+    // A remediation that failed for good after its retries is reported like one that worked:
+    // its actions carry their status and error.
+    let remediated = workflow
+        .steps
+        .iter()
+        .any(|s| s.name == "remediate" && s.outcome != StepOutcome::Skipped);
+    if remediated {
         events.push(event(
             EventType::RemediationExecuted,
-            results.remediation.clone(),
+            to_json(&results.remediation),
         ));
     }
     if succeeded("incident") {
-        events.push(event(EventType::IncidentCreated, results.incident.clone()));
+        events.push(event(
+            EventType::IncidentCreated,
+            to_json(&results.incident),
+        ));
     }
     events.push(event(
         EventType::WorkflowCompleted,
@@ -127,6 +206,7 @@ pub(crate) fn workflow_events(
             "workflow_id": workflow.id,
             "status": workflow.status,
             "duration_seconds": workflow.duration_seconds,
+            "error": workflow.error_message,
             "steps": workflow
                 .steps
                 .iter()
@@ -135,6 +215,11 @@ pub(crate) fn workflow_events(
         }),
     ));
     events
+}
+
+/// The JSON of a result; these types always serialise.
+fn to_json(value: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -173,9 +258,18 @@ mod tests {
                 assessed_at: Utc::now(),
             },
             prediction: None,
-            alerts: json!({ "skipped": "no routing rule for level high" }),
-            remediation: json!({ "actions": [] }),
-            incident: json!({ "incident_id": "i-1", "created": true }),
+            alerts: AlertsResult::Skipped {
+                skipped: "no routing rule for level high".into(),
+            },
+            remediation: RemediationResult::Acted {
+                actions: Vec::new(),
+                notes: Vec::new(),
+            },
+            incident: IncidentResult::Attached {
+                incident_id: "i-1".into(),
+                threat_key: Some("port_scan:203.0.113.5".into()),
+                created: true,
+            },
             signal_digest: None,
         };
         let workflow = WorkflowExecution {
@@ -305,5 +399,32 @@ mod tests {
         let completed = first.last().expect("workflow_completed");
         assert_eq!(completed.data["status"], "SUCCESS");
         assert_eq!(completed.data["steps"]["remediate"], "succeeded");
+    }
+
+    #[test]
+    fn results_are_stored_in_the_shapes_readers_know() {
+        let (wf, _) = workflow(StepOutcome::Succeeded);
+        assert_eq!(
+            wf.results["alerts"],
+            json!({ "skipped": "no routing rule for level high" })
+        );
+        assert_eq!(
+            wf.results["remediation"],
+            json!({ "actions": [], "notes": [] })
+        );
+        assert_eq!(
+            wf.results["incident"],
+            json!({ "incident_id": "i-1", "threat_key": "port_scan:203.0.113.5", "created": true })
+        );
+        let requested: IncidentResult = serde_json::from_value(json!({ "threat_key": "k" }))
+            .unwrap_or(IncidentResult::Skipped {
+                skipped: "unreadable".into(),
+            });
+        assert_eq!(
+            requested,
+            IncidentResult::Requested {
+                threat_key: "k".into()
+            }
+        );
     }
 }

@@ -4,11 +4,15 @@
 //! threat signal: assess, predict, route alerts, remediate, open or update an incident, record
 //! the workflow. Every effect is keyed by event id in PostgreSQL, so a redelivered or replayed
 //! signal never yields a second workflow, alert, remediation or incident; the input is acked
-//! only after the workflow is committed.
+//! only after the workflow is committed. Alerts and remediations are recorded as intended
+//! before they happen and with their outcome after (see `effects`), so an attempt stopped
+//! anywhere is finished by the next without repeating what was done.
 
 mod commit;
+mod effects;
 mod events;
 mod metrics;
+mod sweeper;
 mod workflow;
 
 use std::collections::HashMap;
@@ -129,8 +133,15 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
                 .await?,
         );
     }
-    // Work that a crashed or hung orchestrator never answered goes to the dead-letter stream.
+    // Work that a crashed or hung orchestrator never answered goes to the dead-letter stream,
+    // and the sweeper finishes the effects its workflow left pending.
     let _rescuer = bus.rescue_exhausted(StreamKind::Work).await?;
+    let sweeper = tokio::spawn(sweeper::run(
+        orchestrator.effects(),
+        store.clone(),
+        ctx.live.clone(),
+        token.clone(),
+    ));
     let beat = ctx.pulse.register("orchestrator");
     beat.check_postgres(store.pool().clone());
     ctx.readiness.set("orchestrator", true);
@@ -197,6 +208,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     }
     // Drain: every slot back means every in-flight workflow finished and acked.
     capacity.drain().await;
+    let _ = sweeper.await;
     ctx.readiness.remove("orchestrator");
     tracing::info!("orchestrator stopped");
     Ok(())

@@ -13,7 +13,11 @@ pub struct OrchestratorMetrics {
     pub predictions_skipped: Counter,
     pub alerts_delivered: Counter,
     pub alerts_failed: Counter,
+    /// Alerts an interrupted attempt recorded but never sent, sent by a later one.
+    pub alerts_resent: Counter,
     pub remediations: Counter,
+    /// Remediations an interrupted attempt left pending, executed again with the same key.
+    pub remediations_resumed: Counter,
     pub duration_seconds: Histogram,
     pub commit_batch_size: Histogram,
 }
@@ -54,6 +58,16 @@ impl OrchestratorMetrics {
             alerts_failed: metrics.register(
                 "alerts_failed",
                 "Alerts that could not be delivered",
+                Counter::default(),
+            ),
+            alerts_resent: metrics.register(
+                "alerts_resent",
+                "Alerts an interrupted attempt left pending, sent by a later attempt or the sweeper",
+                Counter::default(),
+            ),
+            remediations_resumed: metrics.register(
+                "remediations_resumed",
+                "Remediations an interrupted attempt left pending, executed again with the same key",
                 Counter::default(),
             ),
             remediations: metrics.register(

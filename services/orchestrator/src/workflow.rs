@@ -12,19 +12,24 @@ use tracing::Instrument;
 use vigil_bus::{Bus, Delivery, PublishOptions, TraceParent};
 use vigil_config::Config;
 use vigil_domain::{
-    Assessment, PredictionResult, RemediationAction, SecurityEvent, Severity, StepOutcome,
-    ThreatSignal, WorkflowExecution, WorkflowStatus, WorkflowStep,
+    ActionStatus, Assessment, PredictionResult, RemediationAction, SecurityEvent, Severity,
+    StepOutcome, ThreatSignal, WorkflowExecution, WorkflowStatus, WorkflowStep,
 };
 use vigil_notify::Notifier;
 use vigil_proto::v1;
 use vigil_proto::v1::predictor_client::PredictorClient;
 use vigil_runtime::LiveConfig;
 use vigil_soar::{AlertRouter, PreviousAlert, Remediator, ThreatAssessor, incident, threat_key};
+
+use crate::effects::Effects;
 use vigil_store::Store;
 use vigil_telemetry::Metrics;
 
 use crate::commit::{Committer, IncidentRequest, WorkflowRecord};
-use crate::events::{WorkflowResults, workflow_events};
+use crate::events::{
+    AlertsResult, ChannelResult, IncidentResult, RemediationResult, WorkflowResults,
+    workflow_events,
+};
 use crate::metrics::OrchestratorMetrics;
 use crate::{Error, Result};
 
@@ -42,8 +47,7 @@ pub struct Orchestrator {
     /// The assessor of the live configuration revision it was built for.
     assessor: Mutex<(u64, Arc<ThreatAssessor>)>,
     router: AlertRouter,
-    notifier: Notifier,
-    remediator: Remediator,
+    effects: Arc<Effects>,
     predictor: Option<PredictorClient<Channel>>,
     /// How often a running workflow extends its message's ack deadline: a third of `ack_wait`.
     progress_every: Duration,
@@ -101,6 +105,7 @@ impl Orchestrator {
             None => None,
         };
         let metrics = OrchestratorMetrics::register(metrics);
+        let effects = Effects::new(store.clone(), notifier, remediator, metrics.clone());
         let committer = Committer::start(
             store.clone(),
             config.orchestrator.commit_batch_max,
@@ -120,12 +125,16 @@ impl Orchestrator {
             assessor: Mutex::new((NEVER_APPLIED, assessor)),
             live,
             router,
-            notifier,
-            remediator,
+            effects,
             predictor,
             progress_every: Duration::from_secs(config.streams.ack_wait_secs.max(1)) / 3,
             metrics,
         })
+    }
+
+    /// The effects every workflow (and the sweeper) goes through.
+    pub(crate) fn effects(&self) -> Arc<Effects> {
+        self.effects.clone()
     }
 
     /// The live settings for the next workflow; a new configuration revision rebuilds the
@@ -141,7 +150,9 @@ impl Orchestrator {
         if built.0 != revision {
             let assessor = ThreatAssessor::new(config.soar.assessment.clone(), config.thresholds);
             self.router.reconfigure(&config.soar.routing);
-            self.remediator.reconfigure(config.soar.remediation.clone());
+            self.effects
+                .remediator
+                .reconfigure(config.soar.remediation.clone());
             *built = (revision, Arc::new(assessor));
             tracing::info!(
                 revision,
@@ -243,8 +254,10 @@ impl Orchestrator {
                 if delivery.is_last_attempt() {
                     self.record_failure(&signal, &reason).await;
                 }
+                // Backing off (ack_wait, doubling) lets the attempts outlast a dependency's
+                // restart instead of spending themselves in seconds.
                 if let Err(error) = delivery
-                    .retry_or_dead_letter(&reason, Duration::from_secs(1))
+                    .retry_or_dead_letter(&reason, delivery.backoff())
                     .await
                 {
                     tracing::warn!(%error, "failed to nak a failed workflow");
@@ -314,21 +327,37 @@ impl Orchestrator {
                     Some(why.clone()),
                     t,
                 ));
-                json!({ "skipped": why })
+                AlertsResult::Skipped { skipped: why }
             }
         };
 
         // 4: remediation above the threshold (recorded with the workflow).
         let t = Instant::now();
         let (remediation, actions) = self
-            .remediate(&event_id, signal, &assessment, earlier.is_some())
+            .remediate(&event_id, signal, &assessment)
             .await
             .map_err(|e| fail("remediate", e))?;
-        match remediation.get("skipped").and_then(|s| s.as_str()) {
+        let failed: Vec<String> = actions
+            .iter()
+            .filter(|a| a.status == ActionStatus::Failed)
+            .map(|a| {
+                let error = a.details["error"].as_str().unwrap_or("no reason recorded");
+                format!("{} {} failed: {error}", a.kind, a.target)
+            })
+            .collect();
+        match remediation.skipped() {
             Some(why) => steps.push(step(
                 "remediate",
                 StepOutcome::Skipped,
                 Some(why.to_owned()),
+                t,
+            )),
+            // The workflow did its part; the action failed for good after its retries, and
+            // the step, the workflow's error and its event say so (`vigil remediation retry`).
+            None if !failed.is_empty() => steps.push(step(
+                "remediate",
+                StepOutcome::Failed,
+                Some(failed.join("; ")),
                 t,
             )),
             None => steps.push(step("remediate", StepOutcome::Succeeded, None, t)),
@@ -345,14 +374,17 @@ impl Orchestrator {
                 severity: assessment.risk_level,
                 window: Duration::from_secs(policy.config.soar.incidents.window_seconds),
             };
-            (json!({ "threat_key": request.threat_key }), Some(request))
+            let requested = IncidentResult::Requested {
+                threat_key: request.threat_key.clone(),
+            };
+            (requested, Some(request))
         } else {
             let why = format!(
                 "level {} is below the incident minimum {}",
                 assessment.risk_level, incident_min_severity
             );
             steps.push(step("incident", StepOutcome::Skipped, Some(why.clone()), t));
-            (json!({ "skipped": why }), None)
+            (IncidentResult::Skipped { skipped: why }, None)
         };
 
         // 6: commit every record of the workflow (with other workflows' in one transaction),
@@ -382,7 +414,7 @@ impl Orchestrator {
                 completed_at: Some(Utc::now()),
                 steps,
                 results: json!({}),
-                error_message: None,
+                error_message: (!failed.is_empty()).then(|| failed.join("; ")),
                 duration_seconds: clock.elapsed().as_secs_f64(),
             },
         };
@@ -468,7 +500,7 @@ impl Orchestrator {
         event_id: &str,
         signal: &ThreatSignal,
         assessment: &Assessment,
-    ) -> Result<Result<serde_json::Value, String>, vigil_store::Error> {
+    ) -> Result<Result<AlertsResult, String>, vigil_store::Error> {
         let level = assessment.risk_level;
         if self.router.channels_for(level).is_empty() {
             // Nothing can be sent at this level: no grouping lookup on the hot path.
@@ -494,92 +526,52 @@ impl Orchestrator {
         let decision = self
             .router
             .route(event_id, signal, assessment, previous, Utc::now());
-        let alerts = self.store.alerts();
-        let mut to_send = Vec::new();
-        for alert in &decision.alerts {
-            if alerts.insert_if_absent(alert, &json!({})).await?.is_new() {
-                to_send.push(alert.clone());
-            }
-        }
-        for report in self.notifier.deliver_all(to_send, &decision.details).await {
-            let a = &report.alert;
-            // A fallback delivery may add a row for its channel.
-            alerts.insert_if_absent(a, &report.payload).await?;
-            alerts
-                .record_delivery(
-                    &a.event_id,
-                    &a.channel,
-                    a.status,
-                    a.attempts,
-                    a.last_error.as_deref(),
-                    a.delivered_at,
-                )
-                .await?;
-            if report.alert.status == vigil_domain::AlertStatus::Delivered {
-                self.metrics.alerts_delivered.inc();
-            } else if report.alert.status == vigil_domain::AlertStatus::Failed {
-                self.metrics.alerts_failed.inc();
-                tracing::warn!(channel = %a.channel, error = ?a.last_error, event_id, "alert delivery failed");
-            }
-        }
-        let recorded = if decision.alerts.is_empty() {
-            Vec::new()
-        } else {
-            alerts.for_event(event_id).await?
-        };
-        Ok(Ok(json!({
-            "threat_key": decision.threat_key,
-            "grouped": decision.grouped,
-            "unconfigured": decision.unconfigured,
-            "channels": recorded.iter().map(|a| json!({
-                "channel": a.channel, "status": a.status, "attempts": a.attempts, "error": a.last_error,
-            })).collect::<Vec<_>>(),
-        })))
+        let recorded = self.effects.send_alerts(event_id, &decision).await?;
+        Ok(Ok(AlertsResult::Routed {
+            threat_key: decision.threat_key,
+            grouped: decision.grouped,
+            unconfigured: decision.unconfigured,
+            channels: recorded
+                .into_iter()
+                .map(|a| ChannelResult {
+                    channel: a.channel,
+                    status: a.status,
+                    attempts: a.attempts,
+                    error: a.last_error,
+                })
+                .collect(),
+        }))
     }
 
-    /// Carries out the planned actions; they are recorded with the workflow. `retry` says an
-    /// earlier attempt left a row, so actions it recorded are found instead of taken again.
+    /// Carries out the planned actions (each recorded before and after it happens, see
+    /// [`Effects::remediate`]); the actions are also recorded with the workflow.
     async fn remediate(
         &self,
         event_id: &str,
         signal: &ThreatSignal,
         assessment: &Assessment,
-        retry: bool,
-    ) -> Result<(serde_json::Value, Vec<RemediationAction>), vigil_store::Error> {
-        let plan = self.remediator.plan(signal, assessment);
-        if let Some(why) = plan.skipped {
-            return Ok((json!({"skipped": why}), Vec::new()));
+    ) -> Result<(RemediationResult, Vec<RemediationAction>), vigil_store::Error> {
+        let plan = self.effects.remediator.plan(signal, assessment);
+        if let Some(skipped) = plan.skipped {
+            return Ok((RemediationResult::Skipped { skipped }, Vec::new()));
         }
-        let done = if retry {
-            self.store.remediations().for_event(event_id).await?
-        } else {
-            Vec::new()
-        };
-        let mut actions = Vec::new();
-        for planned in &plan.actions {
-            // A redelivery finds the action it already took.
-            if let Some(existing) = done
-                .iter()
-                .find(|a| a.kind == planned.kind && a.target == planned.target)
-            {
-                actions.push(existing.clone());
-                continue;
-            }
-            actions.push(
-                self.remediator
-                    .carry_out(event_id, planned, assessment.risk_score, Utc::now())
-                    .await,
-            );
-        }
+        let actions = self
+            .effects
+            .remediate(event_id, &plan.actions, assessment.risk_score)
+            .await?;
         if actions.is_empty() {
             let why = if plan.notes.is_empty() {
                 "no applicable action".to_owned()
             } else {
                 plan.notes.join("; ")
             };
-            return Ok((json!({"skipped": why}), actions));
+            return Ok((RemediationResult::Skipped { skipped: why }, actions));
         }
-        Ok((json!({ "actions": actions, "notes": plan.notes }), actions))
+        let result = RemediationResult::Acted {
+            actions: actions.clone(),
+            notes: plan.notes,
+        };
+        Ok((result, actions))
     }
 
     async fn publish(

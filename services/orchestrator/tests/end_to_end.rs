@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vigil_bus::{Bus, StreamKind};
 use vigil_proto::v1;
-use vigil_testkit::{Receiver, Sandbox, eventually, stream_subjects};
+use vigil_testkit::{EffectReceiver, Hold, Receiver, Sandbox, eventually, stream_subjects};
 
 /// A guard against a hung system, not a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -223,38 +223,61 @@ async fn a_high_risk_signal_runs_one_complete_workflow() {
 
 #[tokio::test]
 async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
-    let received = Receiver::start().await;
-    let base = received.base().to_owned();
-    // Low-risk signals: no alert channels, only the workflow path under test.
-    let sandbox = sandbox(&base, &["orchestrator.max_workflows=32"]).await;
+    // The pager holds every alert call (unanswered, not delivered) until the kill, so the
+    // orchestrator is killed with workflows waiting on calls and every critical signal still
+    // unfinished, however fast it works: the timing is the test's, not the machine's.
+    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    pager.hold_all(Hold::BeforeApplying);
+    let sandbox = Sandbox::with(&[
+        "orchestrator.max_workflows=32".to_string(),
+        format!("soar.channels.webhook.url=\"{}\"", pager.url("/hook")),
+        "soar.channels.webhook.secret=\"0123456789abcdef0123\"".to_string(),
+        "soar.delivery.request_timeout_ms=60000".to_string(),
+        "soar.routing.rules.critical=[\"webhook\"]".to_string(),
+        "soar.assessment.known_bad=[\"10.200.0.0/16\"]".to_string(),
+        "soar.routing.rate_limits.webhook.per_minute=0".to_string(),
+        "soar.routing.rate_limits.webhook.burst=0".to_string(),
+        "soar.remediation.enabled=false".to_string(),
+        "streams.ack_wait_secs=3".to_string(),
+    ])
+    .await;
     let broker = sandbox.spawn("broker", vigil_broker::run_in);
-
+    // A hundred low-risk signals (no alert) among nine hundred critical ones (one alert each).
     for i in 0..1000 {
-        let mut s = signal(&format!("restart-{i}"), "198.51.100.9");
-        s.severity = v1::Severity::Low as i32;
-        s.confidence = 0.2;
+        // A source of its own each: one threat each, never grouped with another.
+        let mut s = signal(
+            &format!("restart-{i}"),
+            &format!("10.200.{}.{}", i / 256, i % 256),
+        );
+        if i % 10 == 0 {
+            s.severity = v1::Severity::Low as i32;
+            s.confidence = 0.2;
+            s.source_ip = "198.51.100.9".into();
+        }
         sandbox.publish_signal("e2e", &s).await;
     }
-    // Every signal is queued before the orchestrator starts, so it is stopped mid-stream
-    // however fast it works.
     eventually(PATIENCE, "1000 signals on the work queue", || async {
         let queued = sandbox.stream_messages(StreamKind::Work).await;
         if queued == 1000 { Ok(()) } else { Err(queued) }
     })
     .await;
     let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
-    eventually(PATIENCE, "the first 100 workflows", || async {
-        let n = sandbox.count("SELECT count(*) FROM workflows").await;
-        if n >= 100 { Ok(()) } else { Err(n) }
+    eventually(PATIENCE, "workflows waiting on alert calls", || async {
+        if pager.held() >= 8 {
+            Ok(())
+        } else {
+            Err(pager.held())
+        }
     })
     .await;
     // Killed mid-stream: in-flight work is not acked and comes back after ack_wait.
     orchestrator.kill().await;
     let at_kill = sandbox.count("SELECT count(*) FROM workflows").await;
     assert!(
-        at_kill < 1000,
-        "the restart must happen mid-stream (had {at_kill})"
+        at_kill <= 100,
+        "no critical signal can finish while its alert is held (had {at_kill})"
     );
+    pager.stop_holding();
 
     let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
     // Until every signal is acked a redelivery could still add a workflow; after, none can.
@@ -272,10 +295,6 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
         },
     )
     .await;
-    let done = sandbox
-        .count("SELECT count(*) FROM workflows WHERE status = 'SUCCESS'")
-        .await;
-    assert_eq!(done, 1000);
     assert_eq!(
         sandbox.count("SELECT count(*) FROM workflows").await,
         1000,
@@ -286,6 +305,18 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
             .count("SELECT count(DISTINCT event_id) FROM workflows")
             .await,
         1000
+    );
+    // Counted at the pager: every critical signal paged once, the 32 interrupted ones too.
+    assert_eq!(pager.applied_keys().len(), 900);
+    assert_eq!(
+        pager.duplicates(|call| call.body["event_id"].to_string()),
+        0
+    );
+    assert_eq!(
+        sandbox
+            .count("SELECT count(*) FROM alerts WHERE status = 'delivered'")
+            .await,
+        900
     );
     orchestrator.stop().await;
     broker.stop().await;

@@ -25,10 +25,7 @@ pub const PATIENCE: Duration = Duration::from_secs(300);
 
 /// A port nothing listens on right now, for a server that must be told its port up front (the
 /// orchestrator and `vigil predict` need the predictor's address before it binds).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    listener.local_addr().expect("a bound address").port()
-}
+pub use vigil_testkit::free_port;
 
 /// The `vigil` command as a user runs it against one deployment: the sandbox's NATS prefix and
 /// database (as `VIGIL_*` environment variables) plus the deployment's `--set` flags.
@@ -102,13 +99,30 @@ impl Up {
     /// production).
     pub async fn start(sandbox: &Sandbox, sets: &[String]) -> Self {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_only(sandbox, sets, &[], grpc).await
+    }
+
+    /// `vigil up --only <only>` (every service when `only` is empty), its predictor (if it runs
+    /// one) serving gRPC on `grpc`; waits like [`start`](Self::start).
+    pub async fn start_only(
+        sandbox: &Sandbox,
+        sets: &[String],
+        only: &[&str],
+        grpc: SocketAddr,
+    ) -> Self {
         let mut all = vec![
             "telemetry.http_addr=\"127.0.0.1:0\"".to_string(),
             format!("predictor.grpc_addr=\"{grpc}\""),
         ];
         all.extend_from_slice(sets);
         let cli = Cli::new(sandbox, &all);
-        let mut cmd = tokio::process::Command::from(cli.command(&["up"]));
+        let only = only.join(",");
+        let args: Vec<&str> = if only.is_empty() {
+            vec!["up"]
+        } else {
+            vec!["up", "--only", &only]
+        };
+        let mut cmd = tokio::process::Command::from(cli.command(&args));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -184,6 +198,22 @@ impl Up {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -INT {pid} failed");
+    }
+
+    /// `kill -9`: the process ends where it is, nothing drains; waits until it is gone.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("vigil up can be killed");
+        let _ = self.child.wait().await;
+    }
+
+    /// Sends SIGTERM, as `docker stop` or Kubernetes would.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("vigil up is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid} failed");
     }
 
     /// Waits for `vigil up` to exit and returns how it did.

@@ -154,7 +154,9 @@ async fn demo(config: &Config, files: &DataFiles, args: &DemoArgs) -> anyhow::Re
             let _ = started.supervise(&token).await;
             return Err(error);
         }
-        predictor_url = started.predictor_url();
+        predictor_url = started
+            .predictor_url()
+            .context("the predictor did not start")?;
         services = Some(started);
     }
     let started_here = services.is_some();

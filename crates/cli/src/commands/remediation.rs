@@ -1,4 +1,6 @@
-//! `vigil remediation list | undo ID`: see and roll back what auto-remediation did.
+//! `vigil remediation list | undo ID | retry ID`: see what auto-remediation did, roll it back,
+//! or carry out again an action that failed (or whose outcome an interrupted workflow never
+//! recorded).
 
 use anyhow::Context;
 use vigil_domain::ActionStatus;
@@ -28,6 +30,12 @@ pub enum RemediationCommand {
     },
     /// Replay an action's undo through its executor and mark it undone.
     Undo {
+        /// The action id (from `vigil remediation list`).
+        id: String,
+    },
+    /// Carry out a failed (or pending) action again through the configured executor, with the
+    /// same idempotency key, and record the outcome.
+    Retry {
         /// The action id (from `vigil remediation list`).
         id: String,
     },
@@ -70,7 +78,7 @@ pub fn run(args: RemediationArgs) -> anyhow::Result<()> {
                             action.status
                         )
                     }
-                    ActionStatus::Refused | ActionStatus::Failed => {
+                    ActionStatus::Refused | ActionStatus::Failed | ActionStatus::Pending => {
                         anyhow::bail!(
                             "action {id} was never applied ({:?}); nothing to undo",
                             action.status
@@ -93,6 +101,41 @@ pub fn run(args: RemediationArgs) -> anyhow::Result<()> {
                     action.kind.as_str(),
                     action.target,
                     action.executor
+                );
+            }
+            RemediationCommand::Retry { id } => {
+                let action = store.remediations().get(&id).await?;
+                if !matches!(action.status, ActionStatus::Failed | ActionStatus::Pending) {
+                    anyhow::bail!(
+                        "action {id} is {}; only a failed or pending action is retried",
+                        serde_json::to_value(action.status)?.as_str().unwrap_or("?")
+                    );
+                }
+                let remediator = Remediator::from_settings(config.soar.remediation.clone())
+                    .context("remediation settings")?;
+                if let Some(why) = remediator.protected(&action.target) {
+                    anyhow::bail!("action {id} is not retried: {why}");
+                }
+                let done = remediator.execute(action).await;
+                store
+                    .remediations()
+                    .set_status(&id, done.status, Some(&done.details))
+                    .await?;
+                let status = serde_json::to_value(done.status)?;
+                let status = status.as_str().unwrap_or("?");
+                if done.status == ActionStatus::Failed {
+                    anyhow::bail!(
+                        "retried {id}: {} {} failed again: {}",
+                        done.kind.as_str(),
+                        done.target,
+                        done.details["error"].as_str().unwrap_or("no reason given")
+                    );
+                }
+                println!(
+                    "retried {id}: {} {} is {status} ({})",
+                    done.kind.as_str(),
+                    done.target,
+                    done.executor
                 );
             }
         }

@@ -17,12 +17,18 @@ use vigil_runtime::{ConfigArgs, ServiceContext};
 pub struct UpArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Run only these services (comma-separated: predictor, broker, trainer, orchestrator,
+    /// feedback, health), e.g. one per process. Without a predictor, the orchestrator scores
+    /// through `orchestrator.predictor_url`, or not at all.
+    #[arg(long, value_delimiter = ',', value_name = "SERVICES")]
+    pub only: Vec<String>,
 }
 
 /// Checks NATS and PostgreSQL answer, then runs the services until Ctrl-C or SIGTERM; a second
 /// Ctrl-C during the shutdown exits at once.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
+    let selection = Selection::only(&args.only)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let _guard = vigil_telemetry::init(&config.telemetry, "vigil")?;
@@ -31,7 +37,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         exit_on_second_interrupt(&token);
         let ctx = ServiceContext::new(config);
         let http = vigil_runtime::serve_http(&ctx, &token).await?;
-        let services = match spawn_services(&ctx, &token).await {
+        let services = match spawn_selected(&ctx, &token, &selection).await {
             Ok(services) => services,
             Err(error) => {
                 token.cancel();
@@ -40,8 +46,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         };
         println!(
-            "vigil is up: metrics, health, readiness and status on http://{}  (Ctrl-C stops it)",
-            http.local_addr
+            "vigil is up: metrics, health, readiness and status on http://{}  (Ctrl-C stops it); \
+             running {}",
+            http.local_addr,
+            selection.names.join(", ")
         );
         let outcome = services.supervise(&token).await;
         http.wait().await;
@@ -97,8 +105,9 @@ pub struct Services {
     tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
     /// The process's heartbeat task; it ends with the token.
     heartbeats: tokio::task::JoinHandle<()>,
-    /// Where the predictor's gRPC server listens (the bound port when the config said 0).
-    pub predictor_addr: SocketAddr,
+    /// Where the predictor's gRPC server listens (the bound port when the config said 0), when
+    /// this process runs it.
+    pub predictor_addr: Option<SocketAddr>,
 }
 
 /// A service's `run_in`, as `vigil up` starts it.
@@ -140,7 +149,58 @@ pub const SERVICE_NAMES: [&str; 6] = [
     SERVICES[4].0,
 ];
 
-/// Starts every vigil service as a task of this process, all sharing `ctx` (one metrics
+/// Which services one process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    names: Vec<&'static str>,
+}
+
+impl Selection {
+    /// Every service.
+    pub fn all() -> Self {
+        Self {
+            names: SERVICE_NAMES.to_vec(),
+        }
+    }
+
+    /// The services named in `only` (every one when it is empty); an unknown name is refused,
+    /// listing the known ones.
+    pub fn only(only: &[String]) -> anyhow::Result<Self> {
+        if only.is_empty() {
+            return Ok(Self::all());
+        }
+        let mut names = Vec::new();
+        for name in only {
+            let name = name.trim();
+            match SERVICE_NAMES
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(name))
+            {
+                Some(known) if !names.contains(known) => names.push(*known),
+                Some(_) => {}
+                None => anyhow::bail!(
+                    "--only: no service is called {name:?}; the services are {}",
+                    SERVICE_NAMES.join(", ")
+                ),
+            }
+        }
+        Ok(Self { names })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names.contains(&name)
+    }
+}
+
+/// Starts every vigil service: [`spawn_selected`] with [`Selection::all`].
+pub async fn spawn_services(
+    ctx: &ServiceContext,
+    token: &CancellationToken,
+) -> anyhow::Result<Services> {
+    spawn_selected(ctx, token, &Selection::all()).await
+}
+
+/// Starts the selected vigil services as tasks of this process, all sharing `ctx` (one metrics
 /// registry, one readiness, one heartbeat task) and stopping when `token` is cancelled.
 ///
 /// Each service's readiness check starts as not ready, so `/readyz` (and
@@ -148,30 +208,36 @@ pub const SERVICE_NAMES: [&str; 6] = [
 /// starts first: when `orchestrator.predictor_url` is not set, the orchestrator scores through
 /// the address the predictor actually bound (port 0 in the config picks a free one). Fails,
 /// with nothing left running, when the predictor cannot start (its port is taken, ...).
-pub async fn spawn_services(
+pub async fn spawn_selected(
     ctx: &ServiceContext,
     token: &CancellationToken,
+    selection: &Selection,
 ) -> anyhow::Result<Services> {
-    for name in SERVICE_NAMES {
+    for name in &selection.names {
         ctx.readiness.set(name, false);
     }
-    let predictor = vigil_predictor::Predictor::start(ctx.clone())
-        .await
-        .context("the predictor cannot start")?;
-    let predictor_addr = predictor.local_addr();
+    let mut tasks = JoinSet::new();
+    let mut predictor_addr = None;
     let mut config = (*ctx.config).clone();
-    if config.orchestrator.predictor_url.is_none() {
-        config.orchestrator.predictor_url = Some(local_url(predictor_addr));
+    if selection.has("predictor") {
+        let predictor = vigil_predictor::Predictor::start(ctx.clone())
+            .await
+            .context("the predictor cannot start")?;
+        let addr = predictor.local_addr();
+        if config.orchestrator.predictor_url.is_none() {
+            config.orchestrator.predictor_url = Some(local_url(addr));
+        }
+        predictor_addr = Some(addr);
+        tasks.spawn(named("predictor", launch(predictor.run(token.clone()))));
     }
     let ctx = ServiceContext {
         config: Arc::new(config),
         ..ctx.clone()
     };
-
-    let mut tasks = JoinSet::new();
-    tasks.spawn(named("predictor", launch(predictor.run(token.clone()))));
     for (name, run_in) in SERVICES {
-        tasks.spawn(named(name, run_in(ctx.clone(), token.clone())));
+        if selection.has(name) {
+            tasks.spawn(named(name, run_in(ctx.clone(), token.clone())));
+        }
     }
     let heartbeats = vigil_runtime::spawn_heartbeats(&ctx, token);
     Ok(Services {
@@ -200,9 +266,10 @@ fn local_url(addr: SocketAddr) -> String {
 }
 
 impl Services {
-    /// The predictor's gRPC URL as a client on this machine reaches it.
-    pub fn predictor_url(&self) -> String {
-        local_url(self.predictor_addr)
+    /// The predictor's gRPC URL as a client on this machine reaches it, when this process
+    /// runs it.
+    pub fn predictor_url(&self) -> Option<String> {
+        self.predictor_addr.map(local_url)
     }
 
     /// Waits until every service has stopped; the first one that fails (or panics) cancels

@@ -91,6 +91,13 @@ impl RetryPolicy {
             .sum()
     }
 
+    /// The longest every attempt together can take, each given `timeout`, with the computed
+    /// delays between them (a server's `Retry-After` can stretch a delay up to
+    /// `max_retry_after_seconds`).
+    pub fn budget(&self, timeout: Duration) -> Duration {
+        timeout.saturating_mul(self.max_attempts.max(1)) + self.total_delay()
+    }
+
     /// At least one attempt, at most 20; multiplier within 1-10; max backoff >= initial.
     pub fn validate(&self) -> Result<()> {
         if !(1..=20).contains(&self.max_attempts) {

@@ -76,7 +76,8 @@ pub struct RemediationSettings {
     /// get vigil to block its own infrastructure.
     #[serde(with = "network_list")]
     pub internal_targets: Vec<IpNet>,
-    /// Cap on actions carried out per minute (per process); 0 refuses every action.
+    /// Cap on actions carried out per minute, shared by every orchestrator replica using the
+    /// same database; 0 refuses every action.
     pub max_actions_per_minute: u32,
     /// How long a block or rate limit lasts before it expires by itself.
     pub block_duration_seconds: u64,
@@ -140,6 +141,20 @@ pub struct ActionRules {
     pub default: Vec<ActionKind>,
     /// Per threat type (matched like `type_weights`).
     pub by_type: BTreeMap<String, Vec<ActionKind>>,
+}
+
+impl ActionRules {
+    /// The most actions one event can get (its threat type's list, or the default one).
+    pub fn most_per_event(&self) -> u32 {
+        let most = self
+            .by_type
+            .values()
+            .map(Vec::len)
+            .chain([self.default.len()])
+            .max()
+            .unwrap_or(0);
+        u32::try_from(most).unwrap_or(u32::MAX)
+    }
 }
 
 impl Default for ActionRules {

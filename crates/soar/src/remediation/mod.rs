@@ -172,6 +172,15 @@ pub fn action_id(event_id: &str, kind: ActionKind, target: &str) -> String {
     uuid::Uuid::new_v5(&ACTION_ID_NAMESPACE, name.as_bytes()).to_string()
 }
 
+/// A planned action after the safety checks: see [`Remediator::prepare`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// Passed the checks: record the intent, then execute.
+    Ready(RemediationAction),
+    /// Refused or not renderable: record it; the executor is never called.
+    Final(RemediationAction),
+}
+
 impl Remediator {
     /// A remediator using the executor named in the settings.
     pub fn from_settings(settings: RemediationSettings) -> Result<Self> {
@@ -311,8 +320,11 @@ impl Remediator {
         None
     }
 
-    /// Safety checks, then the executor, for one planned action. Never fails: refusals and
-    /// errors come back as `Refused` / `Failed` actions with the reason in `details`.
+    /// Safety checks, then the executor, for one planned action, counted against this
+    /// process's own per-minute cap. Never fails: refusals and errors come back as `Refused` /
+    /// `Failed` actions with the reason in `details`. The orchestrator instead records each
+    /// action's intent between [`prepare`](Self::prepare) and [`execute`](Self::execute),
+    /// under a cap shared by its replicas.
     pub async fn carry_out(
         &self,
         event_id: &str,
@@ -320,22 +332,44 @@ impl Remediator {
         risk_score: f64,
         now: DateTime<Utc>,
     ) -> RemediationAction {
+        let mut action = match self.prepare(event_id, planned, risk_score, now) {
+            Prepared::Ready(action) => action,
+            Prepared::Final(action) => return action,
+        };
+        // The cap counts only actions that reach the executor.
+        if let Some(why) = self.reserve(now) {
+            self.refuse(&mut action, why);
+            return action;
+        }
+        self.execute(action).await
+    }
+
+    /// The safety checks and the executor's rendering of one planned action, without calling
+    /// the executor: a [`Prepared::Ready`] action (status `Pending`, with its details, undo and
+    /// expiry) is what to record as the intent and then [`execute`](Self::execute); a
+    /// [`Prepared::Final`] one was refused or cannot be rendered, and is only recorded.
+    pub fn prepare(
+        &self,
+        event_id: &str,
+        planned: &PlannedAction,
+        risk_score: f64,
+        now: DateTime<Utc>,
+    ) -> Prepared {
         let mut action = RemediationAction {
             id: action_id(event_id, planned.kind, &planned.target),
             event_id: event_id.to_owned(),
             kind: planned.kind,
             target: planned.target.clone(),
             executor: self.executor.name().to_owned(),
-            status: ActionStatus::Refused,
+            status: ActionStatus::Pending,
             details: json!({ "reason": planned.reason, "risk_score": risk_score }),
             undo: json!({}),
             expires_at: None,
             created_at: now,
         };
         if let Some(why) = self.protected(&planned.target) {
-            tracing::warn!(target = %planned.target, kind = %planned.kind, %why, "remediation refused");
-            action.details["refused"] = Value::String(why);
-            return action;
+            self.refuse(&mut action, why);
+            return Prepared::Final(action);
         }
         let duration = match planned.kind {
             ActionKind::BlockAddress | ActionKind::RateLimit => Some(
@@ -355,20 +389,33 @@ impl Remediator {
             Err(e) => {
                 action.status = ActionStatus::Failed;
                 action.details["error"] = Value::String(e.to_string());
-                return action;
+                return Prepared::Final(action);
             }
         };
         merge(&mut action.details, prepared.details);
         action.undo = prepared.undo;
-        // The cap counts only actions that reach the executor.
-        if let Some(why) = self.reserve(now) {
-            tracing::warn!(target = %planned.target, kind = %planned.kind, %why, "remediation refused");
-            action.details["refused"] = Value::String(why);
-            return action;
-        }
         action.expires_at = duration.and_then(|d| now.checked_add_signed(d));
+        Prepared::Ready(action)
+    }
+
+    /// Marks a prepared action refused, saying why (a protected target, the cap).
+    pub fn refuse(&self, action: &mut RemediationAction, why: String) {
+        tracing::warn!(target = %action.target, kind = %action.kind, %why, "remediation refused");
+        action.status = ActionStatus::Refused;
+        action.details["refused"] = Value::String(why);
+    }
+
+    /// Calls the executor for a prepared action (again, after a crash: the action's id is the
+    /// executor's idempotency key, so a receiver applies it once) and returns it with the
+    /// executor's answer as its status.
+    pub async fn execute(&self, mut action: RemediationAction) -> RemediationAction {
         match self.executor.execute(&action).await {
-            Ok(status) => action.status = status,
+            Ok(status) => {
+                action.status = status;
+                if let Some(details) = action.details.as_object_mut() {
+                    details.remove("error");
+                }
+            }
             Err(e) => {
                 tracing::warn!(target = %action.target, kind = %action.kind, error = %e, "remediation failed");
                 action.status = ActionStatus::Failed;
