@@ -153,11 +153,18 @@ impl NatsServer {
                 let url = url.clone();
                 async move {
                     let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
-                    async_nats::jetstream::new(client)
-                        .query_account()
+                    // The raw account-info request: async-nats cannot parse NATS 2.9's answer.
+                    // In a cluster it is an error until JetStream's meta group has a leader.
+                    let reply = client
+                        .request("$JS.API.INFO", "".into())
                         .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    let info: serde_json::Value =
+                        serde_json::from_slice(&reply.payload).map_err(|e| e.to_string())?;
+                    match info.get("error") {
+                        None => Ok(()),
+                        Some(error) => Err(error.to_string()),
+                    }
                 }
             },
         )
