@@ -143,6 +143,11 @@ pub const LIVE_KEYS: &[LiveKey] = &[
         example: "60",
     },
     LiveKey {
+        key: "trainer.max_requested_runs_per_hour",
+        applied_by: "trainer, next run request",
+        example: "2",
+    },
+    LiveKey {
         key: "feedback.retrain_after_labels",
         applied_by: "feedback, next verdict",
         example: "50",
@@ -250,6 +255,7 @@ fn copy_live(from: &Config, to: &mut Config) {
     to.trainer.schedule = from.trainer.schedule.clone();
     to.trainer.min_new_examples = from.trainer.min_new_examples;
     to.trainer.check_interval_secs = from.trainer.check_interval_secs;
+    to.trainer.max_requested_runs_per_hour = from.trainer.max_requested_runs_per_hour;
     to.feedback.retrain_after_labels = from.feedback.retrain_after_labels;
     to.feedback.accuracy_floor = from.feedback.accuracy_floor;
     to.feedback.accuracy_window = from.feedback.accuracy_window;

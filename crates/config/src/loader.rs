@@ -319,6 +319,14 @@ impl Config {
                     .into(),
             );
         }
+        if self.trainer.max_requested_runs_per_hour > TrainerSettings::MAX_REQUESTED_RUNS_PER_HOUR {
+            return invalid(format!(
+                "trainer.max_requested_runs_per_hour must be at most {} \
+                 (one a second), got {}",
+                TrainerSettings::MAX_REQUESTED_RUNS_PER_HOUR,
+                self.trainer.max_requested_runs_per_hour
+            ));
+        }
         if !(0.0..=1.0).contains(&self.predictor.min_coverage) {
             return invalid(format!(
                 "predictor.min_coverage must be within 0..=1 (a share of the model's inputs), got {}",

@@ -283,6 +283,15 @@ pub struct TrainerSettings {
     /// The most training rows the cross-validation uses (evenly spaced when there are more),
     /// so that it costs a bounded share of a run.
     pub cross_val_max_rows: usize,
+    /// Runs the trainer starts on request (`vigil.trainer.run`) in any hour, at most; a request
+    /// beyond it is answered at once with a refusal saying when the next one is allowed.
+    /// Scheduled and threshold runs do not count. 0 refuses every request.
+    pub max_requested_runs_per_hour: u32,
+}
+
+impl TrainerSettings {
+    /// The most `max_requested_runs_per_hour` may be: one a second.
+    pub const MAX_REQUESTED_RUNS_PER_HOUR: u32 = 3_600;
 }
 
 impl Default for TrainerSettings {
@@ -300,6 +309,7 @@ impl Default for TrainerSettings {
             feedback_weight: 10.0,
             cross_val_folds: 3,
             cross_val_max_rows: 20_000,
+            max_requested_runs_per_hour: 6,
         }
     }
 }
@@ -324,6 +334,22 @@ mod tests {
             .expect_err("one fold")
             .to_string();
         assert!(err.contains("trainer.cross_val_folds"), "{err}");
+    }
+
+    #[test]
+    fn requested_runs_per_hour_are_bounded() {
+        let defaults = with(&[]).expect("defaults are valid");
+        assert_eq!(defaults.trainer.max_requested_runs_per_hour, 6);
+        assert!(with(&["trainer.max_requested_runs_per_hour=0"]).is_ok());
+        assert!(with(&["trainer.max_requested_runs_per_hour=3600"]).is_ok());
+        let err = with(&["trainer.max_requested_runs_per_hour=3601"])
+            .expect_err("more than one a second")
+            .to_string();
+        assert!(
+            err.contains("trainer.max_requested_runs_per_hour") && err.contains("3601"),
+            "{err}"
+        );
+        assert!(with(&["trainer.max_requested_runs_per_hour=-1"]).is_err());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub use sandbox::{
     DEFAULT_NATS_URL, STOP_PATIENCE, Sandbox, Service, count_rows, nats_url, next_message,
     stream_messages, stream_subjects,
 };
-pub use servers::{NatsServer, TcpProxy, free_port};
+pub use servers::{NatsServer, TcpProxy, free_port, nats_server_bin};
 pub use wait::{Observation, POLL_EVERY, eventually};
 
 fn unix_seconds() -> u64 {

@@ -25,7 +25,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The `nats-server` binary: `NATS_SERVER_BIN`, else the one on `PATH`, else Debian's.
-fn nats_server_bin() -> PathBuf {
+pub fn nats_server_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
         return bin.into();
     }

@@ -8,15 +8,16 @@
 //! MODEL_PROMOTED on `vigil.events.model_promoted`.
 
 mod import;
+mod limit;
 mod metrics;
 mod promoted;
+mod requests;
 mod run;
 
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -24,6 +25,8 @@ use vigil_config::{Config, TrainerSettings};
 use vigil_ml::TrainConfig;
 use vigil_runtime::{Beat, ServiceContext};
 use vigil_store::Store;
+
+use crate::requests::{QUEUED_REQUESTS, QueuedRequest, RequestGate};
 
 pub use import::{DatasetFormat, ImportReport, import_examples, read_dataset};
 pub use promoted::{hand_promotion, publish_model_promoted};
@@ -56,7 +59,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The subject the trainer answers run requests on: `<prefix>.vigil.trainer.run` (no prefix in
-/// production). Replicas share it as a queue group, so one request starts one run.
+/// production). Replicas share it as a queue group, so one request starts one run, and each
+/// replica starts at most `trainer.max_requested_runs_per_hour` of them in any hour.
 pub fn run_subject(prefix: &str) -> String {
     if prefix.is_empty() {
         "vigil.trainer.run".to_string()
@@ -66,8 +70,11 @@ pub fn run_subject(prefix: &str) -> String {
 }
 
 /// The body of a run request (optional: an empty body is a request too).
+///
+/// Any other field refuses the request: a message that is not a request (a JetStream reply or
+/// acknowledgement that a client pointed at the run subject) must not start a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunRequest {
     /// Who asked, for the registry history.
     pub requested_by: String,
@@ -131,7 +138,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     }
 
     let subject = run_subject(bus.topology().prefix());
-    let mut requests = bus
+    let requests = bus
         .client()
         .queue_subscribe(subject.clone(), "vigil-trainer".to_string())
         .await
@@ -142,6 +149,20 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         .flush()
         .await
         .map_err(|e| anyhow::anyhow!("cannot confirm the run request subscription: {e}"))?;
+    // Requests are admitted (or refused, at once) by a task of their own, so that a flood is
+    // answered while a run trains; admitted ones wait here, one run at a time.
+    let (queue, mut admitted) = tokio::sync::mpsc::channel::<QueuedRequest>(QUEUED_REQUESTS);
+    let gate_token = token.child_token();
+    let gate = tokio::spawn(
+        RequestGate {
+            client: bus.client().clone(),
+            live: ctx.live.clone(),
+            refused: trainer.metrics().runs_rate_limited.clone(),
+            invalid: trainer.metrics().run_requests_invalid.clone(),
+            queue,
+        }
+        .run(requests, gate_token.clone()),
+    );
     // The schedule, the check interval and the example count follow the live configuration.
     let mut live = ctx.live.get();
     let mut schedule = live_schedule(&live.trainer, schedule);
@@ -159,27 +180,14 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         tokio::select! {
             biased;
             () = token.cancelled() => break,
-            request = requests.next() => {
-                let Some(message) = request else {
-                    warn!("the run request subscription ended");
+            request = admitted.recv() => {
+                let Some(QueuedRequest { trigger, reply }) = request else {
+                    // The gate ended: the subscription did (it says so).
                     break;
                 };
-                let asked: RunRequest = serde_json::from_slice(&message.payload).unwrap_or_default();
-                let requested_by = if asked.requested_by.trim().is_empty() {
-                    "nats request".to_string()
-                } else {
-                    asked.requested_by
-                };
-                let trigger = Trigger::Request { requested_by, reason: asked.reason };
                 let report = run_recorded(&trainer, &beat, trigger, &token).await;
-                if let Some(reply) = message.reply {
-                    let body = serde_json::to_vec(&report).unwrap_or_default();
-                    // Flushed at once: on shutdown the connection closes right after this, and
-                    // an unflushed reply would leave the requester waiting for nothing.
-                    let sent = bus.client().publish(reply, body.into()).await;
-                    if let Err(error) = sent.map_err(|e| e.to_string()).and(bus.client().flush().await.map_err(|e| e.to_string())) {
-                        warn!(%error, run_id = %report.run_id, "cannot reply with the run report");
-                    }
+                if let Some(reply) = reply {
+                    requests::send_report(bus.client(), reply, &report).await;
                 }
             }
             () = tokio::time::sleep(until_schedule) => {
@@ -218,7 +226,22 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
             }
         }
     }
-    drop(requests);
+    gate_token.cancel();
+    if let Err(error) = gate.await {
+        warn!(%error, "the run request gate failed");
+    }
+    // Admitted requests that did not get to run are told so rather than left waiting.
+    admitted.close();
+    while let Ok(QueuedRequest { trigger, reply }) = admitted.try_recv() {
+        if let Some(reply) = reply {
+            let report = RunReport::unstarted(
+                trigger,
+                RunOutcome::Abandoned,
+                "the trainer shut down before this requested run started".to_owned(),
+            );
+            requests::send_report(bus.client(), reply, &report).await;
+        }
+    }
     ctx.readiness.remove("trainer");
     info!("trainer stopped");
     Ok(())

@@ -9,6 +9,8 @@ pub struct TrainerMetrics {
     pub runs_started: Counter,
     pub runs_failed: Counter,
     pub runs_skipped: Counter,
+    pub runs_rate_limited: Counter,
+    pub run_requests_invalid: Counter,
     pub models_registered: Counter,
     pub promotions: Counter,
     pub promotions_refused: Counter,
@@ -33,6 +35,16 @@ impl TrainerMetrics {
             runs_skipped: metrics.register(
                 "trainer_runs_skipped",
                 "Scheduled or threshold runs skipped: another replica was training",
+                Counter::default(),
+            ),
+            runs_rate_limited: metrics.register(
+                "trainer_runs_rate_limited",
+                "Run requests refused by trainer.max_requested_runs_per_hour (no run started)",
+                Counter::default(),
+            ),
+            run_requests_invalid: metrics.register(
+                "trainer_run_requests_invalid",
+                "Messages on the run request subject that are not run requests (no run started)",
                 Counter::default(),
             ),
             models_registered: metrics.register(

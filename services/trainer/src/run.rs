@@ -80,6 +80,9 @@ pub enum RunOutcome {
     /// Another trainer replica was running a training run, so this one did nothing (a
     /// scheduled or threshold run; a requested run waits for the other one instead).
     Skipped,
+    /// A request refused by `trainer.max_requested_runs_per_hour`: no run started;
+    /// `next_run_allowed_at` says when a request is allowed again.
+    RateLimited,
 }
 
 /// The examples a run used. Every one is labelled by an analyst (`feedback`) or an imported
@@ -193,6 +196,10 @@ pub struct RunReport {
     pub event_published: bool,
     /// Wall-clock seconds per training step.
     pub seconds: BTreeMap<String, f64>,
+    /// For a request refused by the rate limit: when the next request is allowed (`None` with
+    /// a limit of 0, which refuses them all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_allowed_at: Option<DateTime<Utc>>,
 }
 
 impl RunReport {
@@ -215,6 +222,16 @@ impl RunReport {
             promoted: false,
             event_published: false,
             seconds: BTreeMap::new(),
+            next_run_allowed_at: None,
+        }
+    }
+
+    /// The report of a request that started no run (refused, or left over at shutdown).
+    pub(crate) fn unstarted(trigger: Trigger, outcome: RunOutcome, reason: String) -> Self {
+        Self {
+            outcome,
+            reason,
+            ..Self::new(trigger, Utc::now())
         }
     }
 
@@ -452,7 +469,7 @@ impl Trainer {
             RunOutcome::Abandoned => {
                 info!(run_id = %report.run_id, "training run abandoned at shutdown");
             }
-            RunOutcome::Skipped => {}
+            RunOutcome::Skipped | RunOutcome::RateLimited => {}
             RunOutcome::Promoted | RunOutcome::NotPromoted => info!(
                 run_id = %report.run_id,
                 outcome = ?report.outcome,

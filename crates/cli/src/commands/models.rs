@@ -379,6 +379,7 @@ async fn train(config: &Config, timeout: Duration, json: bool) -> anyhow::Result
         RunOutcome::Failed => bail!("the training run failed: {}", report.reason),
         RunOutcome::Abandoned => bail!("the training run was abandoned: {}", report.reason),
         RunOutcome::Skipped => bail!("the training run was skipped: {}", report.reason),
+        RunOutcome::RateLimited => bail!("the trainer refused the request: {}", report.reason),
     }
 }
 
