@@ -161,7 +161,14 @@ pub async fn spawn_services(
     let predictor_addr = predictor.local_addr();
     let mut config = (*ctx.config).clone();
     if config.orchestrator.predictor_url.is_none() {
-        config.orchestrator.predictor_url = Some(local_url(predictor_addr));
+        let url = local_url(predictor_addr);
+        // A predictor serving TLS is reached over TLS (its certificate must name the address,
+        // or `orchestrator.predictor_tls.domain_name` the name it carries).
+        config.orchestrator.predictor_url = Some(if config.predictor.tls.enabled() {
+            url.replacen("http://", "https://", 1)
+        } else {
+            url
+        });
     }
     let ctx = ServiceContext {
         config: Arc::new(config),
