@@ -12,7 +12,7 @@ endif
 # packages that do not use the test sandbox (vigil-testkit).
 UNIT_FILTER := not (rdeps(vigil-testkit) & kind(test))
 
-.PHONY: help setup build up demo test test-unit lint lint-proto lint-deploy image fmt bench bench-ml bench-events bench-predictor bench-learning bench-libs
+.PHONY: help setup build up demo test test-unit lint deny lint-proto lint-deploy image fmt bench bench-ml bench-events bench-predictor bench-learning bench-libs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ lint: ## rustfmt check and clippy with warnings as errors
 	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+deny: ## cargo deny check licenses bans sources (deny.toml; installs cargo-deny once into /var/tmp/vigil-tools)
+	@VIGIL_SETUP_SKIP_SERVICES=1 VIGIL_SETUP_CARGO_DENY=1 bash scripts/setup
+	PATH="$${CARGO_DENY_ROOT:-/var/tmp/vigil-tools/cargo-deny}/bin:$$PATH" cargo deny --locked check licenses bans sources
 
 lint-proto: ## buf lint of proto/ (fetches buf from the npm registry)
 	cd proto && npx --yes @bufbuild/buf@1 lint

@@ -65,64 +65,29 @@ fn replace_once(text: &mut String, needle: &str, with: &str) {
     *text = text.replacen(needle, with, 1);
 }
 
-/// A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate.
+/// The certificates of the TLS tests (testkit's, made fresh by each test), under the file names
+/// the committed configuration uses (cert-manager's).
 struct Certificates {
-    dir: tempfile::TempDir,
+    pki: vigil_testkit::tls::TestPki,
 }
 
 impl Certificates {
     fn generate() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-            KeyUsagePurpose,
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "vigil test CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-
-        let leaf = |names: Vec<String>, purpose: ExtendedKeyUsagePurpose, cn: &str| {
-            let mut params = CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(DnType::CommonName, cn);
-            params.extended_key_usages = vec![purpose];
-            let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) = leaf(
-            vec!["127.0.0.1".into(), "localhost".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            "nats",
-        );
-        let (client_cert, client_key) = leaf(
-            vec!["vigil-client".into()],
-            ExtendedKeyUsagePurpose::ClientAuth,
-            "vigil-client",
-        );
-        // The file names of the committed configuration (cert-manager's).
-        for (name, pem) in [
-            ("ca.crt", ca.pem()),
-            ("tls.crt", server_cert),
-            ("tls.key", server_key),
-            ("client.crt", client_cert),
-            ("client.key", client_key),
-        ] {
-            std::fs::write(dir.path().join(name), pem).unwrap();
+        Self {
+            pki: vigil_testkit::tls::TestPki::generate(),
         }
-        Self { dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        let file = match name {
+            "ca.crt" => "ca.pem",
+            "tls.crt" => "server.pem",
+            "tls.key" => "server.key",
+            "client.crt" => "client.pem",
+            "client.key" => "client.key",
+            other => panic!("no certificate file {other}"),
+        };
+        self.pki.path(file)
     }
 }
 
@@ -344,10 +309,13 @@ fn render(port: u16, dir: &Path, certs: &Certificates, mutual_tls: bool) -> Stri
         3,
         "deploy/nats/vigil-auth.conf names three TLS files under /etc/nats/tls/"
     );
-    text = text.replace(
-        "\"/etc/nats/tls/",
-        &format!("\"{}/", certs.dir.path().display()),
-    );
+    for name in ["tls.crt", "tls.key", "ca.crt"] {
+        replace_once(
+            &mut text,
+            &format!("\"/etc/nats/tls/{name}\""),
+            &format!("{:?}", certs.path(name).display().to_string()),
+        );
+    }
     if mutual_tls {
         replace_once(&mut text, "# verify: true", "verify: true");
     }

@@ -18,8 +18,9 @@ pub use loader::{Config, ConfigVersion, Error, Result, Sources};
 pub use schedule::Schedule;
 pub use secret::{Secret, redact_url_password};
 pub use settings::{
-    BrokerSettings, DatabaseSettings, LogFormat, NatsSettings, OrchestratorSettings,
-    PredictorSettings, StreamSettings, TelemetrySettings, TlsSettings, TrainerSettings,
+    BrokerSettings, DatabaseSettings, GrpcClientTlsSettings, GrpcServerTlsSettings, LogFormat,
+    NatsSettings, OrchestratorSettings, PredictorSettings, StreamSettings, TelemetrySettings,
+    TlsSettings, TrainerSettings,
 };
 pub use soar::{
     ActionRules, AssessmentSettings, ChannelKind, ChannelRateLimits, ChannelSettings,

@@ -183,7 +183,7 @@ impl Config {
         for item in &sources.overrides {
             let (key, value) = item.split_once('=').ok_or_else(|| Error::BadKey {
                 origin: "--set".into(),
-                key: item.clone(),
+                key: shortened(item.clone()),
                 reason: "expected KEY=VALUE, e.g. thresholds.high=6.5".into(),
             })?;
             let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
@@ -333,8 +333,45 @@ impl Config {
                 self.predictor.min_coverage
             ));
         }
+        self.validate_grpc_tls()?;
         self.feedback.validate().map_err(Error::Invalid)?;
         self.health.validate().map_err(Error::Invalid)?;
+        Ok(())
+    }
+
+    /// TLS keys that only make sense together; whether the files can be read is checked when
+    /// the server or client is built.
+    fn validate_grpc_tls(&self) -> Result<()> {
+        let server = &self.predictor.tls;
+        if server.cert_file.is_some() != server.key_file.is_some() {
+            return Err(Error::Invalid(
+                "predictor.tls.cert_file and predictor.tls.key_file must be set together".into(),
+            ));
+        }
+        if server.client_ca_file.is_some() && server.cert_file.is_none() {
+            return Err(Error::Invalid(
+                "predictor.tls.client_ca_file (mutual TLS) needs TLS: set predictor.tls.cert_file \
+                 and predictor.tls.key_file too"
+                    .into(),
+            ));
+        }
+        let client = &self.orchestrator.predictor_tls;
+        if client.cert_file.is_some() != client.key_file.is_some() {
+            return Err(Error::Invalid(
+                "orchestrator.predictor_tls.cert_file and orchestrator.predictor_tls.key_file \
+                 must be set together"
+                    .into(),
+            ));
+        }
+        if let Some(url) = &self.orchestrator.predictor_url
+            && client.enabled()
+            && !url.trim().starts_with("https://")
+        {
+            return Err(Error::Invalid(format!(
+                "orchestrator.predictor_tls is set but orchestrator.predictor_url {url:?} is not \
+                 https://: the connection would be plaintext; use https://HOST:PORT"
+            )));
+        }
         Ok(())
     }
 
@@ -358,8 +395,19 @@ fn read_file(path: &Path) -> Result<toml::Table> {
 fn bad_key(origin: String, path: &[String], reason: String) -> Error {
     Error::BadKey {
         origin,
-        key: path.join("."),
+        key: shortened(path.join(".")),
         reason,
+    }
+}
+
+/// Longest key or flag quoted whole in a message.
+const MAX_QUOTED_CHARS: usize = 120;
+
+/// `text`, cut short (on a character boundary) when too long to quote in a message.
+fn shortened(text: String) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
     }
 }
 
@@ -385,6 +433,9 @@ pub(crate) fn parse_scalar(raw: &str) -> toml::Value {
     }
 }
 
+/// The most dot-separated parts a key may have.
+pub(crate) const MAX_KEY_DEPTH: usize = 8;
+
 pub(crate) fn set_path(
     root: &mut toml::Table,
     path: &[String],
@@ -395,6 +446,14 @@ pub(crate) fn set_path(
     };
     if path.iter().any(|p| p.is_empty()) {
         return Err("empty key segment".into());
+    }
+    // A key of thousands of segments would build as many nested tables (and drop them
+    // recursively); no vigil key comes close to this depth.
+    if path.len() > MAX_KEY_DEPTH {
+        return Err(format!(
+            "a key has at most {MAX_KEY_DEPTH} dot-separated parts, this one {}",
+            path.len()
+        ));
     }
     let mut table = root;
     for part in parents {

@@ -201,6 +201,8 @@ pub struct OrchestratorSettings {
     pub commit_batch_max: usize,
     /// Group-commit transactions in flight at once.
     pub commit_concurrency: usize,
+    /// TLS towards the predictor (with an `https://` `predictor_url`).
+    pub predictor_tls: GrpcClientTlsSettings,
 }
 
 impl Default for OrchestratorSettings {
@@ -211,6 +213,7 @@ impl Default for OrchestratorSettings {
             predict_timeout_ms: 50,
             commit_batch_max: 256,
             commit_concurrency: 2,
+            predictor_tls: GrpcClientTlsSettings::default(),
         }
     }
 }
@@ -233,6 +236,54 @@ pub struct PredictorSettings {
     /// less than this share (0-1) of the model's inputs: a model trained on flow records has
     /// little to say about a signal that carries none of their counters. 0 never abstains.
     pub min_coverage: f64,
+    /// TLS, and optionally mutual TLS, of the gRPC server; plaintext when no certificate is set.
+    pub tls: GrpcServerTlsSettings,
+}
+
+/// TLS of a gRPC server (the predictor's): its certificate and key, and the CA whose
+/// certificates clients must present when mutual TLS is wanted.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcServerTlsSettings {
+    /// The server's certificate chain (PEM), leaf first; serving TLS needs it and `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM); when set, a client must present a certificate they signed
+    /// (mutual TLS) or its connection is refused.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl GrpcServerTlsSettings {
+    /// Whether the server serves TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() || self.key_file.is_some() || self.client_ca_file.is_some()
+    }
+}
+
+/// TLS of a gRPC client (towards the predictor).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcClientTlsSettings {
+    /// CA certificates (PEM) that verify the server; the system's roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// The client's certificate chain (PEM), for a server that asks for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// The client's private key (PEM), with `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when not the URL's host (e.g. the URL
+    /// holds an IP address and the certificate a DNS name).
+    pub domain_name: Option<String>,
+}
+
+impl GrpcClientTlsSettings {
+    /// Whether anything is set (which asks for TLS).
+    pub fn enabled(&self) -> bool {
+        self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.domain_name.is_some()
+    }
 }
 
 impl Default for PredictorSettings {
@@ -243,6 +294,7 @@ impl Default for PredictorSettings {
             model_file: None,
             refresh_secs: 60,
             min_coverage: vigil_domain::PredictionResult::DEFAULT_MIN_COVERAGE,
+            tls: GrpcServerTlsSettings::default(),
         }
     }
 }
@@ -386,5 +438,44 @@ mod tests {
             let err = with(&[bad]).expect_err(bad).to_string();
             assert!(err.contains("predictor.min_coverage"), "{err}");
         }
+    }
+
+    #[test]
+    fn grpc_tls_keys_that_belong_together_are_refused_alone() {
+        let cases = [
+            (
+                &["predictor.tls.cert_file=\"s.pem\""][..],
+                "predictor.tls.cert_file and predictor.tls.key_file",
+            ),
+            (
+                &["predictor.tls.client_ca_file=\"ca.pem\""][..],
+                "predictor.tls.client_ca_file",
+            ),
+            (
+                &["orchestrator.predictor_tls.key_file=\"c.key\""][..],
+                "orchestrator.predictor_tls.cert_file",
+            ),
+            (
+                &[
+                    "orchestrator.predictor_url=\"http://p:50051\"",
+                    "orchestrator.predictor_tls.ca_file=\"ca.pem\"",
+                ][..],
+                "https://",
+            ),
+        ];
+        for (overrides, expected) in cases {
+            let err = with(overrides).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{overrides:?}: {err}");
+        }
+        let tls = with(&[
+            "predictor.tls.cert_file=\"s.pem\"",
+            "predictor.tls.key_file=\"s.key\"",
+            "predictor.tls.client_ca_file=\"ca.pem\"",
+            "orchestrator.predictor_url=\"https://p:50051\"",
+            "orchestrator.predictor_tls.ca_file=\"ca.pem\"",
+        ])
+        .expect("a complete TLS configuration");
+        assert!(tls.predictor.tls.enabled() && tls.orchestrator.predictor_tls.enabled());
+        assert!(!with(&[]).expect("defaults").predictor.tls.enabled());
     }
 }

@@ -118,27 +118,56 @@ pub fn row_id(prefix: &str, line: &str) -> String {
     format!("{prefix}-{hex}")
 }
 
+/// Longest NSL-KDD line read, in bytes: real rows are about 150. A longer one (a binary file,
+/// a line without an end) is reported and skipped instead of being held in memory whole.
+pub const MAX_NSL_KDD_LINE_BYTES: usize = 64 * 1024;
+
 /// Reads NSL-KDD rows (headerless CSV: 41 features, the label, optionally the difficulty).
 /// The difficulty column is ignored: it was derived from how many classifiers got the row
 /// right, so using it would leak the answer.
-pub fn read_nsl_kdd(reader: impl BufRead) -> ReadOutcome {
+///
+/// A line that is not UTF-8 or longer than [`MAX_NSL_KDD_LINE_BYTES`] is a row error; a read
+/// error of the reader itself ends the read with a row error (it would repeat forever).
+pub fn read_nsl_kdd(mut reader: impl BufRead) -> ReadOutcome {
     let mut outcome = ReadOutcome::default();
-    for (index, line) in reader.lines().enumerate() {
-        let line_no = index as u64 + 1;
-        let line = match line {
-            Ok(line) => line,
+    let mut buffer = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        line_no += 1;
+        let line = match read_bounded_line(&mut reader, &mut buffer, MAX_NSL_KDD_LINE_BYTES) {
+            Ok(Line::End) => break,
+            Ok(Line::Complete) => match std::str::from_utf8(&buffer) {
+                Ok(line) => line,
+                Err(err) => {
+                    outcome.errors.push(RowError {
+                        line: line_no,
+                        message: format!("unreadable line: not UTF-8 ({err})"),
+                    });
+                    continue;
+                }
+            },
+            Ok(Line::TooLong) => {
+                outcome.errors.push(RowError {
+                    line: line_no,
+                    message: format!(
+                        "line longer than {MAX_NSL_KDD_LINE_BYTES} bytes (NSL-KDD rows are about \
+                         150): not an NSL-KDD file?"
+                    ),
+                });
+                continue;
+            }
             Err(err) => {
                 outcome.errors.push(RowError {
                     line: line_no,
-                    message: format!("unreadable line: {err}"),
+                    message: format!("cannot read on: {err}"),
                 });
-                continue;
+                break;
             }
         };
         if line.trim().is_empty() {
             continue;
         }
-        match parse_nsl_kdd_line(&line) {
+        match parse_nsl_kdd_line(line) {
             Ok(example) => outcome.examples.push(example),
             Err(message) => outcome.errors.push(RowError {
                 line: line_no,
@@ -147,6 +176,66 @@ pub fn read_nsl_kdd(reader: impl BufRead) -> ReadOutcome {
         }
     }
     outcome
+}
+
+/// What [`read_bounded_line`] read.
+enum Line {
+    /// A line (without its end) is in the buffer.
+    Complete,
+    /// The line was longer than the limit; it was skipped up to its end.
+    TooLong,
+    /// Nothing is left.
+    End,
+}
+
+/// Reads one line into `buffer` (cleared first, line end removed), holding at most `max` bytes
+/// of it: the rest of a longer line is read and dropped.
+fn read_bounded_line(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buffer.clear();
+    let mut too_long = false;
+    let mut read_any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if available.is_empty() {
+            break;
+        }
+        read_any = true;
+        let (chunk, found_end) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], true),
+            None => (available, false),
+        };
+        if !too_long {
+            if buffer.len() + chunk.len() > max {
+                too_long = true;
+                buffer.clear();
+            } else {
+                buffer.extend_from_slice(chunk);
+            }
+        }
+        let used = chunk.len() + usize::from(found_end);
+        reader.consume(used);
+        if found_end {
+            break;
+        }
+    }
+    if !read_any {
+        return Ok(Line::End);
+    }
+    if too_long {
+        return Ok(Line::TooLong);
+    }
+    if buffer.last() == Some(&b'\r') {
+        buffer.pop();
+    }
+    Ok(Line::Complete)
 }
 
 /// Parses one NSL-KDD line into an example.
@@ -423,7 +512,10 @@ pub fn read_csv_with(reader: impl Read, options: &CsvOptions, source: &str) -> R
         if c == label_index {
             continue;
         }
-        let reason = if named(&options.drop, header) {
+        let reason = if header.is_empty() {
+            // An attribute needs a name (a signal with an unnamed one is invalid).
+            Some("it has no name in the header row".to_string())
+        } else if named(&options.drop, header) {
             Some("dropped on request".to_string())
         } else if named(&options.keep, header) {
             None

@@ -41,8 +41,8 @@ pub use forest::{ForestConfig, RandomForest, train_forest};
 pub use holdout::{HashHoldout, Holdout, HoldoutRule};
 pub use in_domain::{DomainConfig, TrainingDomain};
 pub use ingest::{
-    CsvOptions, NSL_KDD_COLUMNS, ReadOutcome, RowError, is_benign_label, parse_nsl_kdd_line,
-    read_csv, read_csv_with, read_nsl_kdd,
+    CsvOptions, MAX_NSL_KDD_LINE_BYTES, NSL_KDD_COLUMNS, ReadOutcome, RowError, is_benign_label,
+    parse_nsl_kdd_line, read_csv, read_csv_with, read_nsl_kdd,
 };
 pub use metrics::{binary_metrics, log_loss, roc_auc};
 pub use mlp::{Mlp, MlpConfig, train_mlp};

@@ -80,7 +80,33 @@ pub enum ConversionError {
     /// Not JSON, or not a JSON object; the message is serde's, with line and column.
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// A map with more entries than a signal may carry.
+    #[error(
+        "field {field:?} has {count} entries; a signal carries at most {max} (put bulk data \
+         elsewhere and reference it)"
+    )]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        max: usize,
+    },
+    /// A text longer than a signal's texts may be (`field` as written, e.g. `numeric.<name>`).
+    #[error("field {field:?} is {len} bytes long; expected at most {max}")]
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
 }
+
+/// Most entries in each attribute map (`numeric`, `categorical`) of a threat signal: far
+/// above what a sensor reports (an NSL-KDD row has 41), low enough that a stranger cannot make
+/// every consumer carry, store and hash an arbitrarily large map.
+pub const MAX_ATTRIBUTES: usize = 1_024;
+/// Longest attribute name, in bytes.
+pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 256;
+/// Longest text field of a threat signal (id, type, protocol, sensor, categorical value).
+pub const MAX_TEXT_BYTES: usize = 4_096;
 
 // Not `#[from]`: that would make the domain error the source as well, and a chain-printing
 // caller (`{err:#}`) would say everything twice.
@@ -185,6 +211,25 @@ fn attribute_name(field: &'static str, name: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+fn within(field: String, text: &str, max: usize) -> Result<()> {
+    if text.len() > max {
+        return Err(ConversionError::TooLong {
+            field,
+            len: text.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The first characters of a long text, for naming it in a message.
+fn truncated(text: &str) -> &str {
+    match text.char_indices().nth(32) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
 }
 
 fn optional_string(value: String) -> Option<String> {
@@ -549,6 +594,36 @@ impl TryFrom<v1::ThreatSignal> for domain::ThreatSignal {
                 field: "threat_type",
                 expected: "a threat type such as \"port_scan\" (JSON: threatType or type)",
             });
+        }
+        for (field, text) in [
+            ("id", &w.id),
+            ("threat_type", &w.threat_type),
+            ("protocol", &w.protocol),
+            ("sensor", &w.sensor),
+        ] {
+            within(field.to_owned(), text, MAX_TEXT_BYTES)?;
+        }
+        for (field, count) in [
+            ("numeric", w.numeric.len()),
+            ("categorical", w.categorical.len()),
+        ] {
+            if count > MAX_ATTRIBUTES {
+                return Err(ConversionError::TooMany {
+                    field,
+                    count,
+                    max: MAX_ATTRIBUTES,
+                });
+            }
+        }
+        for name in w.numeric.keys().chain(w.categorical.keys()) {
+            within(
+                format!("attribute name starting {:?}", truncated(name)),
+                name,
+                MAX_ATTRIBUTE_NAME_BYTES,
+            )?;
+        }
+        for (name, value) in &w.categorical {
+            within(format!("categorical.{name}"), value, MAX_TEXT_BYTES)?;
         }
         // The domain checks these too (below); checked here first so that the message has the
         // attribute's name and the accepted values.

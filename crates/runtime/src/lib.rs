@@ -5,6 +5,7 @@
 //! A service exposes `run(config, shutdown)`, which builds its own context and HTTP endpoint,
 //! and `run_in(ctx, shutdown)`, which `vigil up` calls for every service with one shared context.
 
+pub mod grpc_tls;
 mod live;
 mod pulse;
 pub mod trace;

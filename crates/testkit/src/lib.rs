@@ -8,6 +8,7 @@
 //! - [`nsl_kdd`]: the NSL-KDD fixture files, read once.
 //! - [`Receiver`]: an HTTP endpoint on loopback that records what vigil delivers to it.
 //! - [`vigil_bin`]: the built `vigil` binary, for tests that run it as a user does.
+//! - [`tls::TestPki`]: a CA and certificates it signed, for TLS tests.
 //!
 //! Servers come from `NATS_URL` (default `nats://127.0.0.1:4222`) and `DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). This crate is only ever a dev-dependency.
@@ -19,6 +20,7 @@ pub mod nsl_kdd;
 mod receiver;
 mod sandbox;
 mod servers;
+pub mod tls;
 mod wait;
 
 use std::future::Future;

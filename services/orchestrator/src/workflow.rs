@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::FutureExt;
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::Instrument;
 use vigil_bus::{Bus, Delivery, PublishOptions, TraceParent};
 use vigil_config::Config;
@@ -95,11 +95,14 @@ impl Orchestrator {
             .map_err(|e| Error::Setup(e.to_string()))?;
         let predictor = match &config.orchestrator.predictor_url {
             Some(url) => {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|e| Error::Setup(format!("orchestrator.predictor_url {url:?}: {e}")))?
-                    .connect_timeout(Duration::from_millis(
-                        config.orchestrator.predict_timeout_ms.max(100),
-                    ));
+                let endpoint = vigil_runtime::grpc_tls::predictor_endpoint(
+                    url,
+                    &config.orchestrator.predictor_tls,
+                )
+                .map_err(|e| Error::Setup(format!("orchestrator.predictor_url: {e}")))?
+                .connect_timeout(Duration::from_millis(
+                    config.orchestrator.predict_timeout_ms.max(100),
+                ));
                 Some(PredictorClient::new(endpoint.connect_lazy()))
             }
             None => None,

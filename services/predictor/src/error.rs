@@ -28,6 +28,8 @@ pub enum Error {
         addr: SocketAddr,
         source: tonic::transport::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] vigil_runtime::grpc_tls::TlsError),
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("predictor.model_file {}: {message}", path.display())]

@@ -569,4 +569,91 @@ mod tests {
             );
         }
     }
+
+    #[allow(clippy::unwrap_used)]
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn shape() -> impl Strategy<Value = Vec<i64>> {
+            prop_oneof![
+                (0..6i64).prop_map(|n| vec![n]),
+                Just(vec![1i64 << 40]),
+                Just(vec![i64::MAX]),
+                Just(vec![i64::MIN]),
+                Just(vec![-1]),
+                prop::collection::vec(any::<i64>(), 0..4),
+            ]
+        }
+
+        fn raw_contents() -> impl Strategy<Value = Vec<Vec<u8>>> {
+            prop_oneof![
+                Just(Vec::new()),
+                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 1..3),
+                // A length prefix far larger than the bytes that follow.
+                Just(vec![[u32::MAX.to_le_bytes().as_slice(), b"{}"].concat()]),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            /// Whatever the declared shape (2^40 elements, negative, many dimensions) and
+            /// whatever the contents, the tensor is read or refused with INVALID_ARGUMENT; a
+            /// declared shape never sizes an allocation.
+            #[test]
+            fn any_tensor_is_read_or_refused(
+                shape in shape(),
+                datatype in prop::sample::select(vec!["BYTES", "FP64", ""]),
+                typed in 0..4usize,
+                raw in raw_contents(),
+                extra_inputs in 0..2usize,
+            ) {
+                let mut request = request(shape.clone(), datatype, typed);
+                request.raw_input_contents = raw;
+                for _ in 0..extra_inputs {
+                    let again = request.inputs[0].clone();
+                    request.inputs.push(again);
+                }
+                match signal_elements(&request) {
+                    Ok(elements) => {
+                        prop_assert_eq!(datatype, "BYTES");
+                        prop_assert_eq!(shape, vec![elements.len() as i64]);
+                    }
+                    Err(error) => {
+                        prop_assert_eq!(error.code(), tonic::Code::InvalidArgument);
+                        prop_assert!(!error.to_string().is_empty());
+                    }
+                }
+            }
+
+            #[test]
+            fn any_raw_bytes_split_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Ok(elements) = split_raw_bytes(&bytes) {
+                    let total: usize = elements.iter().map(|e| e.len() + 4).sum();
+                    prop_assert_eq!(total, bytes.len());
+                }
+            }
+
+            #[test]
+            fn any_parameters_choose_a_form_or_are_refused(
+                choice in prop_oneof![
+                    any::<bool>().prop_map(ParameterChoice::BoolParam),
+                    any::<i64>().prop_map(ParameterChoice::Int64Param),
+                    any::<String>().prop_map(ParameterChoice::StringParam),
+                ],
+            ) {
+                let request = with_parameter(request(vec![1], "BYTES", 1), choice.clone());
+                let wanted = raw_output_wanted(&request);
+                prop_assert_eq!(wanted.is_ok(), matches!(choice, ParameterChoice::BoolParam(_)));
+            }
+        }
+
+        #[test]
+        fn a_declared_shape_of_two_to_the_forty_is_refused_at_once() {
+            let error = signal_elements(&request(vec![1 << 40], "BYTES", 1)).unwrap_err();
+            assert!(error.to_string().contains("1099511627776"), "{error}");
+        }
+    }
 }

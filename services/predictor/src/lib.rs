@@ -86,6 +86,8 @@ impl Predictor {
     pub async fn start(ctx: ServiceContext) -> Result<Self> {
         let config = ctx.config.clone();
         let settings = &config.predictor;
+        // TLS files are read before anything connects: a wrong path fails at once.
+        let options = ServerOptions::from_settings(settings, config.thresholds)?;
         let store = Store::connect_and_migrate(&config.database).await?;
         let bus = Bus::connect(&config.nats, vigil_runtime::topology(&config)).await?;
         // Subscribe before the first load, so a promotion in between is not missed.
@@ -94,7 +96,7 @@ impl Predictor {
         beat.check_postgres(store.pool().clone());
         let server = PredictorServer::start_with(
             &settings.grpc_addr,
-            ServerOptions::from_settings(settings, config.thresholds),
+            options,
             None,
             PredictorMetrics::register(&ctx.metrics).with_beat(beat.clone()),
         )

@@ -13,6 +13,7 @@ use vigil_config::PredictorSettings;
 use vigil_domain::RiskThresholds;
 use vigil_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use vigil_proto::v1::predictor_server::PredictorServer as PredictorGrpc;
+use vigil_runtime::grpc_tls::ServerTls;
 use vigil_telemetry::Metrics;
 
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ use crate::predictor::{PredictorApi, Shared};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the server answers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// The model name of the Open Inference Protocol endpoints.
     pub model_name: String,
@@ -33,22 +34,34 @@ pub struct ServerOptions {
     pub thresholds: RiskThresholds,
     /// Below this share of its inputs carried, the model abstains (`predictor.min_coverage`).
     pub min_coverage: f64,
+    /// TLS (`predictor.tls`): the port serves TLS only, and with a client CA only to clients
+    /// that present a certificate it signed. Plaintext when `None`.
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerOptions {
-    /// Options from the predictor's settings and the configured thresholds.
-    pub fn from_settings(settings: &PredictorSettings, thresholds: RiskThresholds) -> Self {
-        Self {
+    /// Options from the predictor's settings and the configured thresholds; reads the TLS
+    /// files when `predictor.tls` sets them.
+    pub fn from_settings(settings: &PredictorSettings, thresholds: RiskThresholds) -> Result<Self> {
+        Ok(Self {
             model_name: settings.model_name.clone(),
             thresholds,
             min_coverage: settings.min_coverage,
-        }
+            tls: ServerTls::load(&settings.tls, "predictor.tls")?,
+        })
     }
 }
 
 impl Default for ServerOptions {
+    /// Plaintext, with the default model name, thresholds and coverage.
     fn default() -> Self {
-        Self::from_settings(&PredictorSettings::default(), RiskThresholds::default())
+        let settings = PredictorSettings::default();
+        Self {
+            model_name: settings.model_name,
+            thresholds: RiskThresholds::default(),
+            min_coverage: settings.min_coverage,
+            tls: None,
+        }
     }
 }
 
@@ -111,7 +124,21 @@ impl PredictorServer {
         let stop = CancellationToken::new();
         let signal = stop.clone();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let router = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = &options.tls {
+            builder = builder
+                .tls_config(tls.config())
+                .map_err(|source| Error::Transport {
+                    addr: local_addr,
+                    source,
+                })?;
+        }
+        let tls = match &options.tls {
+            None => "off",
+            Some(tls) if tls.is_mutual() => "mutual",
+            Some(_) => "on",
+        };
+        let router = builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(PredictorGrpc::new(PredictorApi::new(shared.clone())))
@@ -119,7 +146,7 @@ impl PredictorServer {
         let task = tokio::spawn(
             router.serve_with_incoming_shutdown(incoming, async move { signal.cancelled().await }),
         );
-        tracing::info!(%local_addr, "predictor serving gRPC");
+        tracing::info!(%local_addr, tls, "predictor serving gRPC");
         Ok(Self {
             local_addr,
             models,

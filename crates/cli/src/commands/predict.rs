@@ -17,8 +17,10 @@ pub struct PredictArgs {
     /// too); `-` reads it from standard input. It is checked before the predictor is called.
     #[arg(long, short = 's')]
     pub signal: String,
-    /// The predictor's gRPC address (`HOST:PORT` or `http://HOST:PORT`); defaults to
-    /// `predictor.grpc_addr` of the configuration.
+    /// The predictor's gRPC address (`HOST:PORT`, `http://HOST:PORT` or `https://HOST:PORT`);
+    /// defaults to `predictor.grpc_addr` of the configuration. TLS as
+    /// `orchestrator.predictor_tls` says (`--set orchestrator.predictor_tls.ca_file=ca.pem`);
+    /// a bare `HOST:PORT` is asked over TLS when that or `predictor.tls` is set.
     #[arg(long, short = 'a')]
     pub addr: Option<String>,
     /// Seconds to wait for the answer.
@@ -38,24 +40,18 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         args.signal.clone()
     };
     let signal = parse(&json)?;
-    let addr = match &args.addr {
-        Some(addr) => addr.clone(),
-        None => args.config.load()?.predictor.grpc_addr,
-    };
-    let endpoint = endpoint_url(&addr);
+    let config = args.config.load()?;
+    let addr = args
+        .addr
+        .clone()
+        .unwrap_or_else(|| config.predictor.grpc_addr.clone());
     let timeout = Duration::from_secs(args.timeout.max(1));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .with_context(|| format!("invalid predictor address {addr:?}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the predictor at {endpoint}"))?;
+        let channel = connect(&config, &addr, timeout).await?;
         let response = PredictorClient::new(channel)
             .predict(v1::PredictRequest {
                 signal: Some(signal),
@@ -78,13 +74,36 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A channel to the predictor at `addr` (`HOST:PORT` or a URL), over TLS when the
+/// configuration says so (`orchestrator.predictor_tls`, or `predictor.tls` for this
+/// configuration's own predictor), with the same helper the orchestrator uses.
+pub(crate) async fn connect(
+    config: &vigil_config::Config,
+    addr: &str,
+    timeout: Duration,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let tls = &config.orchestrator.predictor_tls;
+    let url = endpoint_url(addr, tls.enabled() || config.predictor.tls.enabled());
+    vigil_runtime::grpc_tls::predictor_endpoint(&url, tls)?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the predictor at {url}: {}",
+                vigil_runtime::grpc_tls::error_chain(&e)
+            )
+        })
+}
+
 fn parse(json: &str) -> anyhow::Result<v1::ThreatSignal> {
     signal_json::decode_checked(json.trim().as_bytes(), chrono::Utc::now())
         .map_err(|error| anyhow::anyhow!("--signal is not a valid threat signal: {error}"))
 }
 
-/// `HOST:PORT` as a URL; a wildcard bind address means this machine.
-fn endpoint_url(addr: &str) -> String {
+/// `HOST:PORT` as a URL (`https://` when `tls`); a wildcard bind address means this machine.
+fn endpoint_url(addr: &str, tls: bool) -> String {
     let addr = addr.trim();
     if addr.starts_with("http://") || addr.starts_with("https://") {
         return addr.to_owned();
@@ -97,7 +116,8 @@ fn endpoint_url(addr: &str) -> String {
                 .map(|port| format!("[::1]:{port}"))
         })
         .unwrap_or_else(|| addr.to_owned());
-    format!("http://{addr}")
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -117,10 +137,17 @@ mod tests {
 
     #[test]
     fn addresses_become_urls() {
-        assert_eq!(endpoint_url("127.0.0.1:50051"), "http://127.0.0.1:50051");
-        assert_eq!(endpoint_url("0.0.0.0:50051"), "http://127.0.0.1:50051");
-        assert_eq!(endpoint_url("[::]:7"), "http://[::1]:7");
-        assert_eq!(endpoint_url("http://p:1"), "http://p:1");
+        assert_eq!(
+            endpoint_url("127.0.0.1:50051", false),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            endpoint_url("0.0.0.0:50051", false),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(endpoint_url("[::]:7", false), "http://[::1]:7");
+        assert_eq!(endpoint_url("http://p:1", true), "http://p:1");
+        assert_eq!(endpoint_url("p:1", true), "https://p:1");
     }
 
     #[test]

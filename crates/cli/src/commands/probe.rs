@@ -1,5 +1,7 @@
 //! `vigil probe`: asks a vigil HTTP endpoint (`/healthz` unless told otherwise) and succeeds when
-//! it answers 200: the container health check, with no shell and no curl in the image.
+//! it answers 200: the container health check, with no shell and no curl in the image. With
+//! `--grpc` it asks the predictor's gRPC health service instead, over TLS when configured
+//! (Kubernetes' own gRPC probe speaks no TLS).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -18,12 +20,20 @@ pub struct ProbeArgs {
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub timeout_ms: u64,
+    /// Ask the predictor's gRPC health service (`grpc.health.v1`) and succeed on SERVING:
+    /// TARGET is then `HOST:PORT` or `http(s)://HOST:PORT`, or this configuration's
+    /// `predictor.grpc_addr` when it is a path; TLS as `orchestrator.predictor_tls` says.
+    #[arg(long)]
+    pub grpc: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
 
 /// Exits 0 on a 200 answer; otherwise fails saying what was answered.
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
+    if args.grpc {
+        return grpc_health(&args);
+    }
     let (host, path) = if args.target.starts_with('/') {
         let config = args.config.load()?;
         (
@@ -40,6 +50,36 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         bail!("GET http://{host}{path}: {}", status.line)
+    }
+}
+
+/// Exits 0 when the predictor's gRPC health says SERVING (a model is loaded).
+fn grpc_health(args: &ProbeArgs) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let config = args.config.load()?;
+    let addr = if args.target.starts_with('/') {
+        config.predictor.grpc_addr.clone()
+    } else {
+        args.target.clone()
+    };
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        let channel = super::predict::connect(&config, &addr, timeout).await?;
+        let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .map_err(|status| anyhow::anyhow!("gRPC health of {addr}: {}", status.message()))?;
+        anyhow::Ok(answer.into_inner().status)
+    })?;
+    let status = ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown);
+    if status == ServingStatus::Serving {
+        println!("{addr}: SERVING");
+        Ok(())
+    } else {
+        bail!("gRPC health of {addr}: {}", status.as_str_name())
     }
 }
 

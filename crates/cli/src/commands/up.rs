@@ -225,7 +225,14 @@ pub async fn spawn_selected(
             .context("the predictor cannot start")?;
         let addr = predictor.local_addr();
         if config.orchestrator.predictor_url.is_none() {
-            config.orchestrator.predictor_url = Some(local_url(addr));
+            let url = local_url(addr);
+            // A predictor serving TLS is reached over TLS (its certificate must name the
+            // address, or `orchestrator.predictor_tls.domain_name` the name it carries).
+            config.orchestrator.predictor_url = Some(if config.predictor.tls.enabled() {
+                url.replacen("http://", "https://", 1)
+            } else {
+                url
+            });
         }
         predictor_addr = Some(addr);
         tasks.spawn(named("predictor", launch(predictor.run(token.clone()))));
