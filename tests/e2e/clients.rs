@@ -26,25 +26,7 @@ async fn tritonclient_grpc_health_and_nats_py_work_against_vigil_up() {
 
     let sandbox = Sandbox::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let data = nsl_kdd::subset(dir.path(), ROWS);
-    let model = dir.path().join("model.vigil");
-    let train_config = dir.path().join("train.json");
-    std::fs::write(
-        &train_config,
-        r#"{"forest": {"n_trees": 10}, "xgboost": {"rounds": 10}, "mlp": {"max_epochs": 3}}"#,
-    )
-    .unwrap();
-    let cli = common::Cli::new(&sandbox, &[]);
-    cli.ok(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        model.to_str().unwrap(),
-        "--config",
-        train_config.to_str().unwrap(),
-    ])
-    .await;
+    let model = common::small_model(&sandbox, dir.path(), ROWS).await;
 
     let mut events = Events::subscribe(&sandbox).await;
     let sets = vec![format!("predictor.model_file=\"{}\"", model.display())];

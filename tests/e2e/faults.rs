@@ -30,12 +30,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cli, PATIENCE, Up};
+use common::{PATIENCE, Up};
 use prost::Message as _;
 use vigil_bus::StreamKind;
 use vigil_proto::v1;
 use vigil_testkit::{
-    EffectCall, EffectReceiver, Hold, NatsServer, Sandbox, TcpProxy, eventually, free_port, nsl_kdd,
+    EffectCall, EffectReceiver, Hold, NatsServer, Sandbox, TcpProxy, eventually, free_port,
 };
 
 /// Signals published per second, steadily, for as long as the faults go on.
@@ -315,30 +315,6 @@ impl Counts {
     }
 }
 
-/// A small real model for the predictor, so that it is in the loop (and killed) like the rest.
-async fn small_model(sandbox: &Sandbox, dir: &std::path::Path) -> std::path::PathBuf {
-    let data = nsl_kdd::subset(dir, 2_000);
-    let model = dir.join("model.vigil");
-    let config = dir.join("train.json");
-    std::fs::write(
-        &config,
-        r#"{"forest": {"n_trees": 10}, "xgboost": {"rounds": 10}, "mlp": {"max_epochs": 3}}"#,
-    )
-    .unwrap();
-    Cli::new(sandbox, &[])
-        .ok(&[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .await;
-    model
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_killed_in_turn_nats_and_postgres_restarted_nothing_lost_or_doubled() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,7 +328,8 @@ async fn every_service_killed_in_turn_nats_and_postgres_restarted_nothing_lost_o
         .replacen(&postgres, &proxy.addr().to_string(), 1);
     let firewall = EffectReceiver::start("idempotency-key").await;
     let pager = EffectReceiver::start("x-vigil-alert-id").await;
-    let model = small_model(&sandbox, dir.path()).await;
+    // A small real model, so that the predictor is in the loop (and killed) like the rest.
+    let model = common::small_model(&sandbox, dir.path(), 2_000).await;
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let sets = deployment(
         &firewall,
@@ -385,14 +362,7 @@ async fn every_service_killed_in_turn_nats_and_postgres_restarted_nothing_lost_o
         match *name {
             "orchestrator" => {
                 firewall.hold_next(&[Hold::AfterApplying]);
-                eventually(PATIENCE, "a firewall call in flight", || async {
-                    if firewall.held() == 1 {
-                        Ok(())
-                    } else {
-                        Err(firewall.held())
-                    }
-                })
-                .await;
+                firewall.wait_held(1, PATIENCE).await;
                 up.kill9().await;
                 *up = service(&sandbox, &sets, name, grpc).await;
                 done = progress(
@@ -403,14 +373,7 @@ async fn every_service_killed_in_turn_nats_and_postgres_restarted_nothing_lost_o
                 )
                 .await;
                 pager.hold_next(&[Hold::BeforeApplying]);
-                eventually(PATIENCE, "an alert call in flight", || async {
-                    if pager.held() == 1 {
-                        Ok(())
-                    } else {
-                        Err(pager.held())
-                    }
-                })
-                .await;
+                pager.wait_held(1, PATIENCE).await;
                 up.kill9().await;
             }
             _ => up.kill9().await,

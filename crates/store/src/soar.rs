@@ -328,7 +328,7 @@ impl<'a> Remediations<'a> {
 
     /// Records the intent to carry out `action` (status `pending`) before its executor is
     /// called, under the per-minute cap shared by every replica using this database: the
-    /// actions created in the minute before `action.created_at` that reached an executor are
+    /// actions of the last minute (by the database's clock) that reached an executor are
     /// counted, and the intent is written, in one transaction holding the cap's lock.
     ///
     /// An action already recorded for the same (event, action, target) is returned as it is:
@@ -357,12 +357,13 @@ impl<'a> Remediations<'a> {
             return Ok(Intent::Exists(row.try_into()?));
         }
         // Refused actions never reached an executor; every other status did (or is about to).
+        // Every intent recorded before this one counts, whatever time its replica stamped it
+        // with: bounding the window by this action's own time would let a replica whose clock
+        // read earlier (or that prepared earlier and took the lock later) miss the others.
         let in_last_minute: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM remediations \
-             WHERE created_at > $1 - interval '1 minute' AND created_at <= $1 \
-               AND status <> 'refused'",
+             WHERE created_at > now() - interval '1 minute' AND status <> 'refused'",
         )
-        .bind(action.created_at)
         .fetch_one(&mut *tx)
         .await?;
         if in_last_minute >= i64::from(cap_per_minute) {

@@ -120,6 +120,19 @@ impl EffectReceiver {
         self.lock().held
     }
 
+    /// Waits until at least `n` calls have been held; panics after `within`.
+    pub async fn wait_held(&self, n: usize, within: std::time::Duration) {
+        crate::eventually(
+            within,
+            &format!("{n} calls held at {}", self.base),
+            || async {
+                let held = self.held();
+                if held >= n { Ok(()) } else { Err(held) }
+            },
+        )
+        .await;
+    }
+
     /// Every call so far, in arrival order.
     pub fn calls(&self) -> Vec<EffectCall> {
         self.lock().calls.clone()

@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use vigil_proto::v1;
-use vigil_testkit::{EffectCall, EffectReceiver, Hold, Sandbox, eventually};
+use vigil_testkit::{EffectCall, EffectReceiver, Hold, Sandbox, Service, eventually};
 
 const PATIENCE: Duration = Duration::from_secs(180);
 
@@ -167,6 +167,24 @@ async fn settled(sandbox: &Sandbox, workflows: i64) {
     .await;
 }
 
+/// The broker and an orchestrator, both ready.
+async fn event_path(sandbox: &Sandbox) -> (Service, Service) {
+    let mut broker = sandbox.spawn("broker", vigil_broker::run_in);
+    let mut orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
+    broker.ready(PATIENCE).await;
+    orchestrator.ready(PATIENCE).await;
+    (broker, orchestrator)
+}
+
+/// The status of the one row of `table` (alerts, remediations) for `event_id`.
+async fn status(sandbox: &Sandbox, table: &str, event_id: &str) -> String {
+    sqlx::query_scalar(&format!("SELECT status FROM {table} WHERE event_id = $1"))
+        .bind(event_id)
+        .fetch_one(sandbox.store().pool())
+        .await
+        .unwrap()
+}
+
 /// The event and target of a remediation call (its body names both).
 fn action_identity(call: &EffectCall) -> String {
     format!("{}/{}", call.body["event_id"], call.body["target"])
@@ -179,22 +197,12 @@ async fn an_alert_a_killed_attempt_left_unsent_is_sent_by_the_next_with_the_same
     // The first alert call never arrives at the pager's end: the process dies while sending.
     pager.hold_next(&[Hold::BeforeApplying]);
     let sandbox = effects_sandbox(&firewall, &pager, &[]).await;
-    let mut broker = sandbox.spawn("broker", vigil_broker::run_in);
-    let mut orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
-    broker.ready(PATIENCE).await;
-    orchestrator.ready(PATIENCE).await;
+    let (broker, orchestrator) = event_path(&sandbox).await;
 
     sandbox
         .publish_signal("effects", &critical("pending-alert-1", "203.0.113.61"))
         .await;
-    eventually(PATIENCE, "the alert call in flight", || async {
-        if pager.held() == 1 {
-            Ok(())
-        } else {
-            Err(pager.held())
-        }
-    })
-    .await;
+    pager.wait_held(1, PATIENCE).await;
     orchestrator.kill().await;
     let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
     settled(&sandbox, 1).await;
@@ -208,12 +216,10 @@ async fn an_alert_a_killed_attempt_left_unsent_is_sent_by_the_next_with_the_same
     );
     assert_eq!(calls[1].body, calls[0].body, "and its bytes");
     assert_eq!(pager.applied_keys().len(), 1, "the alert arrived once");
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM alerts WHERE event_id = 'pending-alert-1'")
-            .fetch_one(sandbox.store().pool())
-            .await
-            .unwrap();
-    assert_eq!(status, "delivered");
+    assert_eq!(
+        status(&sandbox, "alerts", "pending-alert-1").await,
+        "delivered"
+    );
     assert_eq!(firewall.calls().len(), 1, "the remediation ran once");
 
     orchestrator.stop().await;
@@ -227,28 +233,17 @@ async fn a_remediation_a_killed_attempt_was_waiting_on_is_called_again_with_the_
     // The firewall applies the first call, but its answer never reaches the process.
     firewall.hold_next(&[Hold::AfterApplying]);
     let sandbox = effects_sandbox(&firewall, &pager, &[]).await;
-    let mut broker = sandbox.spawn("broker", vigil_broker::run_in);
-    let mut orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
-    broker.ready(PATIENCE).await;
-    orchestrator.ready(PATIENCE).await;
+    let (broker, orchestrator) = event_path(&sandbox).await;
 
     sandbox
         .publish_signal("effects", &critical("pending-block-1", "203.0.113.62"))
         .await;
-    eventually(PATIENCE, "the firewall call in flight", || async {
-        if firewall.held() == 1 {
-            Ok(())
-        } else {
-            Err(firewall.held())
-        }
-    })
-    .await;
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM remediations WHERE event_id = 'pending-block-1'")
-            .fetch_one(sandbox.store().pool())
-            .await
-            .unwrap();
-    assert_eq!(status, "pending", "the intent is recorded before the call");
+    firewall.wait_held(1, PATIENCE).await;
+    assert_eq!(
+        status(&sandbox, "remediations", "pending-block-1").await,
+        "pending",
+        "the intent is recorded before the call"
+    );
     orchestrator.kill().await;
     let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
     settled(&sandbox, 1).await;
@@ -265,12 +260,10 @@ async fn a_remediation_a_killed_attempt_was_waiting_on_is_called_again_with_the_
     );
     assert_eq!(firewall.applied_keys().len(), 1);
     assert_eq!(firewall.duplicates(action_identity), 0);
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM remediations WHERE event_id = 'pending-block-1'")
-            .fetch_one(sandbox.store().pool())
-            .await
-            .unwrap();
-    assert_eq!(status, "applied");
+    assert_eq!(
+        status(&sandbox, "remediations", "pending-block-1").await,
+        "applied"
+    );
     assert_eq!(
         pager.calls().len(),
         1,
@@ -303,10 +296,7 @@ async fn effects_done_before_a_failed_commit_are_not_done_again() {
     .execute(sandbox.store().pool())
     .await
     .unwrap();
-    let mut broker = sandbox.spawn("broker", vigil_broker::run_in);
-    let mut orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
-    broker.ready(PATIENCE).await;
-    orchestrator.ready(PATIENCE).await;
+    let (broker, orchestrator) = event_path(&sandbox).await;
 
     sandbox
         .publish_signal("effects", &critical("failed-commit-1", "203.0.113.63"))

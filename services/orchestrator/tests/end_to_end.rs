@@ -262,14 +262,7 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
     })
     .await;
     let orchestrator = sandbox.spawn("orchestrator", vigil_orchestrator::run_in);
-    eventually(PATIENCE, "workflows waiting on alert calls", || async {
-        if pager.held() >= 8 {
-            Ok(())
-        } else {
-            Err(pager.held())
-        }
-    })
-    .await;
+    pager.wait_held(8, PATIENCE).await;
     // Killed mid-stream: in-flight work is not acked and comes back after ack_wait.
     orchestrator.kill().await;
     let at_kill = sandbox.count("SELECT count(*) FROM workflows").await;

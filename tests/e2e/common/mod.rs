@@ -77,6 +77,35 @@ impl Cli {
     }
 }
 
+/// Trains a small real model (`vigil train` on the first `rows` rows of NSL-KDD, few trees and
+/// epochs) into `dir`, quick to fit, for a predictor to serve; returns the artifact's path.
+pub async fn small_model(
+    sandbox: &Sandbox,
+    dir: &std::path::Path,
+    rows: usize,
+) -> std::path::PathBuf {
+    let data = vigil_testkit::nsl_kdd::subset(dir, rows);
+    let model = dir.join("model.vigil");
+    let config = dir.join("train.json");
+    std::fs::write(
+        &config,
+        r#"{"forest": {"n_trees": 10}, "xgboost": {"rounds": 10}, "mlp": {"max_epochs": 3}}"#,
+    )
+    .unwrap();
+    Cli::new(sandbox, &[])
+        .ok(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .await;
+    model
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
