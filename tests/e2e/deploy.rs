@@ -230,10 +230,11 @@ fn every_deployment_has_probes_resources_and_a_locked_down_non_root_context() {
                 container["livenessProbe"]["httpGet"]["path"], "/healthz",
                 "{name}"
             );
+            // /readyz, the predictor's included (ready once a model serves): Kubernetes' own
+            // gRPC probe cannot speak TLS.
             let readiness = &container["readinessProbe"];
+            assert_eq!(readiness["httpGet"]["path"], "/readyz", "{name}");
             if name == "predictor" {
-                // Ready only when a model serves: the gRPC health service says so.
-                assert_eq!(readiness["grpc"]["port"], 50051, "{readiness:?}");
                 let ports: Vec<_> = container["ports"]
                     .as_sequence()
                     .unwrap()
@@ -241,8 +242,6 @@ fn every_deployment_has_probes_resources_and_a_locked_down_non_root_context() {
                     .map(|p| p["containerPort"].as_u64().unwrap())
                     .collect();
                 assert!(ports.contains(&50051), "{ports:?}");
-            } else {
-                assert_eq!(readiness["httpGet"]["path"], "/readyz", "{name}");
             }
             let command = container["command"][0].as_str().unwrap();
             assert_eq!(command, format!("vigil-{name}"));
@@ -256,6 +255,46 @@ fn every_deployment_has_probes_resources_and_a_locked_down_non_root_context() {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert_eq!(ports, ["metrics", "grpc"]);
+    }
+}
+
+#[test]
+fn extra_volumes_reach_every_service_so_tls_files_can_be_mounted() {
+    let objects = render(&[
+        r#"json:extraVolumes=[{"name": "tls", "secret": {"secretName": "vigil-tls"}}]"#,
+        r#"json:extraVolumeMounts=[{"name": "tls", "mountPath": "/etc/vigil-tls", "readOnly": true}]"#,
+        "config.predictor.tls.cert_file=/etc/vigil-tls/tls.crt",
+        "config.predictor.tls.key_file=/etc/vigil-tls/tls.key",
+        "config.orchestrator.predictor_tls.ca_file=/etc/vigil-tls/ca.crt",
+    ]);
+    for deployment in of_kind(&objects, "Deployment") {
+        let name = component(deployment);
+        let pod = &deployment["spec"]["template"]["spec"];
+        let volumes = pod["volumes"].as_sequence().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["name"] == "tls" && v["secret"]["secretName"] == "vigil-tls"),
+            "{name}: {volumes:?}"
+        );
+        let mounts = pod["containers"][0]["volumeMounts"].as_sequence().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["name"] == "tls" && m["mountPath"] == "/etc/vigil-tls"),
+            "{name}: {mounts:?}"
+        );
+        // The configuration with the TLS files is one vigil accepts, and the orchestrator
+        // reaches the predictor's Service over TLS.
+        let config = chart_config(&objects, deployment).unwrap();
+        assert_eq!(
+            config.predictor.tls.cert_file.as_deref(),
+            Some(std::path::Path::new("/etc/vigil-tls/tls.crt"))
+        );
+        assert_eq!(
+            config.orchestrator.predictor_url.as_deref(),
+            Some("https://v-vigil-predictor:50051")
+        );
     }
 }
 
@@ -326,6 +365,11 @@ fn the_configmap_and_secret_are_a_configuration_vigil_accepts() {
         );
         assert_eq!(config.telemetry.http_addr, "0.0.0.0:9464");
         assert_eq!(config.predictor.grpc_addr, "0.0.0.0:50051");
+        // The orchestrator scores through the predictor's Service (no ML step without it).
+        assert_eq!(
+            config.orchestrator.predictor_url.as_deref(),
+            Some("http://v-vigil-predictor:50051")
+        );
         assert_eq!(config.thresholds, Config::default().thresholds);
         assert_eq!(config.soar.routing, Config::default().soar.routing);
     }

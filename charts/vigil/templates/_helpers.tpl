@@ -98,6 +98,14 @@ most 5), unless config.streams.replicas says otherwise. */ -}}
 {{- $_ := set $streams "replicas" (min (int .Values.nats.replicas) 5) -}}
 {{- end -}}
 {{- $_ := set $config "streams" $streams -}}
+{{- /* The orchestrator scores through the predictor's Service, over TLS when the predictor
+serves it, unless config.orchestrator.predictor_url names another. */ -}}
+{{- $orchestrator := dig "orchestrator" dict $config -}}
+{{- if not (dig "predictor_url" "" $orchestrator) -}}
+{{- $tls := dig "predictor" "tls" "cert_file" "" $config -}}
+{{- $_ := set $orchestrator "predictor_url" (printf "%s://%s-predictor:50051" (ternary "https" "http" (ne $tls "")) (include "vigil.fullname" .)) -}}
+{{- end -}}
+{{- $_ := set $config "orchestrator" $orchestrator -}}
 {{- toYaml $config -}}
 {{- end -}}
 
