@@ -374,3 +374,29 @@ pub async fn check_dependencies(config: &Config) -> anyhow::Result<()> {
         Err(_) => anyhow::bail!("PostgreSQL is not reachable at {url} (timed out after 5 s)"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(only: &[&str]) -> anyhow::Result<Vec<&'static str>> {
+        let only: Vec<String> = only.iter().map(|s| (*s).to_owned()).collect();
+        Selection::only(&only).map(|selection| selection.names)
+    }
+
+    #[test]
+    fn only_selects_services_by_name_and_refuses_an_unknown_one() {
+        assert_eq!(names(&[]).unwrap(), SERVICE_NAMES);
+        assert_eq!(
+            names(&["Orchestrator", " broker", "orchestrator"]).unwrap(),
+            ["orchestrator", "broker"]
+        );
+        let error = names(&["broker", "orchestrater"])
+            .expect_err("an unknown name is refused")
+            .to_string();
+        assert!(
+            error.contains("\"orchestrater\"") && error.contains("orchestrator, feedback"),
+            "{error}"
+        );
+    }
+}
