@@ -46,7 +46,14 @@ pub(crate) async fn run(
             () = token.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match sweep(&effects, &store, &live.get()).await {
+        // Shutdown does not wait for a sweep: one stopped mid-effect leaves it pending, as a
+        // crash would, and the next sweep (here or on another replica) finishes it.
+        let config = live.get();
+        let swept = tokio::select! {
+            () = token.cancelled() => return,
+            swept = sweep(&effects, &store, &config) => swept,
+        };
+        match swept {
             Ok(swept) if swept != Swept::default() => {
                 tracing::info!(
                     alerts = swept.alerts,
