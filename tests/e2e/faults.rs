@@ -326,8 +326,8 @@ async fn every_service_killed_in_turn_nats_and_postgres_restarted_nothing_lost_o
         .database()
         .url()
         .replacen(&postgres, &proxy.addr().to_string(), 1);
-    let firewall = EffectReceiver::start("idempotency-key").await;
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let firewall = EffectReceiver::remediation_api().await;
+    let pager = EffectReceiver::alert_webhook().await;
     // A small real model, so that the predictor is in the loop (and killed) like the rest.
     let model = common::small_model(&sandbox, dir.path(), 2_000).await;
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -438,8 +438,8 @@ async fn a_three_node_cluster_losing_the_work_streams_leader_loses_nothing() {
         .collect::<Vec<_>>()
         .join(",");
     let sandbox = Sandbox::on_nats(&urls, &["streams.replicas=3"]).await;
-    let firewall = EffectReceiver::start("idempotency-key").await;
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let firewall = EffectReceiver::remediation_api().await;
+    let pager = EffectReceiver::alert_webhook().await;
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let sets = deployment(&firewall, &pager, &["streams.replicas=3".to_string()]);
     let _services = Up::start_only(&sandbox, &sets, &["broker", "orchestrator"], grpc).await;

@@ -67,19 +67,8 @@ impl EffectReceiver {
             inner: Arc::new(Mutex::new(Inner::default())),
         };
         let app = Router::new().fallback(call).with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a free loopback port");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                eprintln!("vigil-testkit: the effect receiver on {addr} stopped: {error}");
-            }
-        });
         Self {
-            base: format!("http://{addr}"),
+            base: crate::receiver::serve(app, "effect receiver").await,
             ..receiver
         }
     }
@@ -131,6 +120,16 @@ impl EffectReceiver {
             },
         )
         .await;
+    }
+
+    /// A remediation API (a firewall, an EDR): effects keyed by `Idempotency-Key`.
+    pub async fn remediation_api() -> Self {
+        Self::start("idempotency-key").await
+    }
+
+    /// An alert webhook (a pager): effects keyed by `X-Vigil-Alert-Id`.
+    pub async fn alert_webhook() -> Self {
+        Self::start("x-vigil-alert-id").await
     }
 
     /// Every call so far, in arrival order.

@@ -47,19 +47,8 @@ impl Receiver {
     pub async fn start() -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new().fallback(record).with_state(requests.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a free loopback port");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                eprintln!("vigil-testkit: the receiver on {addr} stopped: {error}");
-            }
-        });
         Self {
-            base: format!("http://{addr}"),
+            base: serve(app, "receiver").await,
             requests,
         }
     }
@@ -94,6 +83,23 @@ impl Receiver {
             .find(|r| r.path == path)
             .map(|r| r.json())
     }
+}
+
+/// Serves `app` on a free loopback port until the test's runtime ends; returns
+/// `http://127.0.0.1:<port>`. `what` names it in the message should it stop.
+pub(crate) async fn serve(app: Router, what: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            eprintln!("vigil-testkit: the {what} on {addr} stopped: {error}");
+        }
+    });
+    format!("http://{addr}")
 }
 
 async fn record(

@@ -192,8 +192,8 @@ fn action_identity(call: &EffectCall) -> String {
 
 #[tokio::test]
 async fn an_alert_a_killed_attempt_left_unsent_is_sent_by_the_next_with_the_same_id() {
-    let firewall = EffectReceiver::start("idempotency-key").await;
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let firewall = EffectReceiver::remediation_api().await;
+    let pager = EffectReceiver::alert_webhook().await;
     // The first alert call never arrives at the pager's end: the process dies while sending.
     pager.hold_next(&[Hold::BeforeApplying]);
     let sandbox = effects_sandbox(&firewall, &pager, &[]).await;
@@ -228,8 +228,8 @@ async fn an_alert_a_killed_attempt_left_unsent_is_sent_by_the_next_with_the_same
 
 #[tokio::test]
 async fn a_remediation_a_killed_attempt_was_waiting_on_is_called_again_with_the_same_key() {
-    let firewall = EffectReceiver::start("idempotency-key").await;
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let firewall = EffectReceiver::remediation_api().await;
+    let pager = EffectReceiver::alert_webhook().await;
     // The firewall applies the first call, but its answer never reaches the process.
     firewall.hold_next(&[Hold::AfterApplying]);
     let sandbox = effects_sandbox(&firewall, &pager, &[]).await;
@@ -276,8 +276,8 @@ async fn a_remediation_a_killed_attempt_was_waiting_on_is_called_again_with_the_
 
 #[tokio::test]
 async fn effects_done_before_a_failed_commit_are_not_done_again() {
-    let firewall = EffectReceiver::start("idempotency-key").await;
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let firewall = EffectReceiver::remediation_api().await;
+    let pager = EffectReceiver::alert_webhook().await;
     let sandbox = effects_sandbox(&firewall, &pager, &[]).await;
     // The first two attempts to write the workflow fail (a sequence is not rolled back with
     // the transaction it is used in), after every effect of the workflow happened.
@@ -324,8 +324,8 @@ async fn effects_done_before_a_failed_commit_are_not_done_again() {
 
 #[tokio::test]
 async fn the_remediation_cap_holds_across_two_orchestrators() {
-    let firewall = EffectReceiver::start("idempotency-key").await;
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let firewall = EffectReceiver::remediation_api().await;
+    let pager = EffectReceiver::alert_webhook().await;
     // Every firewall call is applied and never answered, so each replica can be waiting on
     // at most two (its workflows in flight): three calls waiting means both replicas acted.
     firewall.hold_all(Hold::AfterApplying);
@@ -395,8 +395,8 @@ async fn the_remediation_cap_holds_across_two_orchestrators() {
 
 #[tokio::test]
 async fn the_sweeper_finishes_effects_an_abandoned_workflow_left_pending() {
-    let firewall = EffectReceiver::start("idempotency-key").await;
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let firewall = EffectReceiver::remediation_api().await;
+    let pager = EffectReceiver::alert_webhook().await;
     // Short budgets, so the time after which no attempt can still be running is seconds.
     let sandbox = effects_sandbox(
         &firewall,

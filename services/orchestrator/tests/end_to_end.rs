@@ -226,7 +226,7 @@ async fn a_thousand_signals_survive_an_orchestrator_restart_exactly_once() {
     // The pager holds every alert call (unanswered, not delivered) until the kill, so the
     // orchestrator is killed with workflows waiting on calls and every critical signal still
     // unfinished, however fast it works: the timing is the test's, not the machine's.
-    let pager = EffectReceiver::start("x-vigil-alert-id").await;
+    let pager = EffectReceiver::alert_webhook().await;
     pager.hold_all(Hold::BeforeApplying);
     let sandbox = Sandbox::with(&[
         "orchestrator.max_workflows=32".to_string(),
