@@ -4,7 +4,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 use bytes::Bytes;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::headers::{self, ContentType};
@@ -90,6 +90,43 @@ impl Publisher {
             .await
     }
 
+    /// [`publish`](Self::publish), waiting while the stream refuses it as full (a sensor's
+    /// backlog at its bound, the work queue at capacity): retried with the same `Nats-Msg-Id`
+    /// after 50 ms, doubling up to 2 s, for at most `patience`; then the [`Error::StreamFull`]
+    /// is returned. Other errors are returned at once.
+    pub async fn publish_waiting<M: prost::Message>(
+        &self,
+        subject: &str,
+        message: &M,
+        options: PublishOptions,
+        patience: std::time::Duration,
+    ) -> Result<PubAck> {
+        let payload = Bytes::from(message.encode_to_vec());
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            match self
+                .publish_encoded(
+                    subject,
+                    payload.clone(),
+                    ContentType::Protobuf,
+                    options.clone(),
+                )
+                .await
+            {
+                Err(error) if error.is_stream_full() => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Publishes an already-encoded payload; `content_type` says how it is encoded.
     pub async fn publish_encoded(
         &self,
@@ -168,7 +205,7 @@ fn publish_error(subject: &str, err: PublishError) -> Error {
         },
         PublishErrorKind::Other => match stream_full_detail(&err) {
             Some(detail) => {
-                warn!(%subject, %detail, "stream full; publish refused");
+                debug!(%subject, %detail, "stream full; publish refused");
                 Error::StreamFull {
                     subject: subject.to_owned(),
                     detail,

@@ -256,6 +256,10 @@ pub struct TopologyConfig {
     /// Capacity of the work queue; when full, publishes are refused ([`Error::StreamFull`]).
     /// Default 10,000.
     pub work_max_messages: i64,
+    /// Most messages waiting in the ingest stream per subject (per sensor, when each sensor
+    /// publishes on its own `vigil.ingest.<kind>`); beyond it that subject's publishes are
+    /// refused ([`Error::StreamFull`]) while the other subjects still have room. Default 100,000.
+    pub ingest_max_per_subject: i64,
     /// How long domain events are kept. Default 7 days.
     pub events_max_age: Duration,
     /// How long dead letters are kept. Default 30 days.
@@ -278,6 +282,7 @@ impl Default for TopologyConfig {
             dedup_window: Duration::from_secs(300),
             events_dedup_window: Duration::from_secs(120),
             work_max_messages: 10_000,
+            ingest_max_per_subject: 100_000,
             events_max_age: 7 * DAY,
             dlq_max_age: 30 * DAY,
             config_history: 5,
@@ -298,6 +303,11 @@ impl TopologyConfig {
         if self.work_max_messages < 1 {
             return Err(Error::TopologyConfig(
                 "work_max_messages must be at least 1".into(),
+            ));
+        }
+        if self.ingest_max_per_subject < 1 {
+            return Err(Error::TopologyConfig(
+                "ingest_max_per_subject must be at least 1".into(),
             ));
         }
         if self.events_max_age.is_zero() || self.dlq_max_age.is_zero() {
@@ -468,6 +478,11 @@ impl Topology {
             StreamKind::Ingest => stream::Config {
                 description: Some("threat signals from sensors, consumed by the broker".into()),
                 retention: RetentionPolicy::WorkQueue,
+                // Fairness between sensors: one subject's backlog is bounded, so a flood on it
+                // is pushed back to its publisher instead of queueing ahead of everyone else.
+                max_messages_per_subject: self.config.ingest_max_per_subject,
+                discard: DiscardPolicy::New,
+                discard_new_per_subject: true,
                 duplicate_window: self.config.dedup_window,
                 ..base
             },
@@ -773,6 +788,19 @@ mod tests {
         assert_eq!(config.discard, DiscardPolicy::New);
         assert_eq!(config.max_messages, 10_000);
         assert_eq!(config.duplicate_window, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn each_ingest_subject_has_a_bounded_backlog_of_its_own() {
+        let config = topology("").stream_config(StreamKind::Ingest);
+        assert_eq!(config.retention, RetentionPolicy::WorkQueue);
+        assert!(
+            config.max_messages <= 0,
+            "the stream as a whole is unbounded"
+        );
+        assert_eq!(config.max_messages_per_subject, 100_000);
+        assert_eq!(config.discard, DiscardPolicy::New);
+        assert!(config.discard_new_per_subject);
     }
 
     #[test]

@@ -273,6 +273,9 @@ impl Config {
         if self.streams.work_max_messages < 1 {
             return invalid("streams.work_max_messages must be at least 1".into());
         }
+        if self.streams.ingest_max_per_subject < 1 {
+            return invalid("streams.ingest_max_per_subject must be at least 1".into());
+        }
         if !(1..=5).contains(&self.streams.replicas) {
             return invalid(format!(
                 "streams.replicas must be between 1 and 5 (JetStream's limit), got {}",

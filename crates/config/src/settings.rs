@@ -140,6 +140,11 @@ pub struct StreamSettings {
     pub dedup_window_secs: u64,
     /// Most messages VIGIL_WORK holds before it refuses new ones (backpressure).
     pub work_max_messages: i64,
+    /// Most signals waiting in VIGIL_INGEST per ingest subject (one per sensor in the
+    /// documented server configuration); beyond it that subject's publishes are refused
+    /// (backpressure to the flooding sensor), so a flood from one sensor cannot queue
+    /// unboundedly ahead of the others.
+    pub ingest_max_per_subject: i64,
     /// Deliveries of one message before it is dead-lettered.
     pub max_deliver: i64,
     /// How long a consumer has to ack before redelivery (seconds).
@@ -156,6 +161,7 @@ impl Default for StreamSettings {
         Self {
             dedup_window_secs: 300,
             work_max_messages: 10_000,
+            ingest_max_per_subject: 100_000,
             max_deliver: 5,
             ack_wait_secs: 30,
             events_max_age_days: 7,

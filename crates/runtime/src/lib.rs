@@ -96,6 +96,7 @@ pub fn topology(config: &Config) -> vigil_bus::TopologyConfig {
             .effects_settled_after()
             .max(Duration::from_secs(config.streams.dedup_window_secs)),
         work_max_messages: config.streams.work_max_messages,
+        ingest_max_per_subject: config.streams.ingest_max_per_subject,
         events_max_age: Duration::from_secs(config.streams.events_max_age_days * 24 * 3600),
         replicas: config.streams.replicas,
         broker: policy.clone(),

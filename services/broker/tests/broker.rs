@@ -2,11 +2,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use prost::Message;
-use vigil_bus::{Bus, ConsumerKind, StreamKind, WorkPriority};
+use vigil_bus::{Bus, ConsumerKind, PublishOptions, StreamKind, WorkPriority};
 use vigil_proto::v1;
 use vigil_testkit::{Sandbox, Service, eventually};
 
@@ -171,5 +173,150 @@ async fn a_full_work_queue_delays_input_and_loses_nothing() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 12, "every signal of the burst arrives: {ids:?}");
+    broker.stop().await;
+}
+
+/// A critical signal of `sensor`, numbered `i`.
+fn critical(sensor: &str, i: usize) -> v1::ThreatSignal {
+    v1::ThreatSignal {
+        id: format!("{sensor}-{i}"),
+        threat_type: "port_scan".into(),
+        confidence: 0.95,
+        severity: v1::Severity::Critical as i32,
+        sensor: sensor.into(),
+        ..Default::default()
+    }
+}
+
+/// Fairness between sensors: one sensor's backlog on the ingest stream is bounded
+/// (`streams.ingest_max_per_subject`), so a flood on its subject is pushed back to it instead of
+/// queueing ahead of every other sensor. Another sensor's signals then wait behind at most that
+/// backlog, the work queue and one broker batch, however long the flood; the flooding sensor,
+/// waiting out the refusals as a sensor should, still gets every signal through.
+#[tokio::test]
+async fn a_flood_from_one_sensor_does_not_starve_another() {
+    const FLOOD: usize = 1_000;
+    const QUIET: usize = 5;
+    // The quiet sensor speaks once the flood has sent this many: without the bound they would
+    // all be queued ahead of it.
+    const QUIET_AFTER: usize = 300;
+    const WORK: usize = 20;
+    const BACKLOG: usize = 50;
+    const BATCH: usize = 8;
+    let (sandbox, broker) = start(&[
+        &format!("streams.work_max_messages={WORK}"),
+        &format!("streams.ingest_max_per_subject={BACKLOG}"),
+        &format!("broker.batch_size={BATCH}"),
+    ])
+    .await;
+    let bus = sandbox.bus().clone();
+
+    // Nobody drains the work queue yet: it fills, the broker holds, and the flood's backlog
+    // reaches its bound.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let flooder = {
+        let (bus, attempts, refused) = (bus.clone(), attempts.clone(), refused.clone());
+        tokio::spawn(async move {
+            let subject = bus.topology().ingest_subject("flood").unwrap();
+            let publisher = bus.publisher();
+            for i in 0..FLOOD {
+                let signal = critical("flood", i);
+                loop {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    match publisher
+                        .publish(&subject, &signal, PublishOptions::new(signal.id.clone()))
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(error) if error.is_stream_full() => {
+                            assert!(
+                                error.to_string().contains("maximum messages per subject"),
+                                "the refusal says why: {error}"
+                            );
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(error) => panic!("the flood's publish failed: {error}"),
+                    }
+                }
+            }
+        })
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the flood to have sent its first signals",
+        || {
+            let sent = attempts.load(Ordering::SeqCst);
+            std::future::ready((sent >= QUIET_AFTER).then_some(()).ok_or(sent))
+        },
+    )
+    .await;
+
+    // The quiet sensor is not refused: its subject has room.
+    let quiet_subject = bus.topology().ingest_subject("quiet").unwrap();
+    for i in 0..QUIET {
+        let signal = critical("quiet", i);
+        bus.publisher()
+            .publish(
+                &quiet_subject,
+                &signal,
+                PublishOptions::new(signal.id.clone()),
+            )
+            .await
+            .expect("another sensor's signal is accepted during the flood");
+    }
+
+    // Now the orchestrator's side drains the queue, in order.
+    let consumer = bus
+        .consumer::<v1::ThreatSignal>(ConsumerKind::Orchestrator(WorkPriority::Critical))
+        .await
+        .unwrap();
+    let mut order = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while order.len() < FLOOD + QUIET && tokio::time::Instant::now() < deadline {
+        for d in consumer
+            .next_batch(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+        {
+            order.push(d.payload().id.clone());
+            d.ack().await.unwrap();
+        }
+    }
+    flooder
+        .await
+        .expect("the flood publishes every signal in the end");
+
+    let last_quiet = order
+        .iter()
+        .rposition(|id| id.starts_with("quiet-"))
+        .expect("the quiet sensor's signals arrive");
+    let flood_before = order[..last_quiet]
+        .iter()
+        .filter(|id| id.starts_with("flood-"))
+        .count();
+    println!(
+        "flood refused {} times; the quiet sensor's last signal came after {flood_before} of the \
+         flood's {FLOOD}",
+        refused.load(Ordering::SeqCst)
+    );
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "the flood was pushed back once its backlog reached {BACKLOG}"
+    );
+    assert!(
+        flood_before <= WORK + BACKLOG + BATCH,
+        "the quiet sensor waited behind {flood_before} flood signals; at most the work queue \
+         ({WORK}), the flood's backlog ({BACKLOG}) and one broker batch ({BATCH}) may be ahead"
+    );
+    let mut distinct = order.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        (order.len(), distinct.len()),
+        (FLOOD + QUIET, FLOOD + QUIET),
+        "every signal of both sensors arrives, once"
+    );
     broker.stop().await;
 }

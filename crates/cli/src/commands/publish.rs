@@ -78,8 +78,15 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             } else {
                 signal.id.clone()
             };
+            // A backlog at its bound (this sensor's, `streams.ingest_max_per_subject`) is
+            // waited out, as a sensor should; only a wait past the patience is an error.
             let ack = publisher
-                .publish(&subject, &signal, PublishOptions::new(msg_id))
+                .publish_waiting(
+                    &subject,
+                    &signal,
+                    PublishOptions::new(msg_id),
+                    super::replay::PUBLISH_PATIENCE,
+                )
                 .await?;
             if ack.duplicate {
                 duplicates += 1

@@ -77,6 +77,10 @@ pub enum Pick {
 /// At most this many publishes wait for their ack at once.
 const IN_FLIGHT: usize = 512;
 
+/// How long a publish waits out a full ingest backlog (`streams.ingest_max_per_subject`)
+/// before the command gives up with the server's reason.
+pub const PUBLISH_PATIENCE: Duration = Duration::from_secs(300);
+
 /// Publishes the rows; malformed rows are reported with their line number and skipped.
 pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let ReplaySource::NslKdd(args) = args.source;
@@ -196,7 +200,12 @@ pub async fn publish_signals(
         let subject = subject.clone();
         pending.push(async move {
             publisher
-                .publish(&subject, signal, PublishOptions::new(signal.id.clone()))
+                .publish_waiting(
+                    &subject,
+                    signal,
+                    PublishOptions::new(signal.id.clone()),
+                    PUBLISH_PATIENCE,
+                )
                 .await
         });
     }
