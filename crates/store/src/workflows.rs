@@ -156,6 +156,57 @@ impl<'a> Workflows<'a> {
         rows.into_iter().map(WorkflowExecution::try_from).collect()
     }
 
+    /// Claims each event id for the signal whose content digest comes with it, unless the id is
+    /// claimed already, and returns the digest every id is claimed for: this call's, or an
+    /// earlier one's. An id claimed for another digest is being reused by another signal. Within
+    /// one call, the first of two claims of one id wins.
+    pub async fn claim_event_ids(
+        &self,
+        claims: &[(&str, &str)],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        if claims.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let (ids, digests): (Vec<&str>, Vec<&str>) = claims.iter().copied().unzip();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "WITH wanted AS ( \
+                 SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY \
+                     AS w(event_id, signal_digest, n)), \
+             claimed AS ( \
+                 INSERT INTO event_claims (event_id, signal_digest) \
+                 SELECT event_id, signal_digest FROM wanted ORDER BY n \
+                 ON CONFLICT (event_id) DO NOTHING \
+                 RETURNING event_id, signal_digest) \
+             SELECT event_id, signal_digest FROM claimed \
+             UNION ALL \
+             SELECT event_id, signal_digest FROM event_claims WHERE event_id = ANY($1)",
+        )
+        .persistent(false)
+        .bind(&ids)
+        .bind(&digests)
+        .fetch_all(self.pool)
+        .await?;
+        let mut claimed: std::collections::HashMap<String, String> = rows.into_iter().collect();
+        // A claim another transaction committed while this one waited on it is not in this
+        // statement's snapshot: read those again.
+        let missing: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !claimed.contains_key(*id))
+            .collect();
+        if !missing.is_empty() {
+            let rows: Vec<(String, String)> = sqlx::query_as(
+                "SELECT event_id, signal_digest FROM event_claims WHERE event_id = ANY($1)",
+            )
+            .persistent(false)
+            .bind(&missing)
+            .fetch_all(self.pool)
+            .await?;
+            claimed.extend(rows);
+        }
+        Ok(claimed)
+    }
+
     /// A workflow by its own id.
     pub async fn get(&self, id: &str) -> Result<Option<WorkflowExecution>> {
         let id = parse_uuid("id", id)?;

@@ -5,9 +5,10 @@ use sqlx::PgPool;
 use vigil_store::MIGRATOR;
 use vigil_testkit::TestDatabase;
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "alerts",
     "config_audit",
+    "event_claims",
     "feedback",
     "incident_timeline",
     "incidents",

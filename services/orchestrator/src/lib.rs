@@ -25,12 +25,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{ConsumerKind, StreamKind, TypedConsumer, WorkPriority};
 use vigil_config::Config;
-use vigil_domain::WorkflowExecution;
 use vigil_proto::v1;
 use vigil_runtime::ServiceContext;
 use vigil_store::Store;
 
-pub use workflow::Orchestrator;
+pub use workflow::{Earlier, Orchestrator};
 
 /// Why the orchestrator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -187,10 +186,14 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
             continue;
         }
         idle = Duration::from_millis(1);
-        let mut recorded = recorded_workflows(&store, &taken).await;
+        let mut recorded = earlier_attempts(&store, &taken).await;
         for delivery in taken {
             let recorded = match &mut recorded {
-                Ok(found) => Ok(found.remove(&delivery.payload().id)),
+                // A second delivery of one id in the batch learns the same.
+                Ok(found) => Ok(found
+                    .get(&delivery.payload().id)
+                    .cloned()
+                    .unwrap_or_default()),
                 Err(reason) => Err(reason.clone()),
             };
             let Ok(permit) = capacity.slots.clone().acquire_owned().await else {
@@ -287,21 +290,52 @@ async fn fetch(
     }
 }
 
-/// The workflows already recorded for a pulled batch, by event id: one query for the batch
-/// instead of one per signal.
-async fn recorded_workflows(
+/// What is known of each event id of a pulled batch before its workflow runs: the id's claim
+/// (made now for the ids nobody has claimed, see `Workflows::claim_event_ids`) and the workflow
+/// an earlier attempt stored. Two statements for the batch instead of two per signal.
+async fn earlier_attempts(
     store: &Store,
     taken: &[vigil_bus::Delivery<v1::ThreatSignal>],
-) -> Result<HashMap<String, WorkflowExecution>, String> {
-    let ids: Vec<&str> = taken
+) -> Result<HashMap<String, Earlier>, String> {
+    // Signals that do not convert are dead-lettered by the workflow, unclaimed.
+    let digests: Vec<(String, String)> = taken
         .iter()
-        .map(|d| d.payload().id.as_str())
-        .filter(|id| !id.is_empty())
+        .filter(|d| !d.payload().id.is_empty())
+        .filter_map(|d| {
+            let signal = vigil_domain::ThreatSignal::try_from(d.payload().clone()).ok()?;
+            Some((d.payload().id.clone(), signal.content_digest()))
+        })
         .collect();
-    match store.workflows().get_by_event_ids(&ids).await {
-        Ok(found) => Ok(found.into_iter().map(|w| (w.event_id.clone(), w)).collect()),
-        Err(error) => Err(format!("looking up earlier attempts failed: {error}")),
+    let claims: Vec<(&str, &str)> = digests
+        .iter()
+        .map(|(id, digest)| (id.as_str(), digest.as_str()))
+        .collect();
+    let claimed = store
+        .workflows()
+        .claim_event_ids(&claims)
+        .await
+        .map_err(|error| format!("claiming the event ids failed: {error}"))?;
+    let ids: Vec<&str> = claims.iter().map(|(id, _)| *id).collect();
+    let workflows = store
+        .workflows()
+        .get_by_event_ids(&ids)
+        .await
+        .map_err(|error| format!("looking up earlier attempts failed: {error}"))?;
+    let mut earlier: HashMap<String, Earlier> = claimed
+        .into_iter()
+        .map(|(id, digest)| {
+            let known = Earlier {
+                claimed_for: Some(digest),
+                ..Earlier::default()
+            };
+            (id, known)
+        })
+        .collect();
+    for workflow in workflows {
+        let id = workflow.event_id.clone();
+        earlier.entry(id).or_default().workflow = Some(workflow);
     }
+    Ok(earlier)
 }
 
 #[cfg(test)]

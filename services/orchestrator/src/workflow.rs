@@ -169,13 +169,14 @@ impl Orchestrator {
     }
 
     /// Processes one work message end to end and acks it once the workflow is committed and
-    /// its events are published. `recorded` is the workflow already stored for its event id,
-    /// looked up for the whole pulled batch at once (or why the lookup failed). Returns whether
-    /// the workflow succeeded (an invalid work item or a failed step is false).
+    /// its events are published. `recorded` is what is known of its event id (its claim, the
+    /// workflow already stored), looked up for the whole pulled batch at once (or why the
+    /// lookup failed). Returns whether the workflow succeeded (an invalid work item or a failed
+    /// step is false).
     pub async fn handle(
         &self,
         delivery: Delivery<v1::ThreatSignal>,
-        recorded: Result<Option<WorkflowExecution>, String>,
+        recorded: Result<Earlier, String>,
     ) -> bool {
         let span = vigil_runtime::trace::follow(
             tracing::info_span!("orchestrator.workflow", event_id = %delivery.payload().id),
@@ -189,7 +190,7 @@ impl Orchestrator {
     async fn handle_traced(
         &self,
         delivery: Delivery<v1::ThreatSignal>,
-        recorded: Result<Option<WorkflowExecution>, String>,
+        recorded: Result<Earlier, String>,
     ) -> bool {
         let started = Instant::now();
         let signal = match ThreatSignal::try_from(delivery.payload().clone()) {
@@ -206,22 +207,36 @@ impl Orchestrator {
         // What the workflow's events carry: this workflow's span, else the signal's trace.
         let traceparent = vigil_runtime::trace::outgoing(delivery.traceparent().map(|t| t.child()))
             .unwrap_or_else(TraceParent::generate);
-        let outcome = match recorded {
-            Err(reason) => Err(fail("record", reason)),
-            Ok(Some(done))
-                if done.status == WorkflowStatus::Success && reuses_id(&done, &signal) =>
-            {
-                self.metrics.id_reused.inc();
-                let reason = format!(
-                    "event id {:?} (sensor {:?}) was already used by another signal, whose \
-                     workflow {} completed; a reused id is refused rather than dropped: give \
-                     each signal its own id",
-                    signal.id, signal.sensor, done.id
-                );
-                tracing::warn!(id = %signal.id, sensor = %signal.sensor, "event id reused by another signal");
-                dead_letter(&delivery, &reason).await;
-                return false;
+        let reused_by = match &recorded {
+            Ok(Earlier {
+                workflow: Some(done),
+                ..
+            }) if done.status == WorkflowStatus::Success && reuses_id(done, &signal) => {
+                Some(format!("whose workflow {} completed", done.id))
             }
+            // Claimed for another signal: its workflow is running (here, on another replica)
+            // or ended without success.
+            Ok(Earlier {
+                claimed_for: Some(digest),
+                ..
+            }) if *digest != signal.content_digest() => {
+                Some("which holds it (its workflow is running or has run)".to_owned())
+            }
+            _ => None,
+        };
+        if let Some(holder) = reused_by {
+            self.metrics.id_reused.inc();
+            let reason = format!(
+                "event id {:?} (sensor {:?}) was already used by another signal, {holder}; a \
+                 reused id is refused rather than dropped: give each signal its own id",
+                signal.id, signal.sensor
+            );
+            tracing::warn!(id = %signal.id, sensor = %signal.sensor, "event id reused by another signal");
+            dead_letter(&delivery, &reason).await;
+            return false;
+        }
+        let outcome = match recorded.map(|known| known.workflow) {
+            Err(reason) => Err(fail("record", reason)),
             Ok(Some(done)) if done.status == WorkflowStatus::Success => {
                 self.metrics.replayed.inc();
                 // A redelivery may follow a commit whose events never went out (a failed
@@ -618,6 +633,16 @@ impl Orchestrator {
 /// Runs a workflow so that a panic inside it (a bug, never expected) fails this signal like any
 /// other step failure: retried, then dead-lettered with the panic's message, instead of leaving
 /// the message unacknowledged until the server gives up on it and it sits unseen in the stream.
+/// What is known of an event id before its workflow runs, looked up for a pulled batch at once.
+#[derive(Debug, Clone, Default)]
+pub struct Earlier {
+    /// The workflow an earlier attempt stored for the id.
+    pub workflow: Option<WorkflowExecution>,
+    /// The content digest of the signal the id is claimed for (`event_claims`): another digest
+    /// means another signal reuses the id.
+    pub claimed_for: Option<String>,
+}
+
 /// Whether `signal` reuses the event id of the committed workflow `done` for other content (the
 /// digest stored with it differs); a redelivery or a replay of the same signal does not.
 fn reuses_id(done: &WorkflowExecution, signal: &ThreatSignal) -> bool {
