@@ -12,7 +12,7 @@ endif
 # packages that do not use the test sandbox (vigil-testkit).
 UNIT_FILTER := not (rdeps(vigil-testkit) & kind(test))
 
-.PHONY: help setup build up demo test test-unit lint deny lint-proto lint-deploy image fmt bench bench-ml bench-events bench-predictor bench-learning bench-libs
+.PHONY: help setup build up demo test test-unit lint deny lint-proto lint-deploy image fmt bench bench-ml bench-events bench-soak bench-predictor bench-learning bench-libs
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -66,8 +66,17 @@ fmt: ## Format the code
 
 bench: bench-events bench-ml bench-predictor bench-learning ## Run every benchmark (results: docs/benchmarks.md)
 
-bench-events: setup ## End-to-end events/s and latency vs raw JetStream (needs NATS and PostgreSQL)
-	cargo bench -p vigil-orchestrator --bench events
+bench-events: setup ## The event path as a user runs it: vigil up, a KDDTrain+ model in the predictor, default caps, alerts to a loopback webhook (BASE=<rev> [RUNS=n]: against another commit)
+ifdef BASE
+	bash bench/events/compare.sh $(BASE) $(or $(RUNS),3)
+else
+	cargo build --release -p vigil-cli
+	cargo bench -p vigil-e2e --bench events
+endif
+
+bench-soak: setup ## A million signals at a steady rate through every service, each its own process; resident memory sampled (SOAK_SIGNALS, SOAK_RATE)
+	cargo build --release -p vigil-cli
+	cargo bench -p vigil-e2e --bench soak
 
 bench-libs: ## The hand-written forest and k-means against smartcore, linfa, XGBoost's forest mode (ARGS="--only vigil", docs/ml.md)
 	@VIGIL_SETUP_SKIP_SERVICES=1 bash scripts/setup
