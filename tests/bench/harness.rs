@@ -200,6 +200,8 @@ impl Deployment {
             "telemetry.log_filter=\"warn\"".to_string(),
             format!("predictor.model_file=\"{}\"", model.display()),
             format!("soar.channels.webhook.url=\"{}\"", alerts.url("/hook")),
+            // Outgoing webhooks are signed; a receiver checks the signature with this secret.
+            "soar.channels.webhook.secret=\"bench-signing-secret-0123\"".to_string(),
             "soar.routing.rules.critical=[\"webhook\"]".to_string(),
             "soar.routing.rules.high=[\"webhook\"]".to_string(),
             // Every high and critical signal is delivered: the benchmark measures the delivery
