@@ -98,9 +98,10 @@ async fn main() {
 
     let started = Instant::now();
     let mut samples = Vec::new();
+    let columns: Vec<String> = SERVICES.iter().map(|s| format!("{s} MiB")).collect();
     println!(
         "| elapsed | published | completed | {} |",
-        SERVICES.join(" MiB | ")
+        columns.join(" | ")
     );
     loop {
         tokio::time::sleep(every).await;
@@ -146,7 +147,7 @@ async fn main() {
         .unwrap_or(0);
     println!();
     println!(
-        "{} of {total} signals completed in {:.0} s at {rate}/s asked ({:.0}/s achieved)",
+        "{} of {total} signals completed in {:.0} s at {rate}/s asked ({:.0}/s over the run)",
         samples.last().map_or(0, |s| s.completed),
         elapsed.as_secs_f64(),
         samples.last().map_or(0, |s| s.completed) as f64 / elapsed.as_secs_f64()
