@@ -7,7 +7,8 @@
 //! Environment: `BENCH_EVENTS` (signals of the throughput run, default 20000), `BENCH_RATE`
 //! (the fixed rate of the latency run, default 1000/s), `BENCH_SECONDS` (its length, default
 //! 10), `BENCH_VIGIL` (the binary), `BENCH_MODEL` (a model file instead of training one),
-//! `BENCH_JSON` (a file to append the results to as one JSON line).
+//! `BENCH_JSON` (a file to append the results to as one JSON line), `BENCH_ONLY` (a subset of
+//! the services, as `vigil up --only` takes it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,8 +45,14 @@ async fn main() {
     let vigil = harness::vigil();
 
     let mut deployment = Deployment::new(&model).await;
-    deployment.start("vigil up", &[], &[]).await;
+    // `BENCH_ONLY=broker,orchestrator,...` runs those services only (`vigil up --only`), to
+    // find what costs what; by default every service runs, as `vigil up` gives a user.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let only: Vec<&str> = only.split(',').filter(|s| !s.is_empty()).collect();
+    deployment.start("vigil up", &only, &[]).await;
     let done = Completions::watch(&deployment).await;
+    // THREAT_DETECTED: the broker has queued the signal; splits the latency in two.
+    let queued = Completions::watch_event(&deployment, "threat_detected").await;
     let sensor = Sensor::new(&deployment);
 
     // Warm-up: connections, prepared statements, consumer state, the model's first calls.
@@ -94,6 +101,15 @@ async fn main() {
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
+    let mut to_queue: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            queued
+                .at(id)
+                .map(|q| q.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    to_queue.sort_by(f64::total_cmp);
 
     // Alerts counted where they land: one per high or critical signal, none twice.
     let alerts = deployment.alerts.applied_keys().len();
@@ -118,6 +134,11 @@ async fn main() {
         latencies.len(),
     );
     println!(
+        "| of which publish to queued by the broker (THREAT_DETECTED) | p50 {:.1} ms, p99 {:.1} ms |",
+        percentile(&to_queue, 50.0),
+        percentile(&to_queue, 99.0)
+    );
+    println!(
         "| alerts delivered to the webhook (distinct ids; repeats) | {alerts}; {alert_repeats} |"
     );
 
@@ -134,6 +155,8 @@ async fn main() {
             "p50_ms": p50,
             "p99_ms": p99,
             "max_ms": max,
+            "queued_p50_ms": percentile(&to_queue, 50.0),
+            "queued_p99_ms": percentile(&to_queue, 99.0),
             "alerts": alerts,
             "alert_repeats": alert_repeats,
         });

@@ -331,10 +331,15 @@ impl Deployment {
 pub struct Completions(Arc<Mutex<HashMap<String, Instant>>>);
 
 impl Completions {
-    /// Subscribes before anything is published.
+    /// Subscribes to WORKFLOW_COMPLETED before anything is published.
     pub async fn watch(deployment: &Deployment) -> Self {
+        Self::watch_event(deployment, "workflow_completed").await
+    }
+
+    /// When each signal's `event` (`threat_detected`: the broker queued it) was seen.
+    pub async fn watch_event(deployment: &Deployment, event: &str) -> Self {
         let done = Self::default();
-        let subject = deployment.subject("vigil.events.workflow_completed");
+        let subject = deployment.subject(&format!("vigil.events.{event}"));
         let mut sub = deployment.nats.subscribe(subject).await.unwrap();
         let sink = done.0.clone();
         tokio::spawn(async move {

@@ -310,17 +310,16 @@ async fn earlier_attempts(
         .iter()
         .map(|(id, digest)| (id.as_str(), digest.as_str()))
         .collect();
-    let claimed = store
-        .workflows()
-        .claim_event_ids(&claims)
-        .await
-        .map_err(|error| format!("claiming the event ids failed: {error}"))?;
     let ids: Vec<&str> = claims.iter().map(|(id, _)| *id).collect();
-    let workflows = store
-        .workflows()
-        .get_by_event_ids(&ids)
-        .await
-        .map_err(|error| format!("looking up earlier attempts failed: {error}"))?;
+    // Independent of each other: one round trip of waiting instead of two.
+    let workflows = store.workflows();
+    let (claimed, recorded) = tokio::join!(
+        workflows.claim_event_ids(&claims),
+        workflows.get_by_event_ids(&ids)
+    );
+    let claimed = claimed.map_err(|error| format!("claiming the event ids failed: {error}"))?;
+    let recorded =
+        recorded.map_err(|error| format!("looking up earlier attempts failed: {error}"))?;
     let mut earlier: HashMap<String, Earlier> = claimed
         .into_iter()
         .map(|(id, digest)| {
@@ -331,7 +330,7 @@ async fn earlier_attempts(
             (id, known)
         })
         .collect();
-    for workflow in workflows {
+    for workflow in recorded {
         let id = workflow.event_id.clone();
         earlier.entry(id).or_default().workflow = Some(workflow);
     }
