@@ -80,18 +80,17 @@ async fn main() {
     // Latency at a fixed rate: open loop, each signal due at i / rate.
     let total = rate * seconds;
     let mut sent: HashMap<String, Instant> = HashMap::with_capacity(total as usize);
-    let started = Instant::now();
-    let mut pending = FuturesUnordered::new();
-    for i in 0..total {
-        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-        tokio::time::sleep_until(due.into()).await;
-        while let Some(Some(())) = futures::FutureExt::now_or_never(pending.next()) {}
-        let s = signal(i, "lat");
-        sent.insert(s.id.clone(), Instant::now());
-        let sensor = &sensor;
-        pending.push(async move { sensor.send(&s).await });
-    }
-    while pending.next().await.is_some() {}
+    sensor
+        .paced(
+            "lat",
+            total,
+            rate,
+            |s| {
+                sent.insert(s.id.clone(), Instant::now());
+            },
+            || {},
+        )
+        .await;
     done.wait(total as usize, Duration::from_secs(300)).await;
     let mut latencies: Vec<f64> = sent
         .iter()

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use prost::Message;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil_proto::v1;
 use vigil_testkit::{EffectReceiver, TestDatabase};
 
@@ -109,7 +108,7 @@ pub struct Process {
     child: tokio::process::Child,
     /// Where its `/metrics` and `/readyz` answer.
     pub http: SocketAddr,
-    output: Arc<Mutex<Vec<String>>>,
+    output: vigil_testkit::CapturedOutput,
 }
 
 impl Process {
@@ -246,25 +245,8 @@ impl Deployment {
         }
         cmd.env_remove("RUST_LOG")
             .env_remove("VIGIL_CONFIG")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("vigil up starts");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    output.lock().unwrap().push(line);
-                }
-            });
-        }
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let (child, output) = vigil_testkit::spawn_capturing(cmd).expect("vigil up starts");
         let mut process = Process {
             name: name.to_string(),
             child,
@@ -274,12 +256,7 @@ impl Deployment {
         let deadline = Instant::now() + Duration::from_secs(300);
         process.http = loop {
             process.assert_running();
-            let announced = process.output.lock().unwrap().iter().find_map(|line| {
-                let rest = line.split("vigil is up:").nth(1)?;
-                let addr = rest.split("http://").nth(1)?.split_whitespace().next()?;
-                addr.parse::<SocketAddr>().ok()
-            });
-            if let Some(addr) = announced {
+            if let Some(addr) = vigil_testkit::announced_http_addr(&process.output) {
                 break addr;
             }
             assert!(
@@ -422,5 +399,38 @@ impl Sensor {
                 Err(error) => panic!("publishing {} failed: {error}", signal.id),
             }
         }
+    }
+}
+
+impl Sensor {
+    /// Signals `0..total` of `run`, signal i due at i / `rate` seconds (open loop: a slow
+    /// system does not slow the sensor), at most 512 awaiting their acknowledgement.
+    /// `on_send` sees each signal as it goes out; `on_stored` counts each one stored.
+    pub async fn paced(
+        &self,
+        run: &str,
+        total: u64,
+        rate: u64,
+        mut on_send: impl FnMut(&v1::ThreatSignal),
+        on_stored: impl Fn() + Clone,
+    ) {
+        let started = Instant::now();
+        let mut pending = futures::stream::FuturesUnordered::new();
+        for i in 0..total {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+            while let Some(Some(())) = futures::FutureExt::now_or_never(pending.next()) {}
+            while pending.len() >= 512 {
+                pending.next().await;
+            }
+            let s = signal(i, run);
+            on_send(&s);
+            let on_stored = on_stored.clone();
+            pending.push(async move {
+                self.send(&s).await;
+                on_stored();
+            });
+        }
+        while pending.next().await.is_some() {}
     }
 }

@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use harness::{Deployment, Sensor, env, signal};
+use harness::{Deployment, Sensor, env};
 
 /// Every service, in start order.
 const SERVICES: [&str; 6] = [
@@ -76,23 +75,17 @@ async fn main() {
     let publishing = {
         let published = published.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
-            let mut pending = FuturesUnordered::new();
-            for i in 0..total {
-                let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-                tokio::time::sleep_until(due.into()).await;
-                while let Some(Some(())) = futures::FutureExt::now_or_never(pending.next()) {}
-                while pending.len() >= 512 {
-                    pending.next().await;
-                }
-                let sensor = sensor.clone();
-                let published = published.clone();
-                pending.push(async move {
-                    sensor.send(&signal(i, "soak")).await;
-                    published.fetch_add(1, Ordering::Relaxed);
-                });
-            }
-            while pending.next().await.is_some() {}
+            sensor
+                .paced(
+                    "soak",
+                    total,
+                    rate,
+                    |_| {},
+                    move || {
+                        published.fetch_add(1, Ordering::Relaxed);
+                    },
+                )
+                .await;
         })
     };
 

@@ -25,3 +25,50 @@ pub fn vigil_bin() -> PathBuf {
     );
     bin
 }
+
+/// What a child process printed so far, stdout and stderr interleaved by line.
+pub type CapturedOutput = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts `cmd` with stdin closed and its stdout and stderr collected line by line into the
+/// returned [`CapturedOutput`] as it runs; the child is killed when dropped.
+pub fn spawn_capturing(
+    mut cmd: tokio::process::Command,
+) -> std::io::Result<(tokio::process::Child, CapturedOutput)> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let output = CapturedOutput::default();
+    let streams: [Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>; 2] = [
+        child.stdout.take().map(|s| Box::new(s) as _),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let output = output.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                output
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+            }
+        });
+    }
+    Ok((child, output))
+}
+
+/// The address `vigil up` says it serves HTTP on ("vigil is up: ... on http://ADDR ..."), once
+/// it has printed it.
+pub fn announced_http_addr(output: &CapturedOutput) -> Option<std::net::SocketAddr> {
+    let lines = output
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    lines.iter().find_map(|line| {
+        let rest = line.split("vigil is up:").nth(1)?;
+        let addr = rest.split("http://").nth(1)?.split_whitespace().next()?;
+        addr.parse().ok()
+    })
+}

@@ -26,7 +26,7 @@ mod wait;
 use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use bin::vigil_bin;
+pub use bin::{CapturedOutput, announced_http_addr, spawn_capturing, vigil_bin};
 pub use database::{DEFAULT_ADMIN_URL, STALE_AFTER, TestDatabase, admin_url};
 pub use effects::{EffectCall, EffectReceiver, Hold};
 pub use receiver::{ReceivedRequest, Receiver};

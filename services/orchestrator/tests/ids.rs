@@ -29,6 +29,20 @@ fn signal(sensor: &str, source_ip: &str, threat_type: &str) -> v1::ThreatSignal 
     }
 }
 
+/// The first dead letter: its reason and the refused signal, whole.
+async fn first_dead_letter(bus: &vigil_bus::Bus) -> (String, v1::ThreatSignal) {
+    let dlq = bus.topology().stream_name(StreamKind::DeadLetter);
+    let mut stream = bus.jetstream().get_stream(&dlq).await.unwrap();
+    let first_sequence = stream.info().await.unwrap().state.first_sequence;
+    let dead = stream.get_raw_message(first_sequence).await.unwrap();
+    let reason = dead
+        .headers
+        .get(headers::DLQ_REASON)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    (reason, v1::ThreatSignal::decode(dead.payload).unwrap())
+}
+
 #[tokio::test]
 async fn an_id_reused_by_another_signal_is_dead_lettered_with_the_reason() {
     let sandbox = Sandbox::start().await;
@@ -73,20 +87,11 @@ async fn an_id_reused_by_another_signal_is_dead_lettered_with_the_reason() {
         1,
         "the retry is a duplicate and the reuse makes no workflow"
     );
-    let dlq = bus.topology().stream_name(StreamKind::DeadLetter);
-    let mut stream = bus.jetstream().get_stream(&dlq).await.unwrap();
-    let first_sequence = stream.info().await.unwrap().state.first_sequence;
-    let dead = stream.get_raw_message(first_sequence).await.unwrap();
-    let reason = dead
-        .headers
-        .get(headers::DLQ_REASON)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
+    let (reason, refused) = first_dead_letter(bus).await;
     assert!(
         reason.contains("reused-1") && reason.contains("ids-b") && reason.contains("already used"),
         "{reason}"
     );
-    let refused = v1::ThreatSignal::decode(dead.payload).unwrap();
     assert_eq!(refused.sensor, "ids-b", "the refused signal is kept whole");
     assert_eq!(
         orchestrator.counter("vigil_event_ids_reused"),
@@ -156,16 +161,7 @@ async fn an_id_reused_while_its_first_signal_is_in_flight_is_dead_lettered() {
     })
     .await;
     let bus = sandbox.bus();
-    let dlq = bus.topology().stream_name(StreamKind::DeadLetter);
-    let mut stream = bus.jetstream().get_stream(&dlq).await.unwrap();
-    let first_sequence = stream.info().await.unwrap().state.first_sequence;
-    let dead = stream.get_raw_message(first_sequence).await.unwrap();
-    let reason = dead
-        .headers
-        .get(headers::DLQ_REASON)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default();
-    let refused = v1::ThreatSignal::decode(dead.payload).unwrap();
+    let (reason, refused) = first_dead_letter(bus).await;
     assert!(
         reason.contains("reused-1")
             && reason.contains(&refused.sensor)

@@ -9,16 +9,16 @@
 pub mod python;
 
 use std::net::SocketAddr;
-use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Output;
 use std::time::Duration;
 
 use futures::StreamExt;
 use prost::Message;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil_domain::SecurityEvent;
 use vigil_proto::v1;
-use vigil_testkit::{Sandbox, eventually, vigil_bin};
+use vigil_testkit::{
+    CapturedOutput, Sandbox, announced_http_addr, eventually, spawn_capturing, vigil_bin,
+};
 
 /// A guard against a hung system, not a speed requirement.
 pub const PATIENCE: Duration = Duration::from_secs(300);
@@ -119,7 +119,7 @@ pub struct Up {
     pub grpc: SocketAddr,
     /// The command pointed at this deployment.
     pub cli: Cli,
-    output: Arc<Mutex<Vec<String>>>,
+    output: CapturedOutput,
 }
 
 impl Up {
@@ -151,25 +151,8 @@ impl Up {
         } else {
             vec!["up", "--only", &only]
         };
-        let mut cmd = tokio::process::Command::from(cli.command(&args));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("vigil up starts");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    output.lock().unwrap().push(line);
-                }
-            });
-        }
+        let (child, output) = spawn_capturing(tokio::process::Command::from(cli.command(&args)))
+            .expect("vigil up starts");
         let mut up = Self {
             child,
             http: "127.0.0.1:0".parse().unwrap(),
@@ -199,13 +182,7 @@ impl Up {
         let output = self.output.clone();
         eventually(PATIENCE, "vigil up to announce its address", || {
             self.assert_running();
-            let lines = output.lock().unwrap().clone();
-            let found = lines.iter().find_map(|line| {
-                let rest = line.split("vigil is up:").nth(1)?;
-                let addr = rest.split("http://").nth(1)?.split_whitespace().next()?;
-                addr.parse::<SocketAddr>().ok()
-            });
-            std::future::ready(found)
+            std::future::ready(announced_http_addr(&output))
         })
         .await
     }
