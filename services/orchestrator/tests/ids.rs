@@ -114,8 +114,9 @@ fn critical(sensor: &str, source_ip: &str) -> v1::ThreatSignal {
 
 /// Two signals with one id at the same time: the first claims the id before any effect, the
 /// other is dead-lettered with the reason and acts on nothing. Without the claim both ran: the
-/// second blocked its own source under the reused id before its commit collided with the
-/// first's, and was dead-lettered only on a later attempt.
+/// second blocked its own source under the reused id, and its commit (an upsert keyed by event
+/// id) saved over the first's workflow; with the claim check removed this test finds no dead
+/// letter.
 #[tokio::test]
 async fn an_id_reused_while_its_first_signal_is_in_flight_is_dead_lettered() {
     let firewall = EffectReceiver::remediation_api().await;
