@@ -293,7 +293,8 @@ impl Deployment {
         let mut names = js.stream_names();
         let mut ours = Vec::new();
         while let Some(Ok(name)) = names.next().await {
-            if name.starts_with(&self.prefix) {
+            // The streams, and the config bucket's (`KV_<prefix>_vigil_config`).
+            if name.starts_with(&self.prefix) || name.starts_with(&format!("KV_{}_", self.prefix)) {
                 ours.push(name);
             }
         }
