@@ -630,9 +630,6 @@ impl Orchestrator {
     }
 }
 
-/// Runs a workflow so that a panic inside it (a bug, never expected) fails this signal like any
-/// other step failure: retried, then dead-lettered with the panic's message, instead of leaving
-/// the message unacknowledged until the server gives up on it and it sits unseen in the stream.
 /// What is known of an event id before its workflow runs, looked up for a pulled batch at once.
 #[derive(Debug, Clone, Default)]
 pub struct Earlier {
@@ -676,6 +673,9 @@ async fn keep_in_progress<T, F: Future<Output = T>>(
     }
 }
 
+/// Runs a workflow so that a panic inside it (a bug, never expected) fails this signal like any
+/// other step failure: retried, then dead-lettered with the panic's message, instead of leaving
+/// the message unacknowledged until the server gives up on it and it sits unseen in the stream.
 async fn guarded(
     workflow: impl Future<Output = Result<(), StepFailure>>,
 ) -> Result<(), StepFailure> {
