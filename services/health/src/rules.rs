@@ -27,6 +27,10 @@ pub struct InstanceRecord {
     /// When the health service heard it first and last (its own clock, not the sender's).
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// When the instance started: its first heartbeat's arrival less the uptime it reported.
+    /// Two replicas started together both started before either's last heartbeat, whichever
+    /// of them happened to beat first; a replacement started after the instance it replaced.
+    pub started: DateTime<Utc>,
     pub dependencies: BTreeMap<String, DependencyStatus>,
     /// Recent beats: when heard, operations, errors, latency.
     pub beats: VecDeque<BeatRecord>,
@@ -86,6 +90,9 @@ impl Registry {
                 interval_ms: 0,
                 first_seen: now,
                 last_seen: now,
+                started: now
+                    .checked_sub_signed(millis(beat.uptime_ms))
+                    .unwrap_or(now),
                 dependencies: BTreeMap::new(),
                 beats: VecDeque::new(),
             });
@@ -107,8 +114,8 @@ impl Registry {
         }
     }
 
-    /// Forgets missing instances that were replaced (a new instance of their service was first
-    /// heard after their last heartbeat) or have been silent longer than
+    /// Forgets missing instances that were replaced (a new instance of their service started
+    /// after their last heartbeat) or have been silent longer than
     /// `health.forget_after_secs`. Returns the forgotten `(component, instance)` pairs.
     pub fn forget(
         &mut self,
@@ -118,7 +125,7 @@ impl Registry {
         let forget_after = secs(settings.forget_after_secs);
         let mut forgotten = Vec::new();
         for (component, instances) in &mut self.components {
-            let newest_start = instances.values().map(|r| r.first_seen).max();
+            let newest_start = instances.values().map(|r| r.started).max();
             instances.retain(|id, record| {
                 let missing = record.status(settings, now) == InstanceStatus::Missing;
                 let replaced = newest_start.is_some_and(|start| start > record.last_seen);
@@ -647,6 +654,31 @@ mod tests {
             HealthState::Degraded
         );
         assert_eq!(registry.forget(&s, t(161)).len(), 1);
+    }
+
+    #[test]
+    fn a_replica_started_with_the_missing_one_is_not_its_replacement() {
+        let s = settings();
+        let mut registry = Registry::default();
+        // Both started at t(0); `first` beat at once, `second` was first heard at t(2) after a
+        // slower start, and `first` died before its next beat.
+        let first = Heartbeat {
+            uptime_ms: 100,
+            ..beat("broker", "first")
+        };
+        let second = Heartbeat {
+            uptime_ms: 2_000,
+            ..beat("broker", "second")
+        };
+        registry.observe(&first, t(0), &s);
+        registry.observe(&second, t(2), &s);
+        for at in [3, 4, 5, 6, 7] {
+            registry.observe(&second, t(at), &s);
+        }
+        assert!(registry.forget(&s, t(7)).is_empty(), "forgot a crash");
+        let report = judge(&registry, &Facts::default(), "broker", 7);
+        assert_eq!(report.state, HealthState::Degraded);
+        assert_eq!((report.alive, report.missing), (1, 1));
     }
 
     #[test]
