@@ -13,7 +13,9 @@
 #
 #   bash bench/learning/run.sh [KDDTrain+.txt]
 # BENCH_OUT chooses the results folder, BENCH_BUDGET_SHARE the budget (0.02), BENCH_ARMS the arms,
-# BENCH_ROUNDS the rounds of replay, verdicts and retraining (1); BENCH_KEEP=1 keeps the
+# BENCH_ROUNDS the rounds of replay, verdicts and retraining (1), BENCH_SEED the seed of
+# prepare.py's split and of the random arm's picks (20261205), BENCH_RATE the replay's signals
+# per second (0: as fast as NATS takes them); BENCH_KEEP=1 keeps the
 # databases and NATS streams it made (by default they are removed at the end; their names start
 # with the run's id, printed first).
 set -euo pipefail
@@ -34,7 +36,8 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 vigil="$target/release/vigil"
 
 echo "== data"
-python3 "$root/bench/learning/prepare.py" "$data" "$out/data"
+seed="${BENCH_SEED:-20261205}"
+python3 "$root/bench/learning/prepare.py" "$data" "$out/data" --seed "$seed"
 replay_rows=$(wc -l < "$out/data/replay.txt")
 budget=$(python3 -c "import math; print(max(1, math.floor($replay_rows * $share)))")
 
@@ -137,14 +140,14 @@ for arm in $arms; do
         case "$arm" in
             all) verdicts=$rows; flags=() ;;
             queue) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick queue) ;;
-            random) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick random --seed $((7 + round))) ;;
+            random) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick random --seed $((seed - 20261205 + 7 + round))) ;;
             *) echo "unknown arm $arm"; exit 1 ;;
         esac
         up_env "$db" "${run_id}${arm}" "$verdicts"
         start_up "$out/up-$arm-$round.log"
         asked=$(requests "$db")
         echo "-- round $((round + 1)) of $rounds: $rows rows, $verdicts verdicts"
-        "$vigil" replay nsl-kdd "$part" --with-feedback "${flags[@]}" \
+        "$vigil" replay nsl-kdd "$part" --with-feedback "${flags[@]}" --rate "${BENCH_RATE:-0}" \
             > "$out/replay-$arm-$round.txt" 2>&1 || { cat "$out/replay-$arm-$round.txt"; exit 1; }
         tail -n 20 "$out/replay-$arm-$round.txt" | tee -a "$out/replay-$arm.txt"
         # The trigger fires when the round's verdicts are in (a row in retrain_requests; its

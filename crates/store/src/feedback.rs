@@ -53,6 +53,15 @@ pub struct ReviewCandidate {
     pub signal: Option<ThreatSignal>,
 }
 
+/// A judged workflow's signal and the label of its current verdict: what the review queue's
+/// exploration lane follows up (an unjudged signal like one judged an attack) or passes over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgedSignal {
+    pub event_id: String,
+    pub label: TrueLabel,
+    pub signal: ThreatSignal,
+}
+
 /// A judged workflow as the insights read it: what vigil recorded and what its current
 /// verdict says the signal was.
 #[derive(Debug, Clone, PartialEq)]
@@ -558,6 +567,49 @@ impl<'a> Feedback<'a> {
                     event_id: row.event_id,
                     started_at: row.started_at,
                     results: row.results,
+                    signal,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest `limit` judged workflows that have a recorded signal, newest verdict first,
+    /// each once with the label of its newest current verdict.
+    pub async fn judged_signals(&self, limit: u64) -> Result<Vec<JudgedSignal>> {
+        #[derive(sqlx::FromRow)]
+        struct JudgedRow {
+            event_id: String,
+            label: String,
+            signal: serde_json::Value,
+        }
+        let rows: Vec<JudgedRow> = sqlx::query_as(
+            "SELECT j.event_id, j.label, s.signal FROM ( \
+                 SELECT DISTINCT ON (f.workflow_id) w.event_id, f.label, f.created_at \
+                 FROM feedback f JOIN workflows w ON w.id = f.workflow_id \
+                 WHERE f.superseded_by IS NULL AND f.label IS NOT NULL \
+                   AND w.status = 'SUCCESS' \
+                 ORDER BY f.workflow_id, f.created_at DESC, f.id DESC) j \
+             JOIN workflow_signals s ON s.event_id = j.event_id \
+             ORDER BY j.created_at DESC, j.event_id LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let signal = serde_json::from_value::<ThreatSignal>(row.signal).map_err(|e| {
+                    Error::CorruptRow {
+                        table: "workflow_signals",
+                        reason: format!("event {}: {e}", row.event_id),
+                    }
+                })?;
+                let label = TrueLabel::from_str(&row.label).map_err(|e| Error::CorruptRow {
+                    table: "feedback",
+                    reason: format!("a verdict on event {}: {e}", row.event_id),
+                })?;
+                Ok(JudgedSignal {
+                    event_id: row.event_id,
+                    label,
                     signal,
                 })
             })

@@ -24,8 +24,8 @@ pub use batch::WorkflowBatch;
 pub use config_audit::{AuditedChange, ConfigAudit, ConfigChange};
 pub use error::{Error, Result};
 pub use feedback::{
-    Feedback, FeedbackWrite, JudgedOutcome, JudgedWorkflow, NewFeedback, Recorded, RetrainRequest,
-    RetrainRule, ReviewCandidate,
+    Feedback, FeedbackWrite, JudgedOutcome, JudgedSignal, JudgedWorkflow, NewFeedback, Recorded,
+    RetrainRequest, RetrainRule, ReviewCandidate,
 };
 pub use lock::ReplicaLock;
 pub use models::{

@@ -62,6 +62,16 @@ impl Queries {
                 ));
             }
         };
+        // Without the verdicts the queue still ranks; it only cannot follow them up.
+        let judged = self
+            .store
+            .feedback()
+            .judged_signals(review::JUDGED_LEADS)
+            .await
+            .unwrap_or_else(|error| {
+                warn!(%error, "the review queue ranks without the newest verdicts");
+                Vec::new()
+            });
         let candidates = stored
             .into_iter()
             .filter_map(|c| {
@@ -70,7 +80,14 @@ impl Queries {
                     .ok()
             })
             .collect();
-        ReviewReply::items(review::rank(candidates, limit))
+        // Ranking compares hundreds of signals with each other: off the async threads.
+        match tokio::task::spawn_blocking(move || review::rank(candidates, &judged, limit)).await {
+            Ok(items) => ReviewReply::items(items),
+            Err(error) => {
+                warn!(%error, "ranking the review queue failed");
+                ReviewReply::refused(format!("ranking the review queue failed: {error}"))
+            }
+        }
     }
 
     /// Answers one request on the insights subject.

@@ -27,13 +27,31 @@
 //! **Exploration.** The score cannot see a model's blind spot: a family the model has never
 //! been taught, which it calls benign with confidence, gives no uncertainty, no disagreement
 //! and no alert. So every second pick comes from an exploration lane (as AI² gives half its
-//! daily budget to outliers): among the candidates the model calls benign (probability below
-//! the threshold, no abstention), the one with the highest **rarity** (times the same pattern
-//! decay), where rarity is the larger of two shares of those candidates: the share whose
-//! novelty-member margin (log-odds over its cutoff) is below this one's, and the share that
-//! lies closer to the training data (higher in-domain score). Rarity 0.99 reads "more unusual
-//! than 99 % of what the model calls benign"; the lane takes only rarities of 0.5 or more, and
-//! gives its turn to the score when none is left.
+//! daily budget to outliers). Its candidates are those the model calls benign (probability
+//! below the threshold, no abstention) with a **rarity** of 0.5 or more, where rarity is the
+//! larger of two shares of the benign calls: the share whose novelty-member margin (log-odds
+//! over its cutoff) is below this one's, and the share that lies closer to the training data
+//! (higher in-domain score). Rarity 0.99 reads "more unusual than 99 % of what the model calls
+//! benign".
+//!
+//! The most unusual rows are poor examples of anything: what a model must learn is the middle
+//! of a family it misses, not its edge. So the lane values a candidate by how **typical** it
+//! is of the unusual candidates around it (`closeness`: 1 minus its mean distance to its 20
+//! nearest among them, by the signals' features; see [`neighbours`]):
+//!
+//! ```text
+//! value = rarity x closeness x decay    a dense group of unusual signals before a lone extreme
+//!       + 1 when the nearest judged signal, if no farther than its mean distance to its 20
+//!         nearest, was judged an attack
+//!       x 0.5 when that signal was judged benign
+//! ```
+//!
+//! where `decay` is the pattern decay, counted over this lane's own picks (a group must not
+//! lose its turn because the score took an ordinary signal of its service). The `+ 1` is the follow-up: once an
+//! analyst says one of a group is an attack, the lane asks about its neighbours the model still
+//! calls benign before anything new, and each verdict on them leads further into the group; a
+//! group judged benign is set aside. The lane gives its turn to the score when it has no candidate
+//! left.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -41,8 +59,12 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use vigil_domain::{ModelType, PredictionResult, Severity, ThreatSignal};
-use vigil_store::ReviewCandidate;
+use vigil_domain::{ModelType, PredictionResult, Severity, ThreatSignal, TrueLabel};
+use vigil_store::{JudgedSignal, ReviewCandidate};
+
+mod neighbours;
+
+use neighbours::{Neighbourhood, Point, Space, neighbourhoods};
 
 /// Weight of the model's uncertainty in the score.
 pub const W_UNCERTAINTY: f64 = 0.35;
@@ -67,6 +89,17 @@ const SERVICE: &str = "service";
 pub const EXPLORE_EVERY: usize = 2;
 /// The exploration lane takes only candidates at least this rare (the more unusual half).
 pub const EXPLORE_FLOOR: f64 = 0.5;
+/// The exploration lane compares at most this many of its rarest candidates with each other
+/// (the comparison is quadratic).
+pub const EXPLORE_POOL: usize = 2_000;
+/// How many nearest unusual candidates make one's neighbourhood (scikit-learn's default for
+/// the local outlier factor).
+pub const NEIGHBOURS: usize = 20;
+/// The newest verdicts the exploration lane follows up.
+pub const JUDGED_LEADS: u64 = 500;
+/// An unusual candidate whose nearest judged neighbour was judged benign: its value times this
+/// (as one more of its kind already judged).
+pub const JUDGED_BENIGN: f64 = 0.5;
 /// Items a request gets when it names no limit.
 pub const DEFAULT_LIMIT: usize = 20;
 /// The most items one request may ask for.
@@ -93,12 +126,15 @@ pub struct ReviewItem {
     pub probability: Option<f64>,
     /// How much a verdict on it would teach, 0-1 (the documented formula).
     pub score: f64,
-    /// The score (or, when `explore`, the rarity) after the pattern decay.
+    /// The score (or, when `explore`, the exploration lane's value) after the pattern decay.
     pub priority: f64,
     /// Picked by the exploration lane: a signal the model calls benign that is more unusual
     /// than most (see [`rank`]).
     #[serde(default)]
     pub explore: bool,
+    /// Picked by the exploration lane because a like signal was judged an attack.
+    #[serde(default)]
+    pub follow_up: bool,
     /// What it counts as a near-copy of (see [`pattern_of`]).
     pub pattern: String,
     /// Why it was picked, for the analyst.
@@ -451,9 +487,6 @@ struct Scored {
     score: f64,
     reasons: Vec<String>,
     pattern: usize,
-    /// How unusual it is among the candidates the model calls benign, 0-1, and why; `None`
-    /// when the exploration lane cannot take it.
-    rarity: Option<(f64, String)>,
 }
 
 /// The model's probability, threshold and novelty when it called the signal benign without
@@ -521,23 +554,134 @@ fn rarities(candidates: &[Candidate]) -> Vec<Option<(f64, String)>> {
         .collect()
 }
 
-/// The best `limit` candidates in the order an analyst should judge them.
+/// The nearest judged signal no farther from an unusual candidate than its nearest unusual
+/// neighbours are on average.
+#[derive(Debug, Clone)]
+struct Lead {
+    event_id: String,
+    attack: bool,
+    distance: f64,
+}
+
+/// What the exploration lane knows of one candidate it may take.
+struct Unusual {
+    rarity: f64,
+    why: String,
+    hood: Neighbourhood,
+    lead: Option<Lead>,
+}
+
+/// The exploration lane's candidates: the [`EXPLORE_POOL`] rarest of those the model calls
+/// benign with a rarity of at least [`EXPLORE_FLOOR`] and a recorded signal, each with its
+/// [`NEIGHBOURS`] nearest among them and its [`Lead`].
+/// Indexed like `candidates`; `None` for a candidate the lane cannot take.
+fn unusual(candidates: &[Candidate], judged: &[JudgedSignal]) -> Vec<Option<Unusual>> {
+    let mut rarity = rarities(candidates);
+    let mut members: Vec<usize> = (0..candidates.len())
+        .filter(|i| {
+            candidates[*i].signal.is_some()
+                && rarity[*i]
+                    .as_ref()
+                    .is_some_and(|(r, _)| *r >= EXPLORE_FLOOR)
+        })
+        .collect();
+    let rarity_of = |i: &usize| rarity[*i].as_ref().map_or(0.0, |(r, _)| *r);
+    members.sort_by(|a, b| rarity_of(b).total_cmp(&rarity_of(a)).then(a.cmp(b)));
+    members.truncate(EXPLORE_POOL);
+
+    let signals: Vec<&ThreatSignal> = members
+        .iter()
+        .filter_map(|i| candidates[*i].signal.as_ref())
+        .collect();
+    let space = Space::fit(&signals);
+    let points: Vec<Point> = signals.iter().map(|s| space.point(s)).collect();
+    let hoods = neighbourhoods(&space, &points, NEIGHBOURS);
+    let judged_points: Vec<(Point, &JudgedSignal)> =
+        judged.iter().map(|j| (space.point(&j.signal), j)).collect();
+
+    let mut lane: Vec<Option<Unusual>> = (0..candidates.len()).map(|_| None).collect();
+    for ((index, point), hood) in members.into_iter().zip(&points).zip(hoods) {
+        let lead = judged_points
+            .iter()
+            .map(|(at, j)| (space.distance(point, at), *j))
+            // Without neighbours there is no distance to be near by.
+            .filter(|(distance, _)| !hood.nearest.is_empty() && *distance <= 1.0 - hood.closeness)
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(distance, j)| Lead {
+                event_id: j.event_id.clone(),
+                attack: j.label == TrueLabel::Attack,
+                distance,
+            });
+        if let Some((rarity, why)) = rarity[index].take() {
+            lane[index] = Some(Unusual {
+                rarity,
+                why,
+                hood,
+                lead,
+            });
+        }
+    }
+    lane
+}
+
+impl Unusual {
+    /// The lane's priority of this candidate after `decay`, the pattern decay, which applies to
+    /// all but a follow-up's 1 (see [`rank`]).
+    fn priority(&self, decay: f64) -> f64 {
+        let typical = self.rarity * self.hood.closeness * decay;
+        match &self.lead {
+            Some(lead) if lead.attack => 1.0 + typical,
+            Some(_) => typical * JUDGED_BENIGN,
+            None => typical,
+        }
+    }
+
+    /// Why the lane took it, first reason first.
+    fn reasons(&self) -> Vec<String> {
+        let neighbours = self.hood.nearest.len();
+        let mut reasons = Vec::new();
+        if let Some(lead) = self.lead.as_ref().filter(|l| l.attack) {
+            reasons.push(format!(
+                "explore, follow-up: like event {} (distance {:.3}), which an analyst judged an \
+                 attack",
+                lead.event_id, lead.distance
+            ));
+        }
+        reasons.push(self.why.clone());
+        reasons.push(format!(
+            "typical of the unusual signals around it: mean distance {:.3} to its {neighbours} \
+             nearest",
+            1.0 - self.hood.closeness
+        ));
+        if let Some(lead) = self.lead.as_ref().filter(|l| !l.attack) {
+            reasons.push(format!(
+                "an analyst judged a like one benign (event {}, distance {:.3}): priority x \
+                 {JUDGED_BENIGN}",
+                lead.event_id, lead.distance
+            ));
+        }
+        reasons
+    }
+}
+
+/// The best `limit` candidates in the order an analyst should judge them; `judged` holds the
+/// newest verdicts with their signals, which the exploration lane follows up.
 ///
 /// Picks alternate between two lanes. Even positions (the first, third, ...) take the
 /// candidate with the highest **priority** = score x [`PATTERN_DECAY`]^(candidates of its
-/// pattern already picked); odd positions take, among the candidates the model calls benign
-/// with a rarity of at least [`EXPLORE_FLOOR`], the one with the highest rarity x the same
-/// decay (the exploration lane; see the module documentation), or fall back to the score when
-/// there is none. Ties go to the higher score (rarity), then the newer workflow, then the
-/// smaller id.
-pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
-    let rarity = rarities(&candidates);
+/// pattern already picked). Odd positions take the exploration lane's best (see the module
+/// documentation): among the candidates [`unusual`] finds, the highest rarity x closeness x the
+/// same decay counted over this lane's picks, plus 1 when its [`Lead`] was judged an attack (a follow-up, before anything
+/// new), times [`JUDGED_BENIGN`] when it was judged benign; the lane's turn goes to the score
+/// when it has none left. Ties go to the
+/// higher score (value), then the newer workflow, then the smaller id.
+pub fn rank(candidates: Vec<Candidate>, judged: &[JudgedSignal], limit: usize) -> Vec<ReviewItem> {
+    let mut lane = unusual(&candidates, judged);
     let mut pattern_ids: BTreeMap<String, usize> = BTreeMap::new();
     let mut pattern_names = Vec::new();
     let mut pool: Vec<Option<Scored>> = candidates
         .into_iter()
-        .zip(rarity)
-        .map(|(candidate, rarity)| {
+        .map(|candidate| {
             let parts = score_parts(&candidate);
             let name = pattern_of(candidate.signal.as_ref());
             let next = pattern_ids.len();
@@ -549,12 +693,13 @@ pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
                 score: parts.score(),
                 reasons: parts.reasons,
                 pattern,
-                rarity,
                 candidate,
             })
         })
         .collect();
+    // Picks of each pattern: by both lanes (the score's decay), by the exploration lane (its own).
     let mut picked_of = vec![0_i32; pattern_names.len()];
+    let mut explored_of = vec![0_i32; pattern_names.len()];
 
     let mut items = Vec::with_capacity(limit.min(pool.len()));
     while items.len() < limit {
@@ -563,15 +708,16 @@ pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
             let mut best: Option<(usize, f64, f64)> = None;
             for (index, entry) in pool.iter().enumerate() {
                 let Some(entry) = entry else { continue };
-                let value = if lane_explore {
-                    match &entry.rarity {
-                        Some((rarity, _)) if *rarity >= EXPLORE_FLOOR => *rarity,
-                        _ => continue,
+                let (value, priority) = if lane_explore {
+                    let decay = PATTERN_DECAY.powi(explored_of[entry.pattern]);
+                    match &lane[index] {
+                        Some(unusual) => (unusual.priority(1.0), unusual.priority(decay)),
+                        None => continue,
                     }
                 } else {
-                    entry.score
+                    let decay = PATTERN_DECAY.powi(picked_of[entry.pattern]);
+                    (entry.score, entry.score * decay)
                 };
-                let priority = value * PATTERN_DECAY.powi(picked_of[entry.pattern]);
                 let better = match best {
                     None => true,
                     Some((current, best_priority, best_value)) => {
@@ -607,16 +753,21 @@ pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
         let Some(next) = pool[index].take() else {
             break;
         };
+        let unusual = lane[index].take();
         let pattern = next.pattern;
         let mut reasons = next.reasons;
-        if lane_explore && let Some((_, why)) = &next.rarity {
-            reasons.insert(0, why.clone());
+        if lane_explore && let Some(unusual) = &unusual {
+            reasons.splice(0..0, unusual.reasons());
         }
-        let picked = picked_of[pattern];
+        let picked = if lane_explore {
+            explored_of[pattern]
+        } else {
+            picked_of[pattern]
+        };
         if picked > 0 {
+            let by = if lane_explore { " by this lane" } else { "" };
             reasons.push(format!(
-                "{} of its pattern already listed above: priority x {}",
-                picked,
+                "{picked} of its pattern already listed above{by}: priority x {}",
                 PATTERN_DECAY.powi(picked)
             ));
         }
@@ -637,11 +788,19 @@ pub fn rank(candidates: Vec<Candidate>, limit: usize) -> Vec<ReviewItem> {
             score: next.score,
             priority,
             explore: lane_explore,
+            follow_up: lane_explore
+                && unusual
+                    .as_ref()
+                    .and_then(|u| u.lead.as_ref())
+                    .is_some_and(|l| l.attack),
             pattern: pattern_names[pattern].clone(),
             reasons,
             started_at: next.candidate.started_at,
         });
         picked_of[pattern] += 1;
+        if lane_explore {
+            explored_of[pattern] += 1;
+        }
     }
     items
 }
@@ -844,7 +1003,7 @@ mod tests {
         candidates.push(other);
         candidates.push(third);
 
-        let ranked = rank(candidates, 4);
+        let ranked = rank(candidates, &[], 4);
         let ids: Vec<&str> = ranked.iter().map(|i| i.workflow_id.as_str()).collect();
         // Scores: each scan 0.35, other 0.35 x 0.6 = 0.21, third 0.35 x 0.4 = 0.14. Priorities:
         // scan #1 0.35, other 0.21, scan #2 0.175, third 0.14, scan #3 0.0875.
@@ -858,8 +1017,8 @@ mod tests {
                 .unwrap()
                 .starts_with("1 of its pattern already listed above")
         );
-        assert_eq!(rank(Vec::new(), 5), Vec::new());
-        assert_eq!(rank(vec![candidate("x", None)], 0), Vec::new());
+        assert_eq!(rank(Vec::new(), &[], 5), Vec::new());
+        assert_eq!(rank(vec![candidate("x", None)], &[], 0), Vec::new());
     }
 
     #[test]
@@ -877,7 +1036,7 @@ mod tests {
         far.in_domain = 0.0;
         candidates.push(candidate("far", Some(far)));
 
-        let ranked = rank(candidates, 5);
+        let ranked = rank(candidates, &[], 5);
         let ids: Vec<&str> = ranked.iter().map(|i| i.workflow_id.as_str()).collect();
         // Benign calls: 4. Novelty margins rank far < quiet < odd < odder: odder is above 3 of
         // 4 (0.75); far is farther from the training data than the 3 others (0.75). They tie
@@ -888,7 +1047,8 @@ mod tests {
             ranked.iter().map(|i| i.explore).collect::<Vec<_>>(),
             [false, true, false, true, false]
         );
-        assert!(close(ranked[1].priority, 0.75 * 0.5));
+        // The lane's decay counts its own picks: far is its first.
+        assert!(close(ranked[1].priority, 0.75));
         assert!(
             ranked[3].reasons[0].starts_with(
                 "explore: the model calls it benign (probability 0.01, threshold 0.50), yet by \
@@ -907,7 +1067,166 @@ mod tests {
         let unsure: Vec<Candidate> = (0..3)
             .map(|i| candidate(&format!("u-{i}"), Some(prediction(0.6, [0.6; 3], 0.0))))
             .collect();
-        assert!(rank(unsure, 3).iter().all(|i| !i.explore));
+        assert!(rank(unsure, &[], 3).iter().all(|i| !i.explore));
+    }
+
+    /// A flow the model calls benign (probability 0.01) with the novelty member at `novelty`.
+    fn flow(id: &str, novelty: f64, bytes: u64, rate: f64, service: &str) -> Candidate {
+        let mut c = candidate(id, Some(prediction(0.01, [0.01; 3], novelty)));
+        let signal = c.signal.as_mut().unwrap();
+        signal.threat_type = "network_connection".into();
+        signal.destination_port = None;
+        signal.source_ip = None;
+        signal.bytes = bytes;
+        signal.numeric.insert("rate".into(), rate);
+        signal.categorical.insert("service".into(), service.into());
+        signal.categorical.insert("flag".into(), "SF".into());
+        c
+    }
+
+    /// 30 ordinary benign calls (rarity 0), and 4 calls at the threshold (one pattern) for the
+    /// score's lane to take.
+    fn ordinary_and_unsure() -> Vec<Candidate> {
+        let mut candidates: Vec<Candidate> = (0..30)
+            .map(|i| flow(&format!("ordinary-{i:02}"), 0.001, 500 + i, 0.2, "http"))
+            .collect();
+        for i in 0..4 {
+            candidates.push(candidate(
+                &format!("unsure-{i}"),
+                Some(prediction(0.5, [0.5; 3], 0.0)),
+            ));
+        }
+        candidates
+    }
+
+    /// The ordinary and unsure ones, a group of 8 alike unusual ones (`group-0..8`, ftp
+    /// data, novelty 0.1), and a lone signal unlike anything (`lone`, telnet, novelty 0.4: the
+    /// rarest).
+    fn ordinary_group_and_lone() -> Vec<Candidate> {
+        let mut candidates = ordinary_and_unsure();
+        for i in 0..8 {
+            candidates.push(flow(
+                &format!("group-{i}"),
+                0.1,
+                100 + i,
+                0.5 + i as f64 / 100.0,
+                "ftp_data",
+            ));
+        }
+        let mut lone = flow("lone", 0.4, 99_999, 0.99, "telnet");
+        lone.signal
+            .as_mut()
+            .unwrap()
+            .categorical
+            .insert("flag".into(), "REJ".into());
+        candidates.push(lone);
+        candidates
+    }
+
+    #[test]
+    fn the_lane_asks_about_the_middle_of_an_unusual_group_before_a_lone_extreme() {
+        let ranked = rank(ordinary_group_and_lone(), &[], 4);
+        let explored: Vec<&str> = ranked
+            .iter()
+            .filter(|i| i.explore)
+            .map(|i| i.workflow_id.as_str())
+            .collect();
+        // The group's rarity (30 of 39 benign calls below it, 0.77) is below the lone one's
+        // (38 of 39, 0.97), but each member is close to the 7 others and the lone one to
+        // nothing: a member of the group comes first. The next member of the group is of the
+        // same pattern, halved: the lone one next.
+        assert!(explored[0].starts_with("group-"), "{ranked:#?}");
+        assert_eq!(explored[1], "lone", "{ranked:#?}");
+        assert!(
+            ranked
+                .iter()
+                .all(|i| i.explore || i.workflow_id.starts_with("unsure-"))
+        );
+        let first = &ranked[1];
+        assert!(!first.follow_up);
+        assert!(first.reasons[0].starts_with("explore: the model calls it benign"));
+        assert!(
+            first.reasons[1].starts_with("typical of the unusual signals around it"),
+            "{:?}",
+            first.reasons
+        );
+        let lone = &ranked[3];
+        assert!(lone.priority < first.priority / (30.0 / 39.0) * (38.0 / 39.0));
+    }
+
+    /// Two groups of 12 alike unusual benign calls, unlike each other: `a-*` (ftp data,
+    /// novelty 0.2, the rarer) and `b-*` (telnet, novelty 0.1).
+    fn two_groups() -> Vec<Candidate> {
+        let mut candidates = ordinary_and_unsure();
+        for i in 0..12 {
+            let rate = i as f64 / 100.0;
+            candidates.push(flow(
+                &format!("a-{i:02}"),
+                0.2,
+                100 + i,
+                0.1 + rate,
+                "ftp_data",
+            ));
+            candidates.push(flow(
+                &format!("b-{i:02}"),
+                0.1,
+                9_000 + i,
+                0.8 + rate,
+                "telnet",
+            ));
+        }
+        candidates
+    }
+
+    fn judged(id: &str, label: TrueLabel, like: &Candidate) -> JudgedSignal {
+        JudgedSignal {
+            event_id: id.into(),
+            label,
+            signal: like.signal.clone().unwrap(),
+        }
+    }
+
+    fn explored(ranked: &[ReviewItem]) -> Vec<&str> {
+        ranked
+            .iter()
+            .filter(|i| i.explore)
+            .map(|i| i.workflow_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_group_judged_an_attack_is_followed_up_and_one_judged_benign_set_aside() {
+        let candidates = two_groups();
+        let a_like = candidates.iter().find(|c| c.workflow_id == "a-05").unwrap();
+        let b_like = candidates.iter().find(|c| c.workflow_id == "b-05").unwrap();
+
+        // No verdicts: the rarer group first, then the other (the pattern decay).
+        let fresh = rank(candidates.clone(), &[], 4);
+        let picks = explored(&fresh);
+        assert!(
+            picks[0].starts_with("a-") && picks[1].starts_with("b-"),
+            "{fresh:#?}"
+        );
+
+        // A verdict of attack on one like b-05: the lane stays in group b, every pick a
+        // follow-up, in spite of the pattern decay and group a's rarity.
+        let attack = judged("evt-earlier", TrueLabel::Attack, b_like);
+        let followed = rank(candidates.clone(), std::slice::from_ref(&attack), 8);
+        let picks = explored(&followed);
+        assert_eq!(picks.len(), 4);
+        assert!(picks.iter().all(|id| id.starts_with("b-")), "{followed:#?}");
+        assert!(followed.iter().filter(|i| i.explore).all(|i| i.follow_up));
+        assert!(
+            followed[1].reasons[0].starts_with("explore, follow-up: like event evt-earlier"),
+            "{:?}",
+            followed[1].reasons
+        );
+
+        // A verdict of benign on one like a-05 sets group a aside: group b comes first.
+        let benign = judged("evt-earlier", TrueLabel::Benign, a_like);
+        let aside = rank(candidates, &[benign], 2);
+        assert!(explored(&aside)[0].starts_with("b-"), "{aside:#?}");
+        assert!(!aside[1].follow_up);
     }
 
     #[test]

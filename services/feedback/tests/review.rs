@@ -229,10 +229,13 @@ async fn the_queue_ranks_by_the_documented_score_spread_over_patterns() {
     assert!(close(items[3].priority, 0.27375));
     // The second pick is the exploration lane's: of the two signals the model calls benign
     // (novel at 0.2, alerted at 0.0), novel's novelty member is above the other's (rarity
-    // 0.5, the lane's floor); alerted (rarity 0) stays with the score.
+    // 0.5, the lane's floor); alerted (rarity 0) stays with the score. Novel is the lane's
+    // only candidate, typical of nothing around it: its value is 0, and the lane still has
+    // it to give.
     let explored: Vec<&str> = items.iter().filter(|i| i.explore).map(name).collect();
     assert_eq!(explored, ["novel"]);
-    assert!(close(items[1].priority, 0.5), "{}", items[1].priority);
+    assert!(close(items[1].priority, 0.0), "{}", items[1].priority);
+    assert!(!items[1].follow_up);
     assert!(
         items[1].reasons[0].starts_with(
             "explore: the model calls it benign (probability 0.20, threshold 0.50), yet by the \
@@ -312,6 +315,95 @@ async fn the_queue_ranks_by_the_documented_score_spread_over_patterns() {
         .map(|i| name(i).to_owned())
         .collect();
     assert_eq!(top, ["scan", "abstained", "scan"]);
+    feedback.stop().await;
+}
+
+/// A flow the model calls benign (probability 0.05), its novelty member at `novelty`, of
+/// `service` with `bytes`.
+async fn record_flow(
+    store: &vigil_store::Store,
+    event_id: &str,
+    novelty: f64,
+    service: &str,
+    bytes: u64,
+) -> String {
+    let mut s = signal(event_id, "network_connection", "192.0.2.99", 20);
+    s.destination_port = None;
+    s.bytes = bytes;
+    s.categorical.insert("service".into(), service.into());
+    s.numeric.insert("count".into(), (bytes % 7) as f64);
+    let benign = prediction(0.05, [0.05, 0.05, 0.05], novelty);
+    record(
+        store,
+        &s,
+        now(),
+        results(1.0, Severity::Low, Some(&benign), none(), none()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_verdict_of_attack_leads_the_next_ranking_to_signals_like_it() {
+    let sandbox = sandbox().await;
+    let store = sandbox.store();
+    // Ordinary traffic (rarity 0) and two groups of unusual flows: ftp data (the rarer) and
+    // telnet, 8 each.
+    for i in 0..20 {
+        record_flow(store, &format!("ordinary-{i:02}"), 0.001, "http", 300 + i).await;
+    }
+    let mut telnet = Vec::new();
+    for i in 0..8 {
+        record_flow(store, &format!("ftp-{i}"), 0.3, "ftp_data", 1_000 + i).await;
+        telnet.push(record_flow(store, &format!("telnet-{i}"), 0.2, "telnet", 5_000 + i).await);
+    }
+    let feedback = feedback_service(&sandbox).await;
+    let explored = |items: &[ReviewItem]| -> Vec<String> {
+        items
+            .iter()
+            .filter(|i| i.explore)
+            .map(|i| i.event_id.clone())
+            .collect()
+    };
+
+    // Before any verdict the lane starts with the rarer group, then the other.
+    let items = vigil_feedback::review(sandbox.bus(), 4).await.unwrap();
+    let first = explored(&items);
+    assert!(
+        first[0].starts_with("ftp-") && first[1].starts_with("telnet-"),
+        "{items:#?}"
+    );
+
+    // An analyst says one telnet flow was an attack: the lane's picks now follow it up.
+    sandbox
+        .store()
+        .feedback()
+        .record(&NewFeedback {
+            workflow_id: &telnet[3],
+            action_id: "",
+            feedback_type: FeedbackType::Incorrect,
+            label: TrueLabel::Attack,
+            system_label: TrueLabel::Benign,
+            attack_type: Some("warezclient"),
+            confidence: 1.0,
+            correction: None,
+            analyst: "carol",
+        })
+        .await
+        .unwrap();
+    let items = vigil_feedback::review(sandbox.bus(), 8).await.unwrap();
+    let followed: Vec<&ReviewItem> = items.iter().filter(|i| i.explore).collect();
+    assert_eq!(followed.len(), 4, "{items:#?}");
+    for item in &followed {
+        assert!(
+            item.follow_up && item.event_id.starts_with("telnet-") && item.event_id != "telnet-3",
+            "{items:#?}"
+        );
+        assert!(
+            item.reasons[0].starts_with("explore, follow-up: like event telnet-3 (distance "),
+            "{:?}",
+            item.reasons
+        );
+    }
     feedback.stop().await;
 }
 

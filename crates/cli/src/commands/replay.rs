@@ -52,6 +52,11 @@ pub struct NslKddArgs {
     /// How the budget's verdicts are chosen: the review queue's picks, or at random (--seed).
     #[arg(long, value_enum, requires = "budget")]
     pub pick: Option<Pick>,
+    /// With --pick queue, judge the queue's picks this many at a time and ask it again after
+    /// each page, as an analyst working through the queue does: each ranking sees the
+    /// verdicts given before it (the queue follows up a verdict of attack).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub page: u64,
     /// Seed of --pick random: the same seed picks the same rows.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

@@ -415,11 +415,18 @@ async fn run(
                     .iter()
                     .map(|(row, done)| (row.event_id.as_str(), (*row, *done)))
                     .collect();
-                let chosen =
-                    give_from_queue(bus, &prefix, &by_event, budget, &args.analyst, &mut summary)
-                        .await?;
+                let page = usize::try_from(args.page).unwrap_or(usize::MAX);
+                let chosen = give_from_queue(
+                    bus,
+                    &prefix,
+                    &by_event,
+                    (budget, page),
+                    &args.analyst,
+                    &mut summary,
+                )
+                .await?;
                 summary.picked = Some(format!(
-                    "{chosen} of {} completed workflows by the review queue",
+                    "{chosen} of {} completed workflows by the review queue, {page} at a time",
                     judged.len()
                 ));
             }
@@ -455,16 +462,17 @@ async fn give(
 }
 
 /// Asks the review queue for what to judge and judges the replayed rows among its picks, in
-/// the queue's order, until `budget` verdicts are given or a round of the queue names none of
-/// them. The queue ranks every workflow without a verdict, so it may name workflows this replay
-/// did not make (an earlier replay's, left unjudged): those are passed over, and the queue is
-/// asked for its longest list ([`MAX_LIMIT`]) so that they do not use up the budget's places. A
-/// judged workflow leaves the queue, so each round brings new ones. Returns how many it judged.
+/// the queue's order, `page` at a time, until `budget` verdicts are given or a ranking of the
+/// queue names none of them. Each page's verdicts are in before the queue is asked again, so
+/// each ranking sees them (and leaves the judged workflows out). The queue ranks every
+/// workflow without a verdict, so it may name workflows this replay did not make (an earlier
+/// replay's, left unjudged): those are passed over, and the queue is asked for its longest list
+/// ([`MAX_LIMIT`]) so that they do not use up the page. Returns how many it judged.
 async fn give_from_queue(
     bus: &Bus,
     prefix: &str,
     replayed: &HashMap<&str, (&Row, &Completed)>,
-    budget: usize,
+    (budget, page): (usize, usize),
     analyst: &str,
     summary: &mut Summary,
 ) -> anyhow::Result<usize> {
@@ -474,10 +482,10 @@ async fn give_from_queue(
         let items = vigil_feedback::review(bus, MAX_LIMIT)
             .await
             .context("asking the review queue (--pick random needs none)")?;
-        let mut round = Vec::new();
+        let this_page = page.min(budget - judged.len());
+        let mut verdicts = Vec::new();
         for item in items {
-            // `judged` already holds this round's picks.
-            if judged.len() >= budget {
+            if verdicts.len() >= this_page {
                 break;
             }
             if judged.contains(&item.event_id) {
@@ -485,13 +493,13 @@ async fn give_from_queue(
             }
             if let Some((row, done)) = replayed.get(item.event_id.as_str()) {
                 judged.insert(item.event_id.clone());
-                round.push(verdict(row, done, analyst));
+                verdicts.push(verdict(row, done, analyst));
             }
         }
-        if round.is_empty() {
+        if verdicts.is_empty() {
             break;
         }
-        give(bus, prefix, round, summary).await?;
+        give(bus, prefix, verdicts, summary).await?;
     }
     Ok(judged.len())
 }
