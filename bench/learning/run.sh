@@ -45,16 +45,17 @@ psql_admin() { psql "$pg/postgres" -v ON_ERROR_STOP=1 -qAt -c "$1"; }
 psql_db() { psql "$pg/$1" -v ON_ERROR_STOP=1 -qAt -c "$2"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Settings of every `vigil up` here: runs only when asked or triggered, every candidate at least
-# as good as production on the hold-out is promoted (the benchmark measures what the feedback
-# teaches, not the promotion margin), no cross-validation (time), the accuracy trigger off (it
+# Settings of every `vigil up` here: runs only when asked or triggered, vigil's own promotion
+# rule and margin (BENCH_MARGIN overrides trainer.promotion_margin), no cross-validation (time),
+# the accuracy trigger off (it
 # would start runs at arbitrary points of a replay), and a review window that holds every
 # replayed row (the queue chooses from the same rows as the random arm; the default window,
 # 5 000, would leave out the oldest 497).
 up_env() { # DB PREFIX RETRAIN_AFTER
     export VIGIL_DATABASE__URL="$pg/$1" VIGIL_NATS__PREFIX="$2"
     export VIGIL_TRAINER__SCHEDULE="0 0 3 1 1 *" VIGIL_TRAINER__MIN_NEW_EXAMPLES=1000000000
-    export VIGIL_TRAINER__PROMOTION_MARGIN=0 VIGIL_TRAINER__CROSS_VAL_FOLDS=0
+    export VIGIL_TRAINER__CROSS_VAL_FOLDS=0
+    [ -z "${BENCH_MARGIN:-}" ] || export VIGIL_TRAINER__PROMOTION_MARGIN="$BENCH_MARGIN"
     export VIGIL_FEEDBACK__RETRAIN_AFTER_LABELS="$3" VIGIL_FEEDBACK__ACCURACY_FLOOR=0
     export VIGIL_FEEDBACK__REVIEW_WINDOW=$((replay_rows * 2))
     export VIGIL_PREDICTOR__REFRESH_SECS=5 VIGIL_TELEMETRY__HTTP_ADDR="127.0.0.1:0"

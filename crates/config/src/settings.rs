@@ -313,7 +313,9 @@ pub struct TrainerSettings {
     pub schedule: String,
     /// New labelled examples that trigger a run before the schedule does.
     pub min_new_examples: u64,
-    /// How much better (F1 on the held-out split) a new ensemble must be to reach production.
+    /// How much better (F1 on the held-out split) a new ensemble must be to reach production;
+    /// or, when it makes fewer errors than production on the analysts' verdicts held out, how
+    /// much worse it may be.
     pub promotion_margin: f64,
     /// Seed of the data split and the learners, so runs are reproducible.
     pub seed: u64,

@@ -4,7 +4,8 @@
 //! service's retraining trigger). Every run registers the member models and
 //! the ensemble with their held-out metrics, makes them active, and promotes them to production
 //! only when the new ensemble beats the production one on the same held-out split by the
-//! configured margin (or when none is in production); a promotion is announced as
+//! configured margin, or makes fewer errors than it on the analysts' verdicts held out while
+//! staying within the margin (or when none is in production); a promotion is announced as
 //! MODEL_PROMOTED on `vigil.events.model_promoted`.
 
 mod import;

@@ -13,10 +13,10 @@ use tracing::{info, warn};
 use vigil_bus::Bus;
 use vigil_domain::{EventType, ModelMetrics, ModelType, SecurityEvent};
 use vigil_ml::{
-    ArtifactMetadata, DataPipeline, EvaluationReport, HashHoldout, Holdout, HoldoutRule,
+    ArtifactMetadata, DataPipeline, Ensemble, EvaluationReport, HashHoldout, Holdout, HoldoutRule,
     LabeledExample, ModelArtifact, ModelEvaluator, SplitConfig, TrainConfig, fit_ensemble,
 };
-use vigil_store::{ModelRecord, NewModelVersion, Store};
+use vigil_store::{ExampleSource, ModelRecord, NewModelVersion, Store};
 
 use crate::metrics::TrainerMetrics;
 use crate::{Error, Result};
@@ -264,6 +264,20 @@ pub struct HoldoutReport {
     /// Set when production's rule is not this run's: some of this hold-out's rows may have
     /// been in production's training data, which flatters production.
     pub production_caveat: Option<String>,
+    /// The analysts' verdicts among the held-out rows, and each ensemble's errors on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysts: Option<AnalystHoldout>,
+}
+
+/// The held-out rows labelled by analysts (verdicts neither ensemble trained on): where
+/// production is known to be wrong, and whether the new ensemble is too.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnalystHoldout {
+    pub rows: usize,
+    /// The new ensemble's wrong calls on them.
+    pub errors: usize,
+    /// The production ensemble's (`None`: none in production, or it could not be scored).
+    pub production_errors: Option<usize>,
 }
 
 /// Cross-validation of the training recipe on the run's training rows.
@@ -289,12 +303,23 @@ pub(crate) enum Baseline {
     /// The production ensemble could not be loaded or scored; the predictor cannot use it
     /// either, so replacing it is the safe choice.
     Unusable { version: i32, error: String },
-    /// The production ensemble's F1 on the new run's hold-out.
-    Scored { version: i32, f1: f64 },
+    /// The production ensemble's F1 on the new run's hold-out, and on its analysts' rows the
+    /// two ensembles' errors.
+    Scored {
+        version: i32,
+        f1: f64,
+        analysts: Option<AnalystHoldout>,
+    },
 }
 
 /// Whether a new ensemble with `new_f1` on the hold-out goes to production, and why. It must
-/// beat the production ensemble's F1 on the same rows by more than `margin`.
+/// beat the production ensemble's F1 on the same rows by more than `margin`; or, when the
+/// hold-out holds analysts' verdicts, make fewer errors on them than production while its F1
+/// is no more than `margin` below production's.
+///
+/// The second way is how analysts' verdicts reach production: they are a few rows among a data
+/// set's thousands, chosen where the model is wrong, so what they teach barely moves the F1 of
+/// the whole hold-out (already 0.99 on NSL-KDD: no run could beat it by the default margin).
 pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, String) {
     match baseline {
         Baseline::None => (
@@ -305,14 +330,42 @@ pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, St
             true,
             format!("production ensemble v{version} cannot be evaluated ({error}); replaced"),
         ),
-        Baseline::Scored { version, f1 } => {
+        Baseline::Scored {
+            version,
+            f1,
+            analysts,
+        } => {
             let gain = new_f1 - f1;
+            let on_verdicts = analysts.and_then(|a| {
+                a.production_errors
+                    .filter(|_| a.rows > 0)
+                    .map(|production| (a.rows, a.errors, production))
+            });
+            let verdicts = on_verdicts.map_or_else(String::new, |(rows, new, production)| {
+                format!(
+                    "; on the {rows} analysts' verdicts held out, {new} errors against \
+                     production's {production}"
+                )
+            });
             if gain > margin {
                 (
                     true,
                     format!(
                         "new F1 {new_f1:.4} beats production v{version} ({f1:.4}) by {gain:.4} \
-                         > margin {margin} on the same hold-out"
+                         > margin {margin} on the same hold-out{verdicts}"
+                    ),
+                )
+            } else if let Some((rows, new, production)) = on_verdicts
+                && new < production
+                && gain >= -margin
+            {
+                (
+                    true,
+                    format!(
+                        "on the {rows} analysts' verdicts held out the new ensemble makes {new} \
+                         errors against production v{version}'s {production}, and its F1 \
+                         {new_f1:.4} is within the margin {margin} of production's ({f1:.4}, \
+                         difference {gain:+.4}) on the same hold-out"
                     ),
                 )
             } else {
@@ -321,7 +374,7 @@ pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, St
                     format!(
                         "new F1 {new_f1:.4} does not beat production v{version} ({f1:.4}) by \
                          more than the margin {margin} on the same hold-out \
-                         (difference {gain:+.4}); production unchanged"
+                         (difference {gain:+.4}){verdicts}; production unchanged"
                     ),
                 )
             }
@@ -599,9 +652,14 @@ impl Trainer {
                     scored.holdout.as_ref().map(|h| &h.rule),
                     &holdout.rule,
                 );
+                holdout.analysts = holdout.analysts.map(|a| AnalystHoldout {
+                    production_errors: Some(scored.analyst_errors),
+                    ..a
+                });
                 Baseline::Scored {
                     version: record.version.version,
                     f1: scored.evaluation.ensemble.f1,
+                    analysts: holdout.analysts,
                 }
             }
             (Some(record), Some(Err(error))) => Baseline::Unusable {
@@ -740,6 +798,8 @@ pub(crate) struct CrossValPlan {
 struct ProductionScore {
     evaluation: EvaluationReport,
     holdout: Option<Holdout>,
+    /// Its wrong calls on the held-out analysts' verdicts.
+    analyst_errors: usize,
 }
 
 /// A trained ensemble and what was measured about it.
@@ -803,6 +863,20 @@ pub(crate) fn production_caveat(
     }
 }
 
+/// How many of `examples` the ensemble calls wrongly (threat for benign or benign for threat).
+fn wrong_calls(ensemble: &Ensemble, examples: &[&LabeledExample]) -> Result<usize> {
+    let mut wrong = 0;
+    for example in examples {
+        let score = ensemble
+            .score(&example.signal)
+            .map_err(|e| Error::Training(format!("scoring a held-out verdict: {e}")))?;
+        if score.is_threat != example.label {
+            wrong += 1;
+        }
+    }
+    Ok(wrong)
+}
+
 /// The CPU-bound part of a run: hold out the rows whose `source_ref` the rule picks, clean,
 /// split the rest into train and validation, fit, cross-validate, evaluate the new and the
 /// production ensemble on the same hold-out, package the artifact.
@@ -853,14 +927,30 @@ fn train(
         &mut seconds,
     )?;
     let evaluation = ModelEvaluator::evaluate(&ensemble, &held)?;
+    let verdicts: Vec<&LabeledExample> = held
+        .iter()
+        .filter(|e| e.source == ExampleSource::Feedback.as_str())
+        .collect();
+    let analysts = (!verdicts.is_empty())
+        .then(|| {
+            Ok::<_, Error>(AnalystHoldout {
+                rows: verdicts.len(),
+                errors: wrong_calls(&ensemble, &verdicts)?,
+                production_errors: None,
+            })
+        })
+        .transpose()?;
     let production = production.map(|loaded| {
         let bytes = loaded?;
         let artifact = ModelArtifact::from_bytes(&bytes).map_err(|e| e.to_string())?;
         let evaluation =
             ModelEvaluator::evaluate(&artifact.ensemble, &held).map_err(|e| e.to_string())?;
+        let analyst_errors =
+            wrong_calls(&artifact.ensemble, &verdicts).map_err(|e| e.to_string())?;
         Ok(ProductionScore {
             evaluation,
             holdout: artifact.metadata.holdout,
+            analyst_errors,
         })
     });
     let cross_validation = (plan.folds >= 2).then(|| {
@@ -941,6 +1031,7 @@ fn train(
             digest,
             production_rule: None,
             production_caveat: None,
+            analysts,
         },
         cross_validation,
         refused: clean.refused.len() + held_clean.refused.len(),
@@ -983,6 +1074,7 @@ mod tests {
         let baseline = Baseline::Scored {
             version: 3,
             f1: 0.90,
+            analysts: None,
         };
         assert!(decide(0.91, &baseline, 0.005).0);
         let (promote, reason) = decide(0.903, &baseline, 0.005);
@@ -993,6 +1085,56 @@ mod tests {
             "a tie is not an improvement"
         );
         assert!(!decide(0.80, &baseline, 0.0).0);
+    }
+
+    #[test]
+    fn fewer_errors_on_held_out_verdicts_promote_an_ensemble_within_the_margin() {
+        let with = |errors: usize, production: usize| Baseline::Scored {
+            version: 3,
+            f1: 0.996,
+            analysts: Some(AnalystHoldout {
+                rows: 8,
+                errors,
+                production_errors: Some(production),
+            }),
+        };
+        // Fixes 4 of production's 6 mistakes; 0.002 below production's F1, within 0.005.
+        let (promote, reason) = decide(0.994, &with(2, 6), 0.005);
+        assert!(promote, "{reason}");
+        assert!(
+            reason.contains("on the 8 analysts' verdicts held out the new ensemble makes 2 errors against production v3's 6"),
+            "{reason}"
+        );
+        // As many errors as production: no evidence it learnt anything.
+        let (promote, reason) = decide(0.996, &with(6, 6), 0.005);
+        assert!(!promote);
+        assert!(
+            reason.contains("6 errors against production's 6"),
+            "{reason}"
+        );
+        // Fewer errors, but worse than the margin on the whole hold-out.
+        assert!(!decide(0.99, &with(0, 6), 0.005).0);
+        // No verdicts held out, or production not scored on them: the F1 rule alone.
+        let none_held = Baseline::Scored {
+            version: 3,
+            f1: 0.996,
+            analysts: Some(AnalystHoldout {
+                rows: 0,
+                errors: 0,
+                production_errors: Some(0),
+            }),
+        };
+        assert!(!decide(0.996, &none_held, 0.005).0);
+        let unscored = Baseline::Scored {
+            version: 3,
+            f1: 0.996,
+            analysts: Some(AnalystHoldout {
+                rows: 8,
+                errors: 0,
+                production_errors: None,
+            }),
+        };
+        assert!(!decide(0.996, &unscored, 0.005).0);
     }
 
     #[test]
