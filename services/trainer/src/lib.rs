@@ -32,8 +32,8 @@ use crate::requests::{QUEUED_REQUESTS, QueuedRequest, RequestGate};
 pub use import::{DatasetFormat, ImportReport, import_examples, read_dataset};
 pub use promoted::{hand_promotion, publish_model_promoted};
 pub use run::{
-    ACTOR, CrossValidationSummary, ExampleCounts, HoldoutReport, RUN_LOCK, RegisteredModel,
-    RunOutcome, RunReport, Trainer, Trigger, holdout_rule,
+    ACTOR, AnalystHoldout, CrossValidationSummary, ExampleCounts, HoldoutReport, RUN_LOCK,
+    RegisteredModel, RunOutcome, RunReport, Trainer, Trigger, holdout_rule,
 };
 pub use vigil_config::Schedule;
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use vigil_domain::{EventType, ModelType, SecurityEvent};
 use vigil_ml::{BoostConfig, ForestConfig, MlpConfig, TrainConfig};
 use vigil_proto::v1;
-use vigil_store::{ModelEventKind, Store};
+use vigil_store::{ExampleSource, ModelEventKind, NewExample, Store};
 use vigil_testkit::{Sandbox, Service, eventually, next_message, nsl_kdd};
 use vigil_trainer::{DatasetFormat, RunOutcome, RunReport};
 
@@ -431,6 +431,83 @@ async fn a_request_runs_the_trainer_and_a_model_that_is_not_better_stays_out_of_
         .unwrap();
     assert_eq!(active.version.id, second_ensemble.id);
     assert!(!active.version.is_production);
+    trainer.stop().await;
+}
+
+/// Analysts' verdicts reach production: a first ensemble trained on a data set without the
+/// warezclient family misses it; analysts label the family's rows (feedback examples); the
+/// next run's ensemble is promoted because it makes fewer errors than production on the
+/// verdicts held out, though it cannot beat production's F1 by the margin (0.2 here, so that
+/// the F1 rule alone could not promote it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_errors_on_held_out_verdicts_promote_what_the_analysts_taught() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = sandbox(
+        &dir,
+        &[
+            "trainer.min_new_examples=1000000000".to_string(),
+            "trainer.promotion_margin=0.2".to_string(),
+            "trainer.cross_val_folds=0".to_string(),
+        ],
+    )
+    .await;
+    let store = sandbox.store();
+    let is_warez = |e: &&vigil_ml::LabeledExample| e.class_name.as_deref() == Some("warezclient");
+    let all = nsl_kdd::examples();
+    let data_set: Vec<vigil_ml::LabeledExample> = all
+        .iter()
+        .filter(|e| !is_warez(e))
+        .take(ROWS)
+        .cloned()
+        .collect();
+    vigil_trainer::import_examples(store, &data_set)
+        .await
+        .unwrap();
+    let client = requester().await;
+    let subject = vigil_trainer::run_subject(sandbox.prefix());
+    let trainer = start_trainer(&sandbox).await;
+    let first = request(&client, &subject).await;
+    assert_eq!(first.outcome, RunOutcome::Promoted, "{first:?}");
+
+    let verdicts: Vec<&vigil_ml::LabeledExample> = all.iter().filter(is_warez).collect();
+    assert!(verdicts.len() > 100, "{} warezclient rows", verdicts.len());
+    let refs: Vec<String> = (0..verdicts.len())
+        .map(|i| format!("evt-warez-{i}"))
+        .collect();
+    let batch: Vec<NewExample<'_>> = verdicts
+        .iter()
+        .zip(&refs)
+        .map(|(e, source_ref)| NewExample {
+            signal: &e.signal,
+            label: true,
+            source: ExampleSource::Feedback,
+            source_ref,
+            weight: 1.0,
+        })
+        .collect();
+    store.training().record_batch(&batch).await.unwrap();
+
+    let second = request(&client, &subject).await;
+    let analysts = second.holdout.as_ref().unwrap().analysts.unwrap();
+    let production_errors = analysts.production_errors.unwrap();
+    assert!(analysts.rows > 5, "{analysts:?}");
+    // Production never saw the family: it misses most of the held-out verdicts.
+    assert!(production_errors * 2 > analysts.rows, "{analysts:?}");
+    assert!(analysts.errors < production_errors, "{analysts:?}");
+    assert_eq!(second.outcome, RunOutcome::Promoted, "{}", second.reason);
+    assert!(
+        second.reason.contains(&format!(
+            "on the {} analysts' verdicts held out the new ensemble makes {} errors against \
+             production v1's {production_errors}",
+            analysts.rows, analysts.errors
+        )),
+        "{}",
+        second.reason
+    );
+    assert_eq!(
+        production_ensemble_id(store).await,
+        second.ensemble().map(|m| m.id.clone())
+    );
     trainer.stop().await;
 }
 
