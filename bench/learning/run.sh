@@ -14,7 +14,7 @@
 #   bash bench/learning/run.sh [KDDTrain+.txt]
 # BENCH_OUT chooses the results folder, BENCH_BUDGET_SHARE the budget (0.02), BENCH_ARMS the arms,
 # BENCH_ROUNDS the rounds of replay, verdicts and retraining (1), BENCH_SEED the seed of
-# prepare.py's split and of the random arm's picks (20261205), BENCH_RATE the replay's signals
+# prepare.py's split (20261205) and of the random arm's picks, BENCH_RATE the replay's signals
 # per second (0: as fast as NATS takes them); BENCH_KEEP=1 keeps the
 # databases and NATS streams it made (by default they are removed at the end; their names start
 # with the run's id, printed first).
@@ -138,10 +138,12 @@ for arm in $arms; do
         # This round's verdicts: its share of the budget (the last round takes the remainder).
         share_of_budget=$(( budget / rounds ))
         [ "$round" -eq $((rounds - 1)) ] && share_of_budget=$(( budget - share_of_budget * (rounds - 1) ))
+        # The random arm's picks: seeds 7, 8, ... by default, BENCH_SEED x 100 + round with one.
+        if [ -n "${BENCH_SEED:-}" ]; then pick_seed=$((BENCH_SEED * 100 + round)); else pick_seed=$((7 + round)); fi
         case "$arm" in
             all) verdicts=$rows; flags=() ;;
             queue) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick queue) ;;
-            random) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick random --seed $((seed - 20261205 + 7 + round))) ;;
+            random) verdicts=$share_of_budget; flags=(--budget "$verdicts" --pick random --seed "$pick_seed") ;;
             *) echo "unknown arm $arm"; exit 1 ;;
         esac
         up_env "$db" "${run_id}${arm}" "$verdicts"
