@@ -343,8 +343,8 @@ pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, St
             });
             let verdicts = on_verdicts.map_or_else(String::new, |(rows, new, production)| {
                 format!(
-                    "; on the {rows} analysts' verdicts held out, {new} errors against \
-                     production's {production}"
+                    "; on the {rows} analysts' verdicts held out, wrong calls: new {new}, \
+                     production {production}"
                 )
             });
             if gain > margin {
@@ -362,8 +362,9 @@ pub(crate) fn decide(new_f1: f64, baseline: &Baseline, margin: f64) -> (bool, St
                 (
                     true,
                     format!(
-                        "on the {rows} analysts' verdicts held out the new ensemble makes {new} \
-                         errors against production v{version}'s {production}, and its F1 \
+                        "on the {rows} analysts' verdicts held out the new ensemble makes fewer \
+                         wrong calls than production v{version} ({new} against {production}), \
+                         and its F1 \
                          {new_f1:.4} is within the margin {margin} of production's ({f1:.4}, \
                          difference {gain:+.4}) on the same hold-out"
                     ),
@@ -1102,14 +1103,17 @@ mod tests {
         let (promote, reason) = decide(0.994, &with(2, 6), 0.005);
         assert!(promote, "{reason}");
         assert!(
-            reason.contains("on the 8 analysts' verdicts held out the new ensemble makes 2 errors against production v3's 6"),
+            reason.contains(
+                "on the 8 analysts' verdicts held out the new ensemble makes fewer wrong calls \
+                 than production v3 (2 against 6)"
+            ),
             "{reason}"
         );
         // As many errors as production: no evidence it learnt anything.
         let (promote, reason) = decide(0.996, &with(6, 6), 0.005);
         assert!(!promote);
         assert!(
-            reason.contains("6 errors against production's 6"),
+            reason.contains("wrong calls: new 6, production 6"),
             "{reason}"
         );
         // Fewer errors, but worse than the margin on the whole hold-out.

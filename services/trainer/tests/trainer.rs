@@ -497,8 +497,8 @@ async fn fewer_errors_on_held_out_verdicts_promote_what_the_analysts_taught() {
     assert_eq!(second.outcome, RunOutcome::Promoted, "{}", second.reason);
     assert!(
         second.reason.contains(&format!(
-            "on the {} analysts' verdicts held out the new ensemble makes {} errors against \
-             production v1's {production_errors}",
+            "on the {} analysts' verdicts held out the new ensemble makes fewer wrong calls \
+             than production v1 ({} against {production_errors})",
             analysts.rows, analysts.errors
         )),
         "{}",
