@@ -601,11 +601,16 @@ fn unusual(candidates: &[Candidate], judged: &[JudgedSignal]) -> Vec<Option<Unus
 
     let mut lane: Vec<Option<Unusual>> = (0..candidates.len()).map(|_| None).collect();
     for ((index, point), hood) in members.into_iter().zip(&points).zip(hoods) {
+        // As near as its neighbours are on average; without neighbours, nothing is near.
+        let reach = if hood.nearest.is_empty() {
+            -1.0
+        } else {
+            1.0 - hood.closeness
+        };
         let lead = judged_points
             .iter()
             .map(|(at, j)| (space.distance(point, at), *j))
-            // Without neighbours there is no distance to be near by.
-            .filter(|(distance, _)| !hood.nearest.is_empty() && *distance <= 1.0 - hood.closeness)
+            .filter(|(distance, _)| *distance <= reach)
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(distance, j)| Lead {
                 event_id: j.event_id.clone(),

@@ -24,8 +24,7 @@ pub struct InstanceRecord {
     pub ready: bool,
     pub uptime_ms: u64,
     pub interval_ms: u64,
-    /// When the health service heard it first and last (its own clock, not the sender's).
-    pub first_seen: DateTime<Utc>,
+    /// When the health service heard it last (its own clock, not the sender's).
     pub last_seen: DateTime<Utc>,
     /// When the instance started: its first heartbeat's arrival less the uptime it reported.
     /// Two replicas started together both started before either's last heartbeat, whichever
@@ -88,7 +87,6 @@ impl Registry {
                 ready: false,
                 uptime_ms: 0,
                 interval_ms: 0,
-                first_seen: now,
                 last_seen: now,
                 started: now
                     .checked_sub_signed(millis(beat.uptime_ms))

@@ -158,8 +158,6 @@ impl Space {
 pub struct Neighbourhood {
     /// The `k` nearest other points (indices into the points given), nearest first.
     pub nearest: Vec<usize>,
-    /// Distance to the farthest of them: the neighbourhood's radius (1 without neighbours).
-    pub radius: f64,
     /// 1 minus the mean distance to them, 0-1: how typical the point is of the points around
     /// it (0 without neighbours).
     pub closeness: f64,
@@ -185,7 +183,6 @@ pub fn neighbourhoods(space: &Space, points: &[Point], k: usize) -> Vec<Neighbou
             if k == 0 {
                 return Neighbourhood {
                     nearest: Vec::new(),
-                    radius: 1.0,
                     closeness: 0.0,
                 };
             }
@@ -195,7 +192,6 @@ pub fn neighbourhoods(space: &Space, points: &[Point], k: usize) -> Vec<Neighbou
             others.sort_by(by_distance);
             let mean = others.iter().map(|j| row[*j]).sum::<f64>() / k as f64;
             Neighbourhood {
-                radius: row[others[k - 1]],
                 closeness: 1.0 - mean,
                 nearest: others,
             }
@@ -253,7 +249,6 @@ mod tests {
         assert_eq!(hoods[2].nearest[..2], [1, 3]);
         assert!([0, 4].contains(&hoods[2].nearest[2]));
         assert!(hoods[2].closeness > hoods[5].closeness);
-        assert!(hoods[5].radius > hoods[2].radius);
         assert!(!hoods[0].nearest.contains(&0));
         // Fewer points than k: every other point.
         let two = neighbourhoods(&space, &points[..2], 3);
