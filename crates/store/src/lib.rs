@@ -14,6 +14,7 @@ mod feedback;
 mod ids;
 mod lock;
 mod models;
+mod run_admissions;
 mod signals;
 mod soar;
 mod store;
@@ -31,6 +32,7 @@ pub use lock::ReplicaLock;
 pub use models::{
     ModelEvent, ModelEventKind, ModelRecord, ModelRegistry, NewModelVersion, Promotion,
 };
+pub use run_admissions::{RUN_ADMISSION_WINDOW, RunAdmission, RunAdmissions};
 pub use signals::WorkflowSignals;
 pub use soar::{Alerts, IncidentAttachment, IncidentEvent, Incidents, Intent, Remediations};
 pub use store::{MIGRATOR, MigrationReport, Store};

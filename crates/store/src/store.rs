@@ -167,6 +167,11 @@ impl Store {
         crate::ConfigAudit::new(&self.pool)
     }
 
+    /// Requested training runs admitted by the rate limit, shared by every trainer replica.
+    pub fn run_admissions(&self) -> crate::RunAdmissions<'_> {
+        crate::RunAdmissions::new(&self.pool)
+    }
+
     /// The labelled examples the trainer learns from.
     pub fn training(&self) -> crate::TrainingExamples<'_> {
         crate::TrainingExamples::new(&self.pool)

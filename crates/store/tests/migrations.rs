@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use vigil_store::MIGRATOR;
 use vigil_testkit::TestDatabase;
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "alerts",
     "config_audit",
     "event_claims",
@@ -16,6 +16,7 @@ const TABLES: [&str; 13] = [
     "model_versions",
     "remediations",
     "retrain_requests",
+    "run_admissions",
     "training_examples",
     "workflow_signals",
     "workflows",

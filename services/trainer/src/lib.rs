@@ -9,7 +9,6 @@
 //! MODEL_PROMOTED on `vigil.events.model_promoted`.
 
 mod import;
-mod limit;
 mod metrics;
 mod promoted;
 mod requests;
@@ -60,8 +59,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The subject the trainer answers run requests on: `<prefix>.vigil.trainer.run` (no prefix in
-/// production). Replicas share it as a queue group, so one request starts one run, and each
-/// replica starts at most `trainer.max_requested_runs_per_hour` of them in any hour.
+/// production). Replicas share it as a queue group, so one request starts one run, and together
+/// they start at most `trainer.max_requested_runs_per_hour` of them in any hour (counted in
+/// PostgreSQL).
 pub fn run_subject(prefix: &str) -> String {
     if prefix.is_empty() {
         "vigil.trainer.run".to_string()
@@ -130,7 +130,14 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     let bus = vigil_runtime::connect_bus(&ctx, &token).await?;
     let beat = ctx.pulse.register("trainer");
     beat.check_postgres(store.pool().clone());
-    let trainer = Trainer::new(store, bus.clone(), train_config, settings, &ctx.metrics).await?;
+    let trainer = Trainer::new(
+        store.clone(),
+        bus.clone(),
+        train_config,
+        settings,
+        &ctx.metrics,
+    )
+    .await?;
 
     if let Some(path) = &settings.dataset {
         let report = import_file(&trainer, path).await?;
@@ -158,6 +165,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
         RequestGate {
             client: bus.client().clone(),
             live: ctx.live.clone(),
+            store,
             refused: trainer.metrics().runs_rate_limited.clone(),
             invalid: trainer.metrics().run_requests_invalid.clone(),
             queue,

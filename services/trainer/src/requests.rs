@@ -3,7 +3,7 @@
 //! is answered at once with a refusal saying when the next run is allowed, also while a run is
 //! training.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use vigil_bus::async_nats::{Client, Subject, Subscriber};
 use vigil_runtime::LiveConfig;
+use vigil_store::{RunAdmission, Store};
 
 use crate::RunRequest;
-use crate::limit::{Admission, RequestWindow};
 use crate::run::{RunOutcome, RunReport, Trigger};
 
 /// Admitted requests waiting for the run in progress; more are refused even within the rate.
@@ -33,6 +33,8 @@ pub(crate) struct QueuedRequest {
 pub(crate) struct RequestGate {
     pub client: Client,
     pub live: LiveConfig,
+    /// Where the admissions of every replica are counted.
+    pub store: Store,
     pub refused: Counter,
     pub invalid: Counter,
     pub queue: mpsc::Sender<QueuedRequest>,
@@ -41,7 +43,6 @@ pub(crate) struct RequestGate {
 impl RequestGate {
     /// Admits or refuses every request until `token` is cancelled or the subscription ends.
     pub async fn run(self, mut requests: Subscriber, token: CancellationToken) {
-        let mut window = RequestWindow::default();
         // Logged once per streak of refusals; each one is counted in the metric.
         let mut refusing = false;
         loop {
@@ -86,8 +87,13 @@ impl RequestGate {
                 }
             };
             let per_hour = self.live.get().trainer.max_requested_runs_per_hour;
-            let refusal = match window.admit(Instant::now(), per_hour) {
-                Admission::Admitted => {
+            let requested_by = match &trigger {
+                Trigger::Request { requested_by, .. } => requested_by.clone(),
+                other => other.to_string(),
+            };
+            let admissions = self.store.run_admissions();
+            let refusal = match admissions.admit(per_hour, &requested_by).await {
+                Ok(RunAdmission::Admitted { id }) => {
                     let queued = QueuedRequest {
                         trigger,
                         reply: message.reply,
@@ -99,7 +105,9 @@ impl RequestGate {
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                         Err(mpsc::error::TrySendError::Full(queued)) => {
-                            window.refund();
+                            if let Err(error) = admissions.refund(id).await {
+                                warn!(%error, "cannot give back the admission of a request that was not queued");
+                            }
                             let reason = format!(
                                 "no run started: {QUEUED_REQUESTS} requested runs are already \
                                  waiting for the run in progress; ask again once they are done"
@@ -108,13 +116,19 @@ impl RequestGate {
                         }
                     }
                 }
-                Admission::Refused {
-                    limit,
+                Ok(RunAdmission::Refused {
                     in_window,
                     retry_after,
-                } => {
-                    let (reason, next) = refusal_reason(limit, in_window, retry_after);
+                }) => {
+                    let (reason, next) = refusal_reason(per_hour, in_window, retry_after);
                     (trigger, message.reply, reason, next)
+                }
+                Err(error) => {
+                    let reason = format!(
+                        "no run started: the rate limit (shared by the trainer replicas in \
+                         PostgreSQL) cannot be checked: {error}; ask again once the database answers"
+                    );
+                    (trigger, message.reply, reason, None)
                 }
             };
             let (trigger, reply, reason, next_run_allowed_at) = refusal;
@@ -138,7 +152,7 @@ impl RequestGate {
 /// Why a request over the limit is refused, and when the next one is allowed.
 fn refusal_reason(
     limit: u32,
-    in_window: usize,
+    in_window: u64,
     retry_after: Option<Duration>,
 ) -> (String, Option<chrono::DateTime<Utc>>) {
     match retry_after {

@@ -1,6 +1,7 @@
 //! `trainer.max_requested_runs_per_hour` against the real NATS and PostgreSQL: a flood of run
-//! requests starts the allowed runs only, every other request is answered with a refusal that
-//! says when to ask again, and the limit follows the live configuration.
+//! requests spread over two trainer replicas starts the allowed runs only (the limit is shared,
+//! not per replica), every other request is answered with a refusal that says when to ask
+//! again, and the limit follows the live configuration.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,8 +17,9 @@ use vigil_trainer::{DatasetFormat, RunOutcome, RunReport};
 const ROWS: usize = 1_500;
 /// A guard against a hung service, not a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(900);
-/// Requests sent at once.
-const FLOOD: usize = 8;
+/// Requests sent at once: enough that both replicas get some (all 16 to one replica of two
+/// is a chance of one in 32,768).
+const FLOOD: usize = 16;
 
 fn small_train_config(dir: &tempfile::TempDir) -> String {
     let config = TrainConfig {
@@ -75,6 +77,11 @@ fn assert_refusal(report: &RunReport, limit: u32, sent_at: chrono::DateTime<Utc>
     assert!(report.registered.is_empty() && report.examples.total == 0);
 }
 
+/// A counter summed over the replicas.
+fn counter(trainers: &[Service], name: &str) -> u64 {
+    trainers.iter().map(|t| t.counter(name)).sum()
+}
+
 async fn ensembles(sandbox: &Sandbox) -> usize {
     sandbox
         .store()
@@ -111,8 +118,14 @@ async fn a_flood_of_run_requests_starts_only_the_allowed_runs() {
         .await
         .unwrap();
     let subject = vigil_trainer::run_subject(sandbox.prefix());
-    let mut trainer: Service = sandbox.spawn("trainer", vigil_trainer::run_in);
-    trainer.ready(PATIENCE).await;
+    // Two replicas share the requests (a queue group) and must share the limit too.
+    let mut trainers = [
+        sandbox.spawn("trainer", vigil_trainer::run_in),
+        sandbox.spawn("trainer", vigil_trainer::run_in),
+    ];
+    for trainer in &mut trainers {
+        trainer.ready(PATIENCE).await;
+    }
 
     let sent_at = Utc::now();
     let replies =
@@ -123,10 +136,17 @@ async fn a_flood_of_run_requests_starts_only_the_allowed_runs() {
     for report in &refused {
         assert_refusal(report, 2, sent_at);
     }
-    assert_eq!(trainer.counter("vigil_trainer_runs_started"), 2);
+    assert_eq!(counter(&trainers, "vigil_trainer_runs_started"), 2);
     assert_eq!(
-        trainer.counter("vigil_trainer_runs_rate_limited"),
+        counter(&trainers, "vigil_trainer_runs_rate_limited"),
         (FLOOD - 2) as u64
+    );
+    assert!(
+        trainers.iter().all(|t| {
+            t.counter("vigil_trainer_runs_started") + t.counter("vigil_trainer_runs_rate_limited")
+                > 0
+        }),
+        "the flood reached both replicas"
     );
     assert_eq!(ensembles(&sandbox).await, 2, "one ensemble per allowed run");
 
@@ -136,8 +156,10 @@ async fn a_flood_of_run_requests_starts_only_the_allowed_runs() {
         .put("trainer.max_requested_runs_per_hour", "3")
         .await
         .unwrap();
-    eventually(PATIENCE, "the trainer to apply the new limit", || async {
-        trainer.ctx().live.get().trainer.max_requested_runs_per_hour == 3
+    eventually(PATIENCE, "the trainers to apply the new limit", || async {
+        trainers
+            .iter()
+            .all(|t| t.ctx().live.get().trainer.max_requested_runs_per_hour == 3)
     })
     .await;
     let third = request(&client, &subject, FLOOD).await;
@@ -150,9 +172,9 @@ async fn a_flood_of_run_requests_starts_only_the_allowed_runs() {
         "{}",
         fourth.reason
     );
-    assert_eq!(trainer.counter("vigil_trainer_runs_started"), 3);
+    assert_eq!(counter(&trainers, "vigil_trainer_runs_started"), 3);
     assert_eq!(
-        trainer.counter("vigil_trainer_runs_rate_limited"),
+        counter(&trainers, "vigil_trainer_runs_rate_limited"),
         (FLOOD - 1) as u64
     );
     assert_eq!(ensembles(&sandbox).await, 3);
@@ -162,14 +184,18 @@ async fn a_flood_of_run_requests_starts_only_the_allowed_runs() {
         .put("trainer.max_requested_runs_per_hour", "0")
         .await
         .unwrap();
-    eventually(PATIENCE, "the trainer to apply a limit of 0", || async {
-        trainer.ctx().live.get().trainer.max_requested_runs_per_hour == 0
+    eventually(PATIENCE, "the trainers to apply a limit of 0", || async {
+        trainers
+            .iter()
+            .all(|t| t.ctx().live.get().trainer.max_requested_runs_per_hour == 0)
     })
     .await;
     let never = request(&client, &subject, FLOOD + 2).await;
     assert_eq!(never.outcome, RunOutcome::RateLimited, "{never:?}");
     assert_eq!(never.next_run_allowed_at, None);
     assert!(never.reason.contains("is 0"), "{}", never.reason);
-    trainer.stop().await;
+    for trainer in trainers {
+        trainer.stop().await;
+    }
     assert_eq!(ensembles(&sandbox).await, 3);
 }
