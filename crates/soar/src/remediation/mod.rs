@@ -1,17 +1,17 @@
 //! Component 3: automatic remediation behind safety rails.
 //!
 //! [`Remediator`] decides (risk above the threshold, remediation enabled), resolves targets,
-//! refuses anything on the allow-list or above the per-minute cap, and hands the rest to an
-//! [`Executor`]. Every action it returns carries the undo that reverses it; `vigil remediation
+//! refuses anything on the allow-list or otherwise protected, and hands the rest to an
+//! [`Executor`]. The per-minute cap is shared by every orchestrator replica, so it is counted
+//! in PostgreSQL between [`Remediator::prepare`] and [`Remediator::execute`], not here. Every action it returns carries the undo that reverses it; `vigil remediation
 //! undo <id>` replays that undo through [`Executor::undo`] (or [`Remediator::undo`]).
 
 mod dry_run;
 pub mod nftables;
 mod webhook;
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -130,8 +130,6 @@ pub struct Remediator {
     /// Swapped whole by [`Remediator::reconfigure`] when the live configuration changes.
     settings: RwLock<Arc<RemediationSettings>>,
     executor: Arc<dyn Executor>,
-    /// When each of the actions of the last minute was carried out (this process only).
-    recent: Mutex<VecDeque<DateTime<Utc>>>,
 }
 
 /// Addresses that are never a remediation target, whatever the settings.
@@ -194,7 +192,6 @@ impl Remediator {
         Self {
             settings: RwLock::new(Arc::new(settings)),
             executor,
-            recent: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -207,8 +204,7 @@ impl Remediator {
     }
 
     /// Takes new rails (enabled, threshold, allow-list, protected names, cap) from a live
-    /// configuration change; the executor stays the one the remediator started with, and the
-    /// actions of the last minute still count against the new cap.
+    /// configuration change; the executor stays the one the remediator started with.
     pub fn reconfigure(&self, settings: RemediationSettings) {
         *self
             .settings
@@ -302,29 +298,11 @@ impl Remediator {
             .map(|n| format!("{n} is a protected name"))
     }
 
-    /// Reserves a slot under the per-minute cap, or says why not.
-    fn reserve(&self, now: DateTime<Utc>) -> Option<String> {
-        let mut recent = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let minute_ago = now - Duration::minutes(1);
-        while recent.front().is_some_and(|t| *t <= minute_ago) {
-            recent.pop_front();
-        }
-        let cap = self.settings().max_actions_per_minute;
-        if recent.len() >= cap as usize {
-            return Some(format!("the cap of {cap} actions per minute is reached"));
-        }
-        recent.push_back(now);
-        None
-    }
-
-    /// Safety checks, then the executor, for one planned action, counted against this
-    /// process's own per-minute cap. Never fails: refusals and errors come back as `Refused` /
-    /// `Failed` actions with the reason in `details`. The orchestrator instead records each
-    /// action's intent between [`prepare`](Self::prepare) and [`execute`](Self::execute),
-    /// under a cap shared by its replicas.
+    /// Safety checks, then the executor, for one planned action. Never fails: refusals and
+    /// errors come back as `Refused` / `Failed` actions with the reason in `details`. No cap
+    /// is counted here: the orchestrator records each action's intent between
+    /// [`prepare`](Self::prepare) and [`execute`](Self::execute), under the per-minute cap its
+    /// replicas share in PostgreSQL (`Remediations::record_intent` in vigil-store).
     pub async fn carry_out(
         &self,
         event_id: &str,
@@ -332,16 +310,10 @@ impl Remediator {
         risk_score: f64,
         now: DateTime<Utc>,
     ) -> RemediationAction {
-        let mut action = match self.prepare(event_id, planned, risk_score, now) {
-            Prepared::Ready(action) => action,
-            Prepared::Final(action) => return action,
-        };
-        // The cap counts only actions that reach the executor.
-        if let Some(why) = self.reserve(now) {
-            self.refuse(&mut action, why);
-            return action;
+        match self.prepare(event_id, planned, risk_score, now) {
+            Prepared::Ready(action) => self.execute(action).await,
+            Prepared::Final(action) => action,
         }
-        self.execute(action).await
     }
 
     /// The safety checks and the executor's rendering of one planned action, without calling
@@ -425,7 +397,8 @@ impl Remediator {
         action
     }
 
-    /// Plans and carries out the remediation of one assessed event.
+    /// Plans and carries out the remediation of one assessed event (no cap: see
+    /// [`carry_out`](Self::carry_out)).
     pub async fn remediate(
         &self,
         event_id: &str,
@@ -668,43 +641,6 @@ mod tests {
             "outside the listed network"
         );
         assert!(r.protected("224.0.0.1").is_some(), "never, even if listed");
-    }
-
-    #[tokio::test]
-    async fn the_cap_per_minute_holds() {
-        let settings = RemediationSettings {
-            max_actions_per_minute: 3,
-            ..RemediationSettings::default()
-        };
-        let (r, dry) = remediator(settings);
-        let mut statuses = Vec::new();
-        for i in 0..5 {
-            let mut s = signal(&format!("198.51.100.{i}"));
-            s.threat_type = "port_scan".into(); // default rule: block only
-            let out = r
-                .remediate(&format!("e{i}"), &s, &assessment(9.0), at(i))
-                .await;
-            statuses.push(out.actions[0].status);
-        }
-        use ActionStatus::{Refused, Simulated};
-        assert_eq!(
-            statuses,
-            [Simulated, Simulated, Simulated, Refused, Refused]
-        );
-        assert_eq!(dry.records().len(), 3);
-        // A minute after the first action, a slot is free again.
-        let mut s = signal("198.51.100.9");
-        s.threat_type = "port_scan".into();
-        let out = r.remediate("e9", &s, &assessment(9.0), at(60)).await;
-        assert_eq!(out.actions[0].status, Simulated);
-        let out = r.remediate("e10", &s, &assessment(9.0), at(60)).await;
-        assert_eq!(out.actions[0].status, Refused);
-        assert!(
-            out.actions[0].details["refused"]
-                .as_str()
-                .unwrap()
-                .contains("cap of 3")
-        );
     }
 
     #[tokio::test]
