@@ -101,59 +101,22 @@ impl<'a> Alerts<'a> {
         alert: &Alert,
         payload: &serde_json::Value,
     ) -> Result<InsertOutcome> {
-        let id = parse_uuid("id", &alert.id)?;
-        let inserted: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO alerts (id, event_id, threat_key, channel, severity, title, body, status, \
-                                 attempts, last_error, payload, created_at, delivered_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-             ON CONFLICT (event_id, channel) DO NOTHING RETURNING id",
-        )
-        .bind(id)
-        .bind(&alert.event_id)
-        .bind(&alert.threat_key)
-        .bind(&alert.channel)
-        .bind(alert.severity.as_str())
-        .bind(&alert.title)
-        .bind(&alert.body)
-        .bind(alert_status_str(alert.status))
-        .bind(i32::try_from(alert.attempts).unwrap_or(i32::MAX))
-        .bind(&alert.last_error)
-        .bind(payload)
-        .bind(alert.created_at)
-        .bind(alert.delivered_at)
-        .fetch_optional(self.pool)
-        .await?;
-        Ok(InsertOutcome::of_returning(inserted))
+        let inserted = insert_alert(INSERT_ALERT_IF_ABSENT, alert, payload)?
+            .execute(self.pool)
+            .await?;
+        Ok(if inserted.rows_affected() == 1 {
+            InsertOutcome::Inserted
+        } else {
+            InsertOutcome::AlreadyPresent
+        })
     }
 
-    /// Records how delivery of the alert on (event, channel) ended.
-    pub async fn record_delivery(
-        &self,
-        event_id: &str,
-        channel: &str,
-        status: AlertStatus,
-        attempts: u32,
-        last_error: Option<&str>,
-        delivered_at: Option<DateTime<Utc>>,
-    ) -> Result<()> {
-        let result = sqlx::query(
-            "UPDATE alerts SET status = $3, attempts = $4, last_error = $5, delivered_at = $6 \
-             WHERE event_id = $1 AND channel = $2",
-        )
-        .bind(event_id)
-        .bind(channel)
-        .bind(alert_status_str(status))
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(last_error)
-        .bind(delivered_at)
-        .execute(self.pool)
-        .await?;
-        if result.rows_affected() == 0 {
-            return Err(Error::NotFound {
-                entity: "alert",
-                key: format!("{event_id}/{channel}"),
-            });
-        }
+    /// Records how delivery of `alert` on its (event, channel) ended, adding its row with
+    /// `payload` when there is none (a fallback channel's delivery) in the same statement.
+    pub async fn record_delivery(&self, alert: &Alert, payload: &serde_json::Value) -> Result<()> {
+        insert_alert(INSERT_ALERT_OR_RECORD_DELIVERY, alert, payload)?
+            .execute(self.pool)
+            .await?;
         Ok(())
     }
 
@@ -238,6 +201,49 @@ impl<'a> Alerts<'a> {
         row.map(|(at, severity)| Ok((at, parse_json_enum("alerts", &severity)?)))
             .transpose()
     }
+}
+
+macro_rules! insert_alert_sql {
+    ($on_conflict:literal) => {
+        concat!(
+            "INSERT INTO alerts (id, event_id, threat_key, channel, severity, title, body, \
+                                 status, attempts, last_error, payload, created_at, delivered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (event_id, channel) ",
+            $on_conflict
+        )
+    };
+}
+
+/// Keeps a recorded alert as it is.
+const INSERT_ALERT_IF_ABSENT: &str = insert_alert_sql!("DO NOTHING");
+
+/// Saves a delivery's outcome over the recorded alert.
+const INSERT_ALERT_OR_RECORD_DELIVERY: &str = insert_alert_sql!(
+    "DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, \
+     last_error = EXCLUDED.last_error, delivered_at = EXCLUDED.delivered_at"
+);
+
+/// `sql` (one of the two above) bound to one alert row.
+fn insert_alert<'q>(
+    sql: &'static str,
+    alert: &'q Alert,
+    payload: &'q serde_json::Value,
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>> {
+    Ok(sqlx::query(sql)
+        .bind(parse_uuid("id", &alert.id)?)
+        .bind(&alert.event_id)
+        .bind(&alert.threat_key)
+        .bind(&alert.channel)
+        .bind(alert.severity.as_str())
+        .bind(&alert.title)
+        .bind(&alert.body)
+        .bind(alert_status_str(alert.status))
+        .bind(i32::try_from(alert.attempts).unwrap_or(i32::MAX))
+        .bind(&alert.last_error)
+        .bind(payload)
+        .bind(alert.created_at)
+        .bind(alert.delivered_at))
 }
 
 /// What [`Remediations::record_intent`] found.
@@ -648,13 +654,6 @@ pub struct IncidentEvent<'a> {
     pub window: Option<std::time::Duration>,
 }
 
-/// Opens or updates the unresolved incident of every threat key among `events` with one
-/// statement, then adds the events and their actions to the timelines with a second; returns
-/// one attachment per event, in order. Within a key, the first event opens the incident, the
-/// highest severity wins, and an event already on the timeline is left as it was.
-///
-/// Keys are written in sorted order, so concurrent callers lock incidents in the same order and
-/// cannot deadlock; a concurrent caller's new incident is updated rather than doubled.
 /// Resolves the unresolved incident of every key among `events` that was not updated within
 /// its event's window (the shortest, when events of one key disagree), noting why on its
 /// timeline, so that the upsert after it opens a new one. Keys are locked in sorted order, as
@@ -710,6 +709,58 @@ async fn resolve_stale(conn: &mut PgConnection, events: &[IncidentEvent<'_>]) ->
     Ok(())
 }
 
+/// Opens or updates the unresolved incident of each key (proposed id, first title, highest
+/// severity) in key order; returns (incident, key) for each key written. With `fresh_within`
+/// (seconds), an unresolved incident not updated within it is left alone and not returned.
+async fn upsert_incidents<'k>(
+    conn: &mut PgConnection,
+    keys: impl Iterator<Item = (&'k &'k str, &'k (Uuid, &'k str, Severity))>,
+    fresh_within: Option<f64>,
+) -> Result<Vec<(Uuid, String)>> {
+    let (mut proposed, mut names, mut titles, mut severities) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key, (id, title, severity)) in keys {
+        proposed.push(*id);
+        names.push(*key);
+        titles.push(*title);
+        severities.push(severity.as_str());
+    }
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query_as(
+        "INSERT INTO incidents AS i (id, threat_key, title, severity) \
+         SELECT id, threat_key, title, severity \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+              WITH ORDINALITY AS t(id, threat_key, title, severity, ord) \
+         ORDER BY ord \
+         ON CONFLICT (threat_key) WHERE status <> 'resolved' DO UPDATE SET \
+             severity = CASE \
+                 WHEN array_position(ARRAY['low', 'medium', 'high', 'critical'], EXCLUDED.severity) \
+                    > array_position(ARRAY['low', 'medium', 'high', 'critical'], i.severity) \
+                 THEN EXCLUDED.severity ELSE i.severity END, \
+             updated_at = now() \
+         WHERE $5::float8 IS NULL OR i.updated_at >= now() - make_interval(secs => $5) \
+         RETURNING i.id, i.threat_key",
+    )
+    .bind(&proposed)
+    .bind(&names)
+    .bind(&titles)
+    .bind(&severities)
+    .bind(fresh_within)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows)
+}
+
+/// Opens or updates the unresolved incident of every threat key among `events` (a stale
+/// incident of a key is resolved, and a new one opened), then adds the events and their actions
+/// to the timelines; returns one attachment per event, in order. Within a key, the first event
+/// opens the incident, the highest severity wins, and an event already on the timeline is left
+/// as it was.
+///
+/// Keys are written in sorted order, so concurrent callers lock incidents in the same order and
+/// cannot deadlock; a concurrent caller's new incident is updated rather than doubled.
 pub(crate) async fn open_or_attach_many(
     conn: &mut PgConnection,
     events: &[IncidentEvent<'_>],
@@ -730,31 +781,33 @@ pub(crate) async fn open_or_attach_many(
             .and_modify(|(_, _, severity)| *severity = (*severity).max(event.severity))
             .or_insert((Uuid::now_v7(), event.title, event.severity));
     }
-    resolve_stale(conn, events).await?;
-    let proposed: Vec<Uuid> = keys.values().map(|(id, _, _)| *id).collect();
-    let names: Vec<&str> = keys.keys().copied().collect();
-    let titles: Vec<&str> = keys.values().map(|(_, title, _)| *title).collect();
-    let severities: Vec<&str> = keys.values().map(|(_, _, s)| s.as_str()).collect();
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "INSERT INTO incidents AS i (id, threat_key, title, severity) \
-         SELECT id, threat_key, title, severity \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-              WITH ORDINALITY AS t(id, threat_key, title, severity, ord) \
-         ORDER BY ord \
-         ON CONFLICT (threat_key) WHERE status <> 'resolved' DO UPDATE SET \
-             severity = CASE \
-                 WHEN array_position(ARRAY['low', 'medium', 'high', 'critical'], EXCLUDED.severity) \
-                    > array_position(ARRAY['low', 'medium', 'high', 'critical'], i.severity) \
-                 THEN EXCLUDED.severity ELSE i.severity END, \
-             updated_at = now() \
-         RETURNING i.id, i.threat_key",
-    )
-    .bind(&proposed)
-    .bind(&names)
-    .bind(&titles)
-    .bind(&severities)
-    .fetch_all(&mut *conn)
-    .await?;
+    // Usually every event of a batch has the one live window: the upsert then leaves a stale
+    // incident alone, and only the keys it did not return (stale ones) are resolved and upserted
+    // again, instead of a resolving statement before every upsert. Events that disagree (the
+    // window changed mid-batch, or some never resolve) are resolved first, as a whole.
+    let windows: BTreeSet<Option<u64>> = events
+        .iter()
+        .map(|event| event.window.map(|w| w.as_secs_f64().to_bits()))
+        .collect();
+    let shared_window = match windows.into_iter().collect::<Vec<_>>()[..] {
+        [Some(bits)] => Some(f64::from_bits(bits)),
+        _ => None,
+    };
+    if shared_window.is_none() {
+        resolve_stale(conn, events).await?;
+    }
+    let mut rows = upsert_incidents(conn, keys.iter(), shared_window).await?;
+    if rows.len() < keys.len() {
+        let returned: BTreeSet<&str> = rows.iter().map(|(_, key)| key.as_str()).collect();
+        let stale: Vec<IncidentEvent<'_>> = events
+            .iter()
+            .filter(|event| !returned.contains(event.threat_key))
+            .cloned()
+            .collect();
+        resolve_stale(conn, &stale).await?;
+        let again = keys.iter().filter(|(key, _)| !returned.contains(**key));
+        rows.extend(upsert_incidents(conn, again, None).await?);
+    }
     let incident_of: BTreeMap<String, Uuid> = rows.into_iter().map(|(id, key)| (key, id)).collect();
     let incident = |key: &str| {
         incident_of.get(key).copied().ok_or_else(|| {
@@ -873,29 +926,35 @@ async fn existing_or_capped(
     action: &RemediationAction,
     cap_per_minute: u32,
 ) -> Result<Option<Intent>> {
-    let existing: Option<RemediationRow> = sqlx::query_as(&format!(
-        "SELECT {REMEDIATION_COLUMNS} FROM remediations \
-         WHERE event_id = $1 AND action_kind = $2 AND target = $3"
-    ))
+    // One round trip for both questions: every high-risk signal asks them, and once the cap is
+    // reached nearly all of them are answered here. Refused actions never reached an executor;
+    // every other status did (or is about to). Every intent recorded before this one counts,
+    // whatever time its replica stamped it with: bounding the window by this action's own
+    // time would let a replica whose clock read earlier (or that prepared earlier and took the
+    // lock later) miss the others. The partial index `remediations_acting_by_time` holds
+    // exactly the rows counted.
+    let (in_last_minute, existing): (i64, Option<Uuid>) = sqlx::query_as(
+        "SELECT acting.n, r.id \
+         FROM (SELECT count(*) AS n FROM remediations \
+               WHERE created_at > now() - interval '1 minute' AND status <> 'refused') acting \
+         LEFT JOIN remediations r \
+           ON r.event_id = $1 AND r.action_kind = $2 AND r.target = $3",
+    )
     .bind(&action.event_id)
     .bind(action.kind.as_str())
     .bind(&action.target)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = existing {
-        return Ok(Some(Intent::Exists(row.try_into()?)));
-    }
-    // Refused actions never reached an executor; every other status did (or is about to).
-    // Every intent recorded before this one counts, whatever time its replica stamped it with:
-    // bounding the window by this action's own time would let a replica whose clock read
-    // earlier (or that prepared earlier and took the lock later) miss the others. The partial
-    // index `remediations_acting_by_time` holds exactly these rows.
-    let in_last_minute: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM remediations \
-         WHERE created_at > now() - interval '1 minute' AND status <> 'refused'",
-    )
     .fetch_one(&mut *conn)
     .await?;
+    if let Some(id) = existing {
+        // A redelivery or a resumed attempt: read what was recorded.
+        let row: RemediationRow = sqlx::query_as(&format!(
+            "SELECT {REMEDIATION_COLUMNS} FROM remediations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+        return Ok(Some(Intent::Exists(row.try_into()?)));
+    }
     Ok(
         (in_last_minute >= i64::from(cap_per_minute)).then_some(Intent::CapReached {
             cap: cap_per_minute,

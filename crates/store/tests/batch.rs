@@ -309,3 +309,86 @@ async fn an_incident_quiet_for_longer_than_the_window_is_resolved_and_a_new_one_
     assert_eq!(reason, "no event within the incident window");
     Ok(())
 }
+
+#[tokio::test]
+async fn in_one_batch_a_stale_incident_is_replaced_while_a_fresh_one_is_joined()
+-> anyhow::Result<()> {
+    let db = TestDatabase::new().await?;
+    let store = db.store();
+    let event = |threat_key, event_id, window: Option<u64>| IncidentEvent {
+        threat_key,
+        title: "scan",
+        severity: Severity::High,
+        event_id,
+        action_ids: &[],
+        window: window.map(std::time::Duration::from_secs),
+    };
+    let (stale_key, fresh_key) = ("scan:192.0.2.1", "scan:192.0.2.2");
+    let mut batch = store.begin_batch().await?;
+    let first = batch
+        .open_or_attach_incidents(&[
+            event(stale_key, "evt-1", Some(3_600)),
+            event(fresh_key, "evt-2", Some(3_600)),
+        ])
+        .await?;
+    batch.commit().await?;
+    sqlx::query(
+        "UPDATE incidents SET updated_at = now() - interval '2 hours' WHERE threat_key = $1",
+    )
+    .bind(stale_key)
+    .execute(store.pool())
+    .await?;
+
+    // One window for the whole batch (the usual case), and two events of the stale key.
+    let mut batch = store.begin_batch().await?;
+    let second = batch
+        .open_or_attach_incidents(&[
+            event(stale_key, "evt-3", Some(3_600)),
+            event(fresh_key, "evt-4", Some(3_600)),
+            event(stale_key, "evt-5", Some(3_600)),
+        ])
+        .await?;
+    batch.commit().await?;
+    assert!(
+        second[0].created,
+        "the stale incident's key opens a new one"
+    );
+    assert_ne!(second[0].incident_id, first[0].incident_id);
+    assert_eq!(second[2].incident_id, second[0].incident_id);
+    assert!(!second[2].created);
+    assert_eq!(
+        second[1].incident_id, first[1].incident_id,
+        "the fresh one is joined"
+    );
+    assert!(!second[1].created);
+    let old = store.incidents().get(&first[0].incident_id).await?;
+    assert_eq!(old.status, vigil_domain::IncidentStatus::Resolved);
+
+    // Windows that disagree within a batch (one event never resolves): each key by its own.
+    sqlx::query("UPDATE incidents SET updated_at = now() - interval '2 hours'")
+        .execute(store.pool())
+        .await?;
+    let mut batch = store.begin_batch().await?;
+    let third = batch
+        .open_or_attach_incidents(&[
+            event(stale_key, "evt-6", Some(3_600)),
+            event(fresh_key, "evt-7", None),
+        ])
+        .await?;
+    batch.commit().await?;
+    assert!(third[0].created, "past its one-hour window");
+    assert_ne!(third[0].incident_id, second[0].incident_id);
+    assert_eq!(
+        third[1].incident_id, first[1].incident_id,
+        "no window: never resolved"
+    );
+    assert_eq!(
+        count(
+            store,
+            "SELECT count(*) FROM incidents WHERE status <> 'resolved'"
+        )
+        .await,
+        2
+    );
+    Ok(())
+}

@@ -46,7 +46,7 @@ impl Effects {
 
     /// Records the alerts of `decision` (rendered: what is recorded is what is sent), sends the
     /// new ones and any an earlier attempt recorded but never sent, and records how each
-    /// delivery ended. Returns the event's alerts as recorded.
+    /// delivery ended. Returns the event's alerts as recorded, oldest first.
     pub async fn send_alerts(
         &self,
         event_id: &str,
@@ -86,13 +86,28 @@ impl Effects {
                 .await;
         reports.extend(resent);
         for report in &reports {
-            self.record_delivery(report).await?;
+            // A grouped or rate-limited alert the fallback did not take over is final as
+            // recorded; every other one has a delivery to record.
+            if !matches!(
+                report.alert.status,
+                AlertStatus::Grouped | AlertStatus::RateLimited
+            ) {
+                self.record_delivery(report).await?;
+            }
         }
-        if decision.alerts.is_empty() {
-            Ok(Vec::new())
-        } else {
-            alerts.for_event(event_id).await
+        if earlier_attempt {
+            // Some were recorded by that attempt: read them all back.
+            return alerts.for_event(event_id).await;
         }
+        // Every alert of the event was recorded just now and has its report here, as it ended
+        // (one per channel: a fallback that takes over an alert's row replaces its report).
+        let mut recorded: Vec<Alert> = reports.into_iter().map(|report| report.alert).collect();
+        recorded.sort_by(|a, b| {
+            // The database keeps microseconds: order as `Alerts::for_event` would.
+            let micros = |alert: &Alert| alert.created_at.timestamp_micros();
+            (micros(a), &a.channel).cmp(&(micros(b), &b.channel))
+        });
+        Ok(recorded)
     }
 
     /// Sends an alert an abandoned attempt left pending (the sweeper) and records the result.
@@ -110,18 +125,8 @@ impl Effects {
     async fn record_delivery(&self, report: &DeliveryReport) -> Result<(), vigil_store::Error> {
         let alerts = self.store.alerts();
         let a = &report.alert;
-        // A fallback delivery may add a row for its channel.
-        alerts.insert_if_absent(a, &report.payload).await?;
-        alerts
-            .record_delivery(
-                &a.event_id,
-                &a.channel,
-                a.status,
-                a.attempts,
-                a.last_error.as_deref(),
-                a.delivered_at,
-            )
-            .await?;
+        // A fallback delivery adds a row for its channel.
+        alerts.record_delivery(a, &report.payload).await?;
         match a.status {
             AlertStatus::Delivered => self.metrics.alerts_delivered.inc(),
             AlertStatus::Failed => {

@@ -254,15 +254,21 @@ async fn pull_by_priority(
     schedule: &mut LaneSchedule,
 ) -> Vec<vigil_bus::Delivery<v1::ThreatSignal>> {
     let quotas = schedule.quotas(max, lanes.len());
+    // Every lane's quota at once: one round trip to the server instead of one per lane, which
+    // a lone signal would otherwise wait for before its workflow starts.
+    let pulled =
+        futures::future::join_all(lanes.iter().zip(&quotas).map(|(lane, &quota)| async move {
+            if quota == 0 {
+                Vec::new()
+            } else {
+                fetch(lane, quota).await
+            }
+        }))
+        .await;
     let mut taken = Vec::new();
     let mut filled = vec![false; lanes.len()];
-    for (i, lane) in lanes.iter().enumerate() {
-        if quotas[i] == 0 {
-            filled[i] = true;
-            continue;
-        }
-        let got = fetch(lane, quotas[i]).await;
-        filled[i] = got.len() == quotas[i];
+    for (i, got) in pulled.into_iter().enumerate() {
+        filled[i] = quotas[i] == 0 || got.len() == quotas[i];
         taken.extend(got);
     }
     // What the quieter lanes left goes to the busy ones, most urgent first.
