@@ -241,6 +241,10 @@ impl AuthServer {
                 settings.user = Some((*user).to_owned());
                 settings.password = Some(Secret::new(password.clone()));
                 settings.client_name = Some(format!("e2e-{user}"));
+                // A service reads replies on its own inbox only; the operator may read any.
+                if *user != "operator" {
+                    settings.inbox_prefix = format!("_INBOX_{user}");
+                }
             }
             Login::Nkey(seed) => settings.nkey_seed = Some(Secret::new(seed.clone())),
             Login::Nobody => {}
@@ -322,8 +326,9 @@ fn render(port: u16, dir: &Path, certs: &Certificates, mutual_tls: bool) -> Stri
     text
 }
 
-/// A sensor as NATS sees it: any client (not vigil's), with the inbox prefix its user may
-/// subscribe to, reporting the errors the server sends it.
+/// A sensor as NATS sees it, or a service's credentials in other hands: any client (not
+/// vigil's) logged in as a user of the file, with the inbox prefix that user may subscribe to
+/// (`_INBOX_<user>`), reporting the errors the server sends it.
 struct SensorClient {
     client: async_nats::Client,
     errors: mpsc::UnboundedReceiver<String>,
@@ -667,6 +672,34 @@ async fn a_sensor_can_publish_its_own_signals_and_nothing_else() {
             "vigil.ingest.edr"
         ],
         "{subjects:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cannot_read_the_replies_sent_to_another() {
+    let server = AuthServer::start(false).await;
+    // Any client logged in as the broker, with the broker's inbox prefix.
+    let mut broker = SensorClient::connect(&server, "broker").await;
+    // `_INBOX.>` is where every service's replies went when they shared the default prefix.
+    for subject in [
+        "_INBOX.>",
+        "_INBOX_trainer.>",
+        "_INBOX_feedback.>",
+        "_INBOX_sensor_ids.>",
+    ] {
+        let _refused = broker.client.subscribe(subject.to_owned()).await.unwrap();
+        broker.refused("subscription", subject).await;
+    }
+    // Its own inbox works: JetStream answers the broker's request there.
+    let info = broker
+        .client
+        .request("$JS.API.INFO", "".into())
+        .await
+        .unwrap_or_else(|e| panic!("the broker's own inbox: {e}"));
+    assert!(
+        String::from_utf8_lossy(&info.payload).contains("account_info"),
+        "{:?}",
+        info.payload
     );
 }
 

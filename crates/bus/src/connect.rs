@@ -57,6 +57,7 @@ async fn connect_options(settings: &NatsSettings) -> Result<ConnectOptions> {
     if let Some(name) = &settings.client_name {
         options = options.name(name);
     }
+    options = options.custom_inbox_prefix(settings.inbox_prefix.clone());
 
     match (&settings.user, &settings.password) {
         (Some(user), password) => {

@@ -256,6 +256,20 @@ impl Config {
                 self.nats.prefix
             ));
         }
+        let inbox = &self.nats.inbox_prefix;
+        if inbox.is_empty()
+            || inbox.starts_with('.')
+            || inbox.ends_with('.')
+            || inbox.contains("..")
+            || !inbox
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return invalid(format!(
+                "nats.inbox_prefix {inbox:?} must be a subject of letters, digits, '_', '-' and \
+                 '.' between tokens (no wildcard), such as _INBOX_broker"
+            ));
+        }
         if !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")
         {

@@ -23,6 +23,10 @@ pub struct NatsSettings {
     pub prefix: String,
     /// Name this connection reports to the server.
     pub client_name: Option<String>,
+    /// The subjects this connection receives replies on (`<prefix>.>`); give each service its
+    /// own (`_INBOX_broker`), with a server user allowed only that, so that one service cannot
+    /// read the replies another receives.
+    pub inbox_prefix: String,
     pub connect_timeout_ms: u64,
 }
 
@@ -38,6 +42,7 @@ impl Default for NatsSettings {
             tls: TlsSettings::default(),
             prefix: String::new(),
             client_name: None,
+            inbox_prefix: "_INBOX".into(),
             connect_timeout_ms: 5_000,
         }
     }
