@@ -29,7 +29,7 @@ use vigil_proto::v1;
 use vigil_runtime::ServiceContext;
 use vigil_store::Store;
 
-pub use workflow::{Earlier, Orchestrator};
+pub use workflow::{Decoded, Earlier, Orchestrator, decode};
 
 /// Why the orchestrator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -186,8 +186,9 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
             continue;
         }
         idle = Duration::from_millis(1);
-        let mut recorded = earlier_attempts(&store, &taken).await;
-        for delivery in taken {
+        let decoded: Vec<Decoded> = taken.iter().map(workflow::decode).collect();
+        let mut recorded = earlier_attempts(&store, &taken, &decoded).await;
+        for (delivery, decoded) in taken.into_iter().zip(decoded) {
             let recorded = match &mut recorded {
                 // A second delivery of one id in the batch learns the same.
                 Ok(found) => Ok(found
@@ -203,7 +204,7 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
             let beat = beat.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                let ok = orchestrator.handle(delivery, recorded).await;
+                let ok = orchestrator.handle(delivery, decoded, recorded).await;
                 beat.record(ok, started.elapsed());
                 drop(permit);
             });
@@ -302,19 +303,17 @@ async fn fetch(
 async fn earlier_attempts(
     store: &Store,
     taken: &[vigil_bus::Delivery<v1::ThreatSignal>],
+    decoded: &[Decoded],
 ) -> Result<HashMap<String, Earlier>, String> {
-    // Signals that do not convert are dead-lettered by the workflow, unclaimed.
-    let digests: Vec<(String, String)> = taken
+    // Signals that do not convert, or have no id, are dead-lettered by the workflow, unclaimed.
+    let claims: Vec<(&str, &str)> = taken
         .iter()
-        .filter(|d| !d.payload().id.is_empty())
-        .filter_map(|d| {
-            let signal = vigil_domain::ThreatSignal::try_from(d.payload().clone()).ok()?;
-            Some((d.payload().id.clone(), signal.content_digest()))
+        .zip(decoded)
+        .filter(|(d, _)| !d.payload().id.is_empty())
+        .filter_map(|(d, decoded)| {
+            let (_, digest) = decoded.as_ref().ok()?;
+            Some((d.payload().id.as_str(), digest.as_str()))
         })
-        .collect();
-    let claims: Vec<(&str, &str)> = digests
-        .iter()
-        .map(|(id, digest)| (id.as_str(), digest.as_str()))
         .collect();
     let ids: Vec<&str> = claims.iter().map(|(id, _)| *id).collect();
     // Independent of each other: one round trip of waiting instead of two.

@@ -169,20 +169,22 @@ impl Orchestrator {
     }
 
     /// Processes one work message end to end and acks it once the workflow is committed and
-    /// its events are published. `recorded` is what is known of its event id (its claim, the
+    /// its events are published. `decoded` is the message as a signal with its content digest
+    /// ([`decode`]); `recorded` is what is known of its event id (its claim, the
     /// workflow already stored), looked up for the whole pulled batch at once (or why the
     /// lookup failed). Returns whether the workflow succeeded (an invalid work item or a failed
     /// step is false).
     pub async fn handle(
         &self,
         delivery: Delivery<v1::ThreatSignal>,
+        decoded: Decoded,
         recorded: Result<Earlier, String>,
     ) -> bool {
         let span = vigil_runtime::trace::follow(
             tracing::info_span!("orchestrator.workflow", event_id = %delivery.payload().id),
             delivery.traceparent().as_ref(),
         );
-        self.handle_traced(delivery, recorded)
+        self.handle_traced(delivery, decoded, recorded)
             .instrument(span)
             .await
     }
@@ -190,17 +192,18 @@ impl Orchestrator {
     async fn handle_traced(
         &self,
         delivery: Delivery<v1::ThreatSignal>,
+        decoded: Decoded,
         recorded: Result<Earlier, String>,
     ) -> bool {
         let started = Instant::now();
-        let signal = match ThreatSignal::try_from(delivery.payload().clone()) {
-            Ok(signal) if !signal.id.is_empty() => signal,
+        let (signal, digest) = match decoded {
+            Ok((signal, digest)) if !signal.id.is_empty() => (signal, digest),
             Ok(_) => {
                 dead_letter(&delivery, "work item has no id (not queued by the broker)").await;
                 return false;
             }
-            Err(error) => {
-                dead_letter(&delivery, &format!("invalid threat signal: {error}")).await;
+            Err(reason) => {
+                dead_letter(&delivery, &reason).await;
                 return false;
             }
         };
@@ -211,15 +214,15 @@ impl Orchestrator {
             Ok(Earlier {
                 workflow: Some(done),
                 ..
-            }) if done.status == WorkflowStatus::Success && reuses_id(done, &signal) => {
+            }) if done.status == WorkflowStatus::Success && reuses_id(done, &digest) => {
                 Some(format!("whose workflow {} completed", done.id))
             }
             // Claimed for another signal: its workflow is running (here, on another replica)
             // or ended without success.
             Ok(Earlier {
-                claimed_for: Some(digest),
+                claimed_for: Some(claimed),
                 ..
-            }) if *digest != signal.content_digest() => {
+            }) if *claimed != digest => {
                 Some("which holds it (its workflow is running or has run)".to_owned())
             }
             _ => None,
@@ -249,7 +252,7 @@ impl Orchestrator {
                 }
             }
             Ok(earlier) => {
-                let workflow = guarded(self.run_workflow(&signal, earlier, &traceparent));
+                let workflow = guarded(self.run_workflow(&signal, digest, earlier, &traceparent));
                 let outcome = keep_in_progress(&delivery, self.progress_every, workflow).await;
                 if outcome.is_ok() {
                     self.metrics
@@ -290,6 +293,7 @@ impl Orchestrator {
     async fn run_workflow(
         &self,
         signal: &ThreatSignal,
+        digest: String,
         earlier: Option<WorkflowExecution>,
         traceparent: &TraceParent,
     ) -> Result<(), StepFailure> {
@@ -416,7 +420,7 @@ impl Orchestrator {
             alerts,
             remediation,
             incident,
-            signal_digest: Some(signal.content_digest()),
+            signal_digest: Some(digest),
         };
         let record = WorkflowRecord {
             signal: signal.clone(),
@@ -640,12 +644,26 @@ pub struct Earlier {
     pub claimed_for: Option<String>,
 }
 
-/// Whether `signal` reuses the event id of the committed workflow `done` for other content (the
-/// digest stored with it differs); a redelivery or a replay of the same signal does not.
-fn reuses_id(done: &WorkflowExecution, signal: &ThreatSignal) -> bool {
+/// Whether the signal whose content digest is `digest` reuses the event id of the committed
+/// workflow `done` for other content (the digest stored with it differs); a redelivery or a
+/// replay of the same signal does not.
+fn reuses_id(done: &WorkflowExecution, digest: &str) -> bool {
     WorkflowResults::of(done)
         .and_then(|results| results.signal_digest)
-        .is_some_and(|stored| stored != signal.content_digest())
+        .is_some_and(|stored| stored != digest)
+}
+
+/// A work message as a signal with its content digest ([`ThreatSignal::content_digest`]), or
+/// why it is not a signal (the dead letter's reason): decoded once per delivery, for the claim
+/// of its id and for its workflow.
+pub type Decoded = Result<(ThreatSignal, String), String>;
+
+/// Decodes one work message ([`Decoded`]).
+pub fn decode(delivery: &Delivery<v1::ThreatSignal>) -> Decoded {
+    let signal = ThreatSignal::try_from(delivery.payload().clone())
+        .map_err(|error| format!("invalid threat signal: {error}"))?;
+    let digest = signal.content_digest();
+    Ok((signal, digest))
 }
 
 /// Runs `work` while telling JetStream every `every` that `delivery` is still being worked on
