@@ -8,7 +8,8 @@
 //! (the fixed rate of the latency run, default 1000/s), `BENCH_SECONDS` (its length, default
 //! 10), `BENCH_VIGIL` (the binary), `BENCH_MODEL` (a model file instead of training one),
 //! `BENCH_JSON` (a file to append the results to as one JSON line), `BENCH_ONLY` (a subset of
-//! the services, as `vigil up --only` takes it).
+//! the services, as `vigil up --only` takes it), `BENCH_KEEP_DB` (keep the database to look
+//! into: each workflow's steps with their durations).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

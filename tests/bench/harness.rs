@@ -301,6 +301,12 @@ impl Deployment {
         for name in ours {
             let _ = js.delete_stream(&name).await;
         }
+        // `BENCH_KEEP_DB=1` keeps the database to look into (each workflow's steps and their
+        // durations); the next test run's clean-up removes it.
+        if std::env::var_os("BENCH_KEEP_DB").is_some() {
+            println!("kept database {}", self.db.name());
+            std::mem::forget(self.db);
+        }
     }
 }
 

@@ -186,29 +186,23 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
             continue;
         }
         idle = Duration::from_millis(1);
-        let decoded: Vec<Decoded> = taken.iter().map(workflow::decode).collect();
-        let mut recorded = earlier_attempts(&store, &taken, &decoded).await;
-        for (delivery, decoded) in taken.into_iter().zip(decoded) {
-            let recorded = match &mut recorded {
-                // A second delivery of one id in the batch learns the same.
-                Ok(found) => Ok(found
-                    .get(&delivery.payload().id)
-                    .cloned()
-                    .unwrap_or_default()),
-                Err(reason) => Err(reason.clone()),
-            };
+        // A slot per signal now (there are at least as many free), so the loop pulls again at
+        // once: what is known of the batch's ids is looked up (and the ids claimed) beside it,
+        // instead of every signal that arrives meanwhile waiting for that round trip.
+        let mut permits = Vec::with_capacity(taken.len());
+        for _ in 0..taken.len() {
             let Ok(permit) = capacity.slots.clone().acquire_owned().await else {
                 break;
             };
-            let orchestrator = orchestrator.clone();
-            let beat = beat.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let ok = orchestrator.handle(delivery, decoded, recorded).await;
-                beat.record(ok, started.elapsed());
-                drop(permit);
-            });
+            permits.push(permit);
         }
+        tokio::spawn(start_batch(
+            orchestrator.clone(),
+            store.clone(),
+            beat.clone(),
+            taken,
+            permits,
+        ));
     }
     // Drain: every slot back means every in-flight workflow finished and acked.
     capacity.drain().await;
@@ -216,6 +210,38 @@ pub async fn run_in(ctx: ServiceContext, token: CancellationToken) -> Result<()>
     ctx.readiness.remove("orchestrator");
     tracing::info!("orchestrator stopped");
     Ok(())
+}
+
+/// Runs the workflow of each pulled signal that has a slot (`permits`, in order; a signal
+/// without one is not acked and comes back), once what is known of the batch's ids is looked
+/// up; each slot is given back when its workflow has finished and acked.
+async fn start_batch(
+    orchestrator: Arc<Orchestrator>,
+    store: Store,
+    beat: vigil_runtime::Beat,
+    taken: Vec<vigil_bus::Delivery<v1::ThreatSignal>>,
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let decoded: Vec<Decoded> = taken.iter().map(workflow::decode).collect();
+    let recorded = earlier_attempts(&store, &taken, &decoded).await;
+    for ((delivery, decoded), permit) in taken.into_iter().zip(decoded).zip(permits) {
+        let recorded = match &recorded {
+            // A second delivery of one id in the batch learns the same.
+            Ok(found) => Ok(found
+                .get(&delivery.payload().id)
+                .cloned()
+                .unwrap_or_default()),
+            Err(reason) => Err(reason.clone()),
+        };
+        let orchestrator = orchestrator.clone();
+        let beat = beat.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let ok = orchestrator.handle(delivery, decoded, recorded).await;
+            beat.record(ok, started.elapsed());
+            drop(permit);
+        });
+    }
 }
 
 /// The longest an idle orchestrator goes without polling its lanes (should the doorbell miss).
