@@ -785,14 +785,11 @@ pub(crate) async fn open_or_attach_many(
     // incident alone, and only the keys it did not return (stale ones) are resolved and upserted
     // again, instead of a resolving statement before every upsert. Events that disagree (the
     // window changed mid-batch, or some never resolve) are resolved first, as a whole.
-    let windows: BTreeSet<Option<u64>> = events
-        .iter()
-        .map(|event| event.window.map(|w| w.as_secs_f64().to_bits()))
-        .collect();
-    let shared_window = match windows.into_iter().collect::<Vec<_>>()[..] {
-        [Some(bits)] => Some(f64::from_bits(bits)),
-        _ => None,
-    };
+    let shared_window = events
+        .first()
+        .and_then(|first| first.window)
+        .filter(|window| events.iter().all(|event| event.window == Some(*window)))
+        .map(|window| window.as_secs_f64());
     if shared_window.is_none() {
         resolve_stale(conn, events).await?;
     }
